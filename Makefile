@@ -1,0 +1,42 @@
+# Meridian: the two set-up commands are `make demo` and `make test` (see README.md).
+CARGO ?= cargo
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+MERIDIAN := $(TARGET_DIR)/debug/meridian
+# Always build the whole workspace: cargo resolves features per selection, and building one
+# package alone (`cargo run -p meridian`) would hash RocksDB's build differently and compile its
+# C++ a second time.
+BUILD := $(CARGO) build --workspace --bins
+# Extra arguments for the test run, e.g. `make test TEST_ARGS=storage`.
+TEST_ARGS ?=
+
+.PHONY: all demo test prereqs check lint fmt bench bench-storage
+
+all: test
+
+prereqs:
+	@scripts/prereqs.sh
+
+## demo: build and run the main job on a local embedded setup.
+demo: prereqs
+	$(BUILD)
+	$(MERIDIAN) demo $(ARGS)
+
+## test: the whole test suite.
+test: prereqs
+	$(CARGO) test --workspace $(TEST_ARGS)
+
+## check: formatting and lints, as CI runs them.
+check: fmt lint
+
+fmt:
+	$(CARGO) fmt --all -- --check
+
+lint: prereqs
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## bench: every benchmark, optimised build; results are printed as Markdown tables.
+bench: bench-storage
+
+bench-storage: prereqs
+	$(BUILD) --release
+	$(TARGET_DIR)/release/meridian bench storage $(ARGS)

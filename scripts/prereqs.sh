@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Checks the system prerequisites of the build: a C++ compiler and libclang (RocksDB's C++ and
+# its bindgen bindings). Installs what is missing with apt-get when it may (root, or sudo
+# without a password); otherwise prints the exact command to run and fails.
+set -euo pipefail
+
+missing=()
+if ! command -v c++ >/dev/null 2>&1 && ! command -v g++ >/dev/null 2>&1 && ! command -v clang++ >/dev/null 2>&1; then
+  missing+=(g++)
+fi
+have_libclang() {
+  [ -n "${LIBCLANG_PATH:-}" ] && ls "$LIBCLANG_PATH"/libclang*.so* >/dev/null 2>&1 && return 0
+  ldconfig -p 2>/dev/null | grep -q 'libclang[-0-9.]*\.so' && return 0
+  ls /usr/lib/llvm-*/lib/libclang*.so* /usr/lib/*/libclang*.so* >/dev/null 2>&1
+}
+have_libclang || missing+=(libclang-dev)
+command -v make >/dev/null 2>&1 || missing+=(make)
+command -v cargo >/dev/null 2>&1 || { echo "prereqs: cargo not found; install Rust from https://rustup.rs" >&2; exit 1; }
+
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+cmd="apt-get install -y --no-install-recommends ${missing[*]}"
+if command -v apt-get >/dev/null 2>&1; then
+  if [ "$(id -u)" -eq 0 ]; then
+    echo "prereqs: installing ${missing[*]}" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive $cmd >/dev/null
+    exit 0
+  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    echo "prereqs: installing ${missing[*]} with sudo" >&2
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive $cmd >/dev/null
+    exit 0
+  fi
+fi
+echo "prereqs: missing ${missing[*]}. Install with:" >&2
+echo "    sudo apt-get update && sudo $cmd" >&2
+exit 1
