@@ -64,7 +64,7 @@ pub const LOG_RECORD_SIZE_MAX: usize = 16 * 1024 * 1024;
 const _: () = assert!(KEY_SIZE_MAX + VALUE_SIZE_MAX < LOG_RECORD_SIZE_MAX, "a single write must fit in a log record");
 
 /// Identity of a Paxos group (one per range).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub struct GroupId(pub u64);
 
 impl fmt::Display for GroupId {
@@ -74,7 +74,7 @@ impl fmt::Display for GroupId {
 }
 
 /// A position in a group's Paxos log.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Slot(pub u64);
 
 impl fmt::Display for Slot {

@@ -86,6 +86,16 @@ impl RocksEngine {
         self.db.cf_handle(cf.name()).expect("every column family is created by open()")
     }
 
+    /// Flushes every column family's memtable to an SST file (backups, tests of on-disk state).
+    pub fn flush(&self) -> Result<()> {
+        for cf in Cf::ALL {
+            self.db
+                .flush_cf(self.cf(cf))
+                .map_err(|e| engine_err(|| format!("flushing column family {}", cf.name()), e))?;
+        }
+        Ok(())
+    }
+
     /// An integer RocksDB property (e.g. `rocksdb.estimate-num-keys`) of `cf`, for metrics.
     pub fn property(&self, cf: Cf, name: &str) -> Result<Option<u64>> {
         self.db

@@ -51,7 +51,7 @@ pub const SAWTOOTH_PERIOD: Duration = Duration::from_secs(30);
 ///
 /// Every commit, read and lease timestamp in Meridian is one of these. `u64` nanoseconds last
 /// until the year 2554.
-#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Timestamp(u64);
 
 impl Timestamp {
@@ -167,7 +167,7 @@ fn duration_nanos(d: Duration) -> u64 {
 /// An interval of time guaranteed (while the clock error is within ε) to contain true time.
 ///
 /// Invariant: `earliest <= latest`.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct TTInterval {
     /// No earlier than this has true time passed.
     pub earliest: Timestamp,
