@@ -9,7 +9,7 @@ BUILD := $(CARGO) build --workspace --bins
 # Extra arguments for the test run, e.g. `make test TEST_ARGS=storage`.
 TEST_ARGS ?=
 
-.PHONY: all demo test prereqs check lint fmt bench bench-storage
+.PHONY: all demo test prereqs check lint fmt bench bench-storage bench-paxos sim-paxos
 
 all: test
 
@@ -25,6 +25,16 @@ demo: prereqs
 test: prereqs
 	$(CARGO) test --workspace $(TEST_ARGS)
 
+## sim-paxos: the seeded Paxos simulation. SEEDS=N runs seeds 0..N; SEED=S replays one seed.
+SEEDS ?= 200
+sim-paxos: prereqs
+	$(BUILD)
+ifdef SEED
+	$(TARGET_DIR)/debug/sim-paxos --seed $(SEED)
+else
+	$(TARGET_DIR)/debug/sim-paxos --seeds $(SEEDS)
+endif
+
 ## check: formatting and lints, as CI runs them.
 check: fmt lint
 
@@ -35,8 +45,12 @@ lint: prereqs
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 ## bench: every benchmark, optimised build; results are printed as Markdown tables.
-bench: bench-storage
+bench: bench-storage bench-paxos
 
 bench-storage: prereqs
 	$(BUILD) --release
 	$(TARGET_DIR)/release/meridian bench storage $(ARGS)
+
+bench-paxos: prereqs
+	$(BUILD) --release
+	$(TARGET_DIR)/release/meridian bench paxos $(ARGS)

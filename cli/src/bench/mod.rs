@@ -1,5 +1,6 @@
 //! `meridian bench …`: measurements, each beside the physical floor it is bounded by.
 
+mod paxos;
 mod storage;
 
 /// Benchmarks.
@@ -7,11 +8,14 @@ mod storage;
 pub enum BenchCommand {
     /// Storage engine: MVCC point reads/writes, scans, synced Paxos-log appends by concurrency.
     Storage(storage::StorageArgs),
+    /// Replicated appends through real Paxos replicas (RocksDB, fsync) in one process.
+    Paxos(paxos::PaxosArgs),
 }
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Storage(args) => storage::run(args),
+        BenchCommand::Paxos(args) => paxos::run(args),
     }
 }
 
