@@ -13,5 +13,6 @@
 //! Range descriptors, routing, split/merge/move arrive with the node (issue 4).
 
 pub mod paxos;
+pub mod range;
 
 pub use meridian_storage::{GroupId, Slot};

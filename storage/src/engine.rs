@@ -163,4 +163,15 @@ pub trait Engine: Send + Sync + 'static {
 
     /// A short name for logs and status pages (`rocksdb`, `memory`).
     fn kind(&self) -> &'static str;
+
+    /// Estimated bytes stored for keys in `[start, end)` of `cf` (for splitting ranges by size).
+    /// The default sums keys and values; engines with cheaper estimates override it.
+    fn approximate_size(&self, cf: Cf, start: &[u8], end: Option<&[u8]>) -> Result<u64> {
+        let mut total = 0u64;
+        for kv in self.scan(cf, start, end, Direction::Forward)? {
+            let (k, v) = kv?;
+            total += (k.len() + v.len()) as u64;
+        }
+        Ok(total)
+    }
 }

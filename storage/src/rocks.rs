@@ -102,12 +102,6 @@ impl RocksEngine {
             .property_int_value_cf(self.cf(cf), name)
             .map_err(|e| engine_err(|| format!("reading property {name}"), e))
     }
-
-    /// Estimated bytes on disk for keys in `[start, end)` of `cf`.
-    pub fn approximate_size(&self, cf: Cf, start: &[u8], end: &[u8]) -> u64 {
-        let range = rocksdb::Range::new(start, end);
-        self.db.get_approximate_sizes_cf(self.cf(cf), &[range]).first().copied().unwrap_or(0)
-    }
 }
 
 struct RocksScan<'a> {
@@ -195,5 +189,12 @@ impl Engine for RocksEngine {
 
     fn kind(&self) -> &'static str {
         "rocksdb"
+    }
+
+    fn approximate_size(&self, cf: Cf, start: &[u8], end: Option<&[u8]>) -> Result<u64> {
+        // Sizes of SST files overlapping the range plus the memtables' share.
+        let end = end.map_or_else(|| vec![0xFF; 32], <[u8]>::to_vec);
+        let range = rocksdb::Range::new(start, &end);
+        Ok(self.db.get_approximate_sizes_cf(self.cf(cf), &[range]).first().copied().unwrap_or(0))
     }
 }

@@ -56,7 +56,7 @@ mod outbox;
 mod replica;
 mod types;
 
-pub use durable::{load, persist};
+pub use durable::{DurableError, load, persist};
 pub use options::{LEASE_DEFAULT, Options, UnsafeSwitches};
 pub use outbox::{Event, InstallSnapshot, Outbox};
 pub use replica::{Durable, ProposeError, Replica, Role};

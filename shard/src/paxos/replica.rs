@@ -45,6 +45,9 @@ pub struct Durable {
     pub applied: Slot,
     /// Membership as of `applied`.
     pub config: Config,
+    /// The replica was created empty on a node that lacks the range's data: it accepts nothing
+    /// and never campaigns until a snapshot arrives.
+    pub awaiting_snapshot: bool,
 }
 
 /// What role the replica plays now.
@@ -144,6 +147,7 @@ pub struct Replica {
     /// Every slot in `(chosen, contiguous]` holds a value accepted at `hs.promised`.
     contiguous: Slot,
     config: Config,
+    awaiting_snapshot: bool,
     role: RoleState,
     leader_hint: Option<NodeId>,
     /// Local time we last heard from the leader we follow.
@@ -188,6 +192,7 @@ impl Replica {
             applied_handed: durable.applied,
             contiguous: durable.applied,
             config: durable.config,
+            awaiting_snapshot: durable.awaiting_snapshot,
             role: RoleState::Follower,
             leader_hint: None,
             last_heard: None,
@@ -265,6 +270,30 @@ impl Replica {
     /// The value this replica accepted (or knows chosen) in `slot`.
     pub fn entry(&self, slot: Slot) -> Option<&Accepted> {
         self.log.get(&slot)
+    }
+
+    /// The leader's view of how far `peer` has accepted (every slot up to it).
+    pub fn peer_matched(&self, peer: NodeId) -> Option<Slot> {
+        match &self.role {
+            RoleState::Leader(l) => l.peers.get(&peer).map(|p| p.matched),
+            _ => None,
+        }
+    }
+
+    /// Whether this replica waits for a snapshot before it can take part.
+    pub fn awaiting_snapshot(&self) -> bool {
+        self.awaiting_snapshot
+    }
+
+    /// Makes the leader send `peer` a snapshot next (the peer's replica was just created empty).
+    pub fn force_snapshot(&mut self, peer: NodeId) {
+        if let RoleState::Leader(l) = &mut self.role
+            && let Some(p) = l.peers.get_mut(&peer)
+        {
+            p.next = Slot(0);
+            p.sent_from = Slot(0);
+            p.snapshot_asked = None;
+        }
     }
 
     /// The outstanding lease vote.
@@ -349,13 +378,15 @@ impl Replica {
             Msg::Accept { ballot, entries, chosen, lease_at } => {
                 self.on_accept(now, from, ballot, entries, chosen, lease_at)
             }
-            Msg::Accepted { ballot, upto, vote } => self.on_accepted(now, from, ballot, upto, vote),
+            Msg::Accepted { ballot, upto, vote, needs_snapshot } => {
+                self.on_accepted(now, from, ballot, upto, vote, needs_snapshot)
+            }
             Msg::Reject { ballot, promised, chosen, reason } => {
                 self.on_reject(now, from, ballot, promised, chosen, reason)
             }
             Msg::Snapshot { ballot, slot, config, data } => self.on_snapshot(now, from, ballot, slot, config, data),
             Msg::TimeoutNow { ballot } => {
-                if ballot == self.hs.promised && self.config.voters.contains(&self.id) {
+                if ballot == self.hs.promised && self.config.voters.contains(&self.id) && !self.awaiting_snapshot {
                     self.campaign_inner(now, true);
                 }
             }
@@ -424,7 +455,7 @@ impl Replica {
 
     /// Starts an election now (bootstrap, tests).
     pub fn campaign(&mut self, now: TTInterval) {
-        if self.config.voters.contains(&self.id) {
+        if self.config.voters.contains(&self.id) && !self.awaiting_snapshot {
             self.campaign_inner(now, false);
         }
     }
@@ -441,6 +472,7 @@ impl Replica {
         let ballot = l.ballot;
         if let Some(p) = l.peers.get_mut(&to) {
             p.next = p.next.max(Slot(slot.0 + 1));
+            p.sent_from = p.next;
             p.last_send = local(now);
             self.out.messages.push((to, Msg::Snapshot { ballot, slot, config, data }));
         }
@@ -451,7 +483,7 @@ impl Replica {
         let t = local(now);
         match &mut self.role {
             RoleState::Follower | RoleState::Probing(_) | RoleState::Candidate(_) => {
-                if t >= self.election_deadline && self.config.voters.contains(&self.id) {
+                if t >= self.election_deadline && self.config.voters.contains(&self.id) && !self.awaiting_snapshot {
                     if self.election_deadline == Timestamp::ZERO {
                         // First tick after start: arm the timer instead of campaigning at once.
                         self.reset_election_timer(t);
@@ -608,6 +640,12 @@ impl Replica {
         self.leader_hint = Some(ballot.node);
         self.last_heard = Some(t);
         self.reset_election_timer(t);
+        if self.awaiting_snapshot {
+            let vote = self.maybe_vote(now, ballot, lease_at);
+            let msg = Msg::Accepted { ballot, upto: self.contiguous, vote, needs_snapshot: true };
+            self.out.messages.push((from, msg));
+            return;
+        }
         for (s, cmd) in entries {
             if s <= self.chosen || s < self.log_start {
                 continue; // already chosen here: the value is necessarily the same
@@ -619,7 +657,7 @@ impl Replica {
         self.advance_contiguous();
         self.learn(Slot(leader_chosen.0.min(self.contiguous.0)));
         let vote = self.maybe_vote(now, ballot, lease_at);
-        self.out.messages.push((from, Msg::Accepted { ballot, upto: self.contiguous, vote }));
+        self.out.messages.push((from, Msg::Accepted { ballot, upto: self.contiguous, vote, needs_snapshot: false }));
     }
 
     /// Grants (and persists) a lease vote for `ballot` if the single-vote rule allows
@@ -661,7 +699,8 @@ impl Replica {
         self.leader_hint = Some(ballot.node);
         self.last_heard = Some(t);
         self.reset_election_timer(t);
-        if slot > self.chosen {
+        if slot > self.chosen || self.awaiting_snapshot {
+            self.awaiting_snapshot = false;
             self.log = self.log.split_off(&Slot(slot.0 + 1));
             self.out.entries.retain(|s, _| *s > slot);
             self.log_start = Slot(slot.0 + 1);
@@ -677,7 +716,7 @@ impl Replica {
             self.advance_contiguous();
         }
         let vote = self.hs.vote.filter(|v| v.ballot == ballot);
-        self.out.messages.push((from, Msg::Accepted { ballot, upto: self.contiguous, vote }));
+        self.out.messages.push((from, Msg::Accepted { ballot, upto: self.contiguous, vote, needs_snapshot: false }));
     }
 
     fn advance_contiguous(&mut self) {
@@ -941,12 +980,27 @@ impl Replica {
 
     // ----- leader -----
 
-    fn on_accepted(&mut self, now: TTInterval, from: NodeId, ballot: Ballot, upto: Slot, vote: Option<LeaseVote>) {
+    fn on_accepted(
+        &mut self,
+        now: TTInterval,
+        from: NodeId,
+        ballot: Ballot,
+        upto: Slot,
+        vote: Option<LeaseVote>,
+        needs_snapshot: bool,
+    ) {
         let RoleState::Leader(l) = &mut self.role else { return };
         if l.ballot != ballot {
             return;
         }
         let t = local(now);
+        if needs_snapshot
+            && let Some(p) = l.peers.get_mut(&from)
+            && p.next != Slot(0)
+        {
+            p.next = Slot(0);
+            p.sent_from = Slot(0);
+        }
         if let Some(p) = l.peers.get_mut(&from) {
             if upto > p.matched {
                 p.matched = upto;
@@ -1161,7 +1215,14 @@ impl Replica {
         let t = local(now);
         match &self.role {
             RoleState::Follower | RoleState::Probing(_) | RoleState::Candidate(_) => {
-                if self.election_deadline == Timestamp::ZERO { t } else { self.election_deadline.max(t) }
+                if !self.config.voters.contains(&self.id) || self.awaiting_snapshot {
+                    // Cannot campaign: nothing to time out on.
+                    t.saturating_add(self.opts.election_timeout_max)
+                } else if self.election_deadline == Timestamp::ZERO {
+                    t
+                } else {
+                    self.election_deadline.max(t.saturating_add(TICK_MIN))
+                }
             }
             RoleState::Leader(l) => {
                 let mut next = t.saturating_add(self.opts.heartbeat);

@@ -241,6 +241,8 @@ pub enum Msg {
         upto: Slot,
         /// The lease vote this replica holds for `ballot`, if any.
         vote: Option<LeaseVote>,
+        /// This replica was created empty and needs a snapshot before any log entry.
+        needs_snapshot: bool,
     },
     /// A refusal; `promised` tells the proposer how high to go.
     Reject {
@@ -321,9 +323,13 @@ impl fmt::Display for Msg {
                 }
                 write!(f, "]")
             }
-            Msg::Accepted { ballot, upto, vote } => {
-                write!(f, "Accepted b={ballot} upto={}{}", upto.0, if vote.is_some() { " +vote" } else { "" })
-            }
+            Msg::Accepted { ballot, upto, vote, needs_snapshot } => write!(
+                f,
+                "Accepted b={ballot} upto={}{}{}",
+                upto.0,
+                if vote.is_some() { " +vote" } else { "" },
+                if *needs_snapshot { " needs-snapshot" } else { "" }
+            ),
             Msg::Reject { ballot, promised, chosen, reason } => {
                 write!(f, "Reject b={ballot} promised={promised} chosen={} {reason:?}", chosen.0)
             }

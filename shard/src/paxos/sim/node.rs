@@ -205,8 +205,12 @@ impl SimNode {
         self.sm_applied = applied;
         self.sm_config = config.clone();
         let seed = self.seed ^ self.restarts.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        self.replica =
-            Some(Replica::restart(self.id, self.opts.clone(), seed, Durable { hard_state, log, applied, config }));
+        self.replica = Some(Replica::restart(
+            self.id,
+            self.opts.clone(),
+            seed,
+            Durable { hard_state, log, applied, config, awaiting_snapshot: false },
+        ));
     }
 
     /// A client write arrives.

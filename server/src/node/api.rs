@@ -1,0 +1,257 @@
+//! The node's request and response types: what clients (through the gRPC shell) and other
+//! nodes (through forwarding) ask of a node. Protocol-agnostic; the shell maps them to protobuf.
+
+use meridian_shard::GroupId;
+use meridian_shard::paxos::NodeId;
+use meridian_shard::range::{LeaderHint, NodeInfo, RangeDescriptor};
+use meridian_storage::Slot;
+use meridian_truetime::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use super::cmd::KeyWrite;
+
+/// Most rows a scan returns in one response.
+pub const SCAN_ROWS_MAX: u32 = 10_000;
+/// Most writes in one write request.
+pub const WRITE_KEYS_MAX: usize = 10_000;
+
+/// A request to a node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// The newest committed value of `key` (served by the range's leader under its lease).
+    Get {
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// Rows in `[start, end)` of one range (`end` empty: to the range's end), newest committed.
+    Scan {
+        /// First key.
+        start: Vec<u8>,
+        /// First key not returned; empty for the end of the range.
+        end: Vec<u8>,
+        /// Most rows to return (capped at [`SCAN_ROWS_MAX`]).
+        limit: u32,
+    },
+    /// Atomically write keys that all lie in one range (puts, or deletes with `None`).
+    Write {
+        /// The writes.
+        writes: Vec<KeyWrite>,
+    },
+    /// Descriptors of the range holding `key` and up to `limit - 1` following ranges (meta).
+    RangeLookup {
+        /// The key.
+        key: Vec<u8>,
+        /// Most descriptors to return.
+        limit: u32,
+    },
+    /// Every descriptor, node and leader hint (meta).
+    ClusterView,
+    /// Admit a new node to the cluster (meta).
+    Join {
+        /// Its addresses; the id is assigned.
+        info: NodeInfo,
+    },
+    /// Index descriptors in the meta range (from range leaders after a change).
+    PutDescriptors {
+        /// The descriptors.
+        descs: Vec<RangeDescriptor>,
+    },
+    /// Record a range's leader in the meta range.
+    PutLeader {
+        /// The range.
+        group: GroupId,
+        /// Its leader.
+        hint: LeaderHint,
+    },
+    /// Split the range containing `key` at `key`.
+    Split {
+        /// The split key (becomes the first key of the right range).
+        key: Vec<u8>,
+    },
+    /// Merge the range `group` with its right neighbour (same replicas required).
+    Merge {
+        /// The left range.
+        group: GroupId,
+    },
+    /// Freeze `group` for a merge into `into`; answers with the frozen range's contents.
+    Freeze {
+        /// The range to freeze (the right one).
+        group: GroupId,
+        /// The left neighbour that will absorb it.
+        into: GroupId,
+    },
+    /// Move `group`'s replica from node `from` to node `to`.
+    MoveReplica {
+        /// The range.
+        group: GroupId,
+        /// The node that gives up its replica.
+        from: NodeId,
+        /// The node that gains one.
+        to: NodeId,
+    },
+    /// Hand `group`'s leadership to node `to`.
+    TransferLeader {
+        /// The range.
+        group: GroupId,
+        /// The new leader.
+        to: NodeId,
+    },
+    /// This node's view of itself and its replicas.
+    Status,
+}
+
+impl Request {
+    /// Whether a node other than a specific range's leader may answer it.
+    pub fn is_meta(&self) -> bool {
+        matches!(
+            self,
+            Request::RangeLookup { .. }
+                | Request::ClusterView
+                | Request::Join { .. }
+                | Request::PutDescriptors { .. }
+                | Request::PutLeader { .. }
+        )
+    }
+}
+
+/// A node's answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// A value (or its absence) and the commit timestamp of the version read.
+    Value {
+        /// The value.
+        value: Option<Vec<u8>>,
+        /// Version timestamp (zero if the key never existed).
+        ts: Timestamp,
+    },
+    /// Scan results.
+    Rows {
+        /// Rows in key order.
+        rows: Vec<(Vec<u8>, Vec<u8>)>,
+        /// The range's descriptor, so the client knows where the next range starts.
+        desc: RangeDescriptor,
+        /// True if `limit` cut the scan short.
+        truncated: bool,
+    },
+    /// The write committed at `ts` (and `TT.after(ts)` held before this answer).
+    Written {
+        /// Commit timestamp.
+        ts: Timestamp,
+    },
+    /// Routing information.
+    Ranges {
+        /// Descriptors, in key order.
+        descs: Vec<RangeDescriptor>,
+        /// Every node of the cluster.
+        nodes: Vec<NodeInfo>,
+        /// Known leaders.
+        leaders: Vec<(GroupId, LeaderHint)>,
+    },
+    /// A node joined.
+    Joined {
+        /// Its id.
+        node: NodeId,
+        /// Every node of the cluster.
+        nodes: Vec<NodeInfo>,
+    },
+    /// A frozen range's contents (for a merge).
+    Frozen {
+        /// The range as frozen.
+        desc: RangeDescriptor,
+        /// Every version in it.
+        data: Vec<(Vec<u8>, Timestamp, Option<Vec<u8>>)>,
+    },
+    /// An administrative request completed.
+    Done {
+        /// What happened.
+        detail: String,
+    },
+    /// A node's status.
+    Status(NodeStatus),
+    /// The request failed.
+    Error(ApiError),
+}
+
+/// Why a request failed, and what the client can do about it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ApiError {
+    /// This node's replica does not lead the range; `leader` is the one it knows of.
+    #[error("not the leader of range {group}{}", leader.map(|l| format!("; try {l}")).unwrap_or_default())]
+    NotLeader {
+        /// The range.
+        group: GroupId,
+        /// The leader, if known.
+        leader: Option<NodeId>,
+        /// The range as this node knows it.
+        desc: Option<RangeDescriptor>,
+    },
+    /// No replica here holds this key (the range moved or split); `desc` is this node's newest
+    /// knowledge of the range that held it.
+    #[error("no range on this node holds key {}", meridian_shard::range::show_key(key))]
+    KeyOutOfRange {
+        /// The key.
+        key: Vec<u8>,
+        /// What this node knows about where it went.
+        desc: Option<RangeDescriptor>,
+    },
+    /// This node has no replica of the range.
+    #[error("range {0} is not on this node")]
+    RangeNotFound(GroupId),
+    /// Temporarily unable (no lease yet, range frozen for a merge, overloaded): retry.
+    #[error("unavailable, retry: {0}")]
+    Unavailable(String),
+    /// The write was proposed but leadership changed before its outcome was known.
+    #[error("outcome unknown: {0}")]
+    Ambiguous(String),
+    /// The request can never succeed as written.
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// No answer within the deadline.
+    #[error("timed out: {0}")]
+    Timeout(String),
+}
+
+impl ApiError {
+    /// Whether retrying the same request (after refreshing routes) can succeed.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, ApiError::Invalid(_) | ApiError::Ambiguous(_))
+    }
+}
+
+/// A node's view of itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// The node.
+    pub node: NodeId,
+    /// Its cluster.
+    pub cluster_id: String,
+    /// Every node it knows.
+    pub nodes: Vec<NodeInfo>,
+    /// Its replicas.
+    pub groups: Vec<GroupStatus>,
+    /// Its clock's `TT.now()`.
+    pub now_earliest: Timestamp,
+    /// See `now_earliest`.
+    pub now_latest: Timestamp,
+}
+
+/// One replica's state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupStatus {
+    /// The range.
+    pub desc: RangeDescriptor,
+    /// `Leader`, `Follower`, `Candidate`, `Probing`.
+    pub role: String,
+    /// Promised ballot as `round.node`.
+    pub ballot: String,
+    /// The leader this replica knows.
+    pub leader: Option<NodeId>,
+    /// End of the lease if this replica leads with one.
+    pub lease_end: Option<Timestamp>,
+    /// Chosen prefix.
+    pub chosen: Slot,
+    /// Applied prefix.
+    pub applied: Slot,
+    /// Largest commit timestamp applied.
+    pub last_write_ts: Timestamp,
+}

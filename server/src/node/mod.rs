@@ -1,0 +1,965 @@
+//! # The node core
+//!
+//! Everything a node decides, as one deterministic state machine: it hosts the replicas of many
+//! groups (one per range), routes each request to the right replica, applies chosen commands to
+//! the multi-version store, answers clients after commit wait, forwards requests it cannot
+//! serve (meta lookups, joins) to the node that can, and manages ranges (split, merge, move,
+//! leadership transfer, placement). Like the Paxos replica, it reads no clock and does no I/O
+//! besides storage reads and state-machine writes through the [`Engine`]; the tokio shell
+//! ([`crate::shell`]) or a simulator feeds it inputs and carries out its outputs in this order:
+//!
+//! ```text
+//!   step(input)… ─► ready() ─► write batch (synced if it holds Paxos state) ─► release()
+//!                                                                              │
+//!        peer messages (batched per node) ◄── replies to clients ◄── applies ◄─┘
+//! ```
+//!
+//! Nothing leaves `release` until the batch from `ready` is durable: that is where every
+//! promise, accepted value and lease vote of every group on the node becomes durable together
+//! (group commit across groups).
+
+pub mod api;
+mod apply;
+pub mod cmd;
+mod manage;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use meridian_shard::GroupId;
+use meridian_shard::paxos::{self, Command, Config, Event, NodeId, Options, Outbox, ProposeError, Replica, Role};
+use meridian_shard::range::{self, META_GROUP, NodeInfo, RangeDescriptor};
+use meridian_storage::{Cf, Engine, LogStore, MetaTag, Mvcc, Slot, WriteBatch};
+use meridian_truetime::{TTInterval, Timestamp};
+use serde::{Deserialize, Serialize};
+
+pub use api::{ApiError, GroupStatus, NodeStatus, Request, Response};
+pub use cmd::{GroupCmd, Origin, PeerMsg, RangeState};
+
+/// Errors opening or bootstrapping a node.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// Storage failed.
+    #[error(transparent)]
+    Storage(#[from] meridian_storage::Error),
+    /// Durable Paxos state could not be read back.
+    #[error(transparent)]
+    Durable(#[from] paxos::DurableError),
+    /// Stored node metadata does not decode.
+    #[error("corrupt node metadata: {0}")]
+    Corrupt(String),
+    /// The data directory already belongs to a node, or to another cluster.
+    #[error("{0}")]
+    Identity(String),
+}
+
+/// Tuning of a node.
+#[derive(Clone, Debug)]
+pub struct NodeOptions {
+    /// Paxos timing and limits for every group.
+    pub paxos: Options,
+    /// Replicas per range the placement loop aims for.
+    pub replication: usize,
+    /// Ranges larger than this (estimated bytes) are split automatically.
+    pub split_bytes: u64,
+    /// Ranges taking more writes per second than this are split automatically.
+    pub split_writes_per_sec: u64,
+    /// Whether this node rebalances replicas and leaders of the ranges it leads.
+    pub placement: bool,
+    /// How often housekeeping runs (meta refresh, placement, auto-split, meta reconciliation).
+    pub housekeeping: Duration,
+    /// How long a forwarded request waits for an answer before it is retried elsewhere.
+    pub forward_timeout: Duration,
+}
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        NodeOptions {
+            paxos: Options::default(),
+            replication: 3,
+            split_bytes: 64 << 20,
+            split_writes_per_sec: 5_000,
+            placement: true,
+            housekeeping: Duration::from_secs(2),
+            forward_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A node's identity, stored under [`MetaTag::Node`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeIdent {
+    /// The cluster this node belongs to.
+    pub cluster_id: String,
+    /// The node.
+    pub node: NodeId,
+    /// Next counter for minting group ids (persisted before an id is used).
+    pub group_counter: u64,
+}
+
+const IDENT_KEY: &[u8] = &[MetaTag::Node as u8];
+const TOMBSTONE_PREFIX: &[u8] = &[MetaTag::Range as u8, b't'];
+/// Most forwards in flight from one node.
+const FORWARDS_MAX: usize = 10_000;
+/// Shortest interval between two ticks.
+const TICK_MIN: Duration = Duration::from_micros(100);
+/// Most attempts of one forward before it fails.
+const FORWARD_ATTEMPTS_MAX: u32 = 8;
+
+fn range_state_key(group: GroupId) -> Vec<u8> {
+    let mut k = vec![MetaTag::Applied as u8];
+    k.extend_from_slice(&group.0.to_be_bytes());
+    k
+}
+
+fn tombstone_key(group: GroupId) -> Vec<u8> {
+    let mut k = TOMBSTONE_PREFIX.to_vec();
+    k.extend_from_slice(&group.0.to_be_bytes());
+    k
+}
+
+/// An input to the node core.
+#[derive(Clone, Debug)]
+pub enum Input {
+    /// A client request; `id` is the shell's handle for the reply.
+    Client {
+        /// Reply handle.
+        id: u64,
+        /// The request.
+        request: Request,
+    },
+    /// A batch of messages from another node.
+    Peer {
+        /// The sender.
+        from: NodeId,
+        /// The messages.
+        msgs: Vec<PeerMsg>,
+    },
+    /// Time passed: run timers.
+    Tick,
+    /// Hand every leadership to other replicas (graceful shutdown).
+    Drain,
+    /// The shell could (or could not) reach a node: placement avoids unreachable ones.
+    PeerReachable {
+        /// The node.
+        node: NodeId,
+        /// Whether its last exchange succeeded.
+        reachable: bool,
+    },
+}
+
+/// What the shell must write before releasing the rest.
+pub struct Ready {
+    /// Paxos state (and snapshot installs) of every group that changed.
+    pub batch: WriteBatch,
+    /// Whether the batch holds Paxos state that must be synced before anything is sent.
+    pub sync: bool,
+    outboxes: Vec<(GroupId, Outbox)>,
+}
+
+/// What the shell must carry out after the write.
+#[derive(Default, Debug)]
+pub struct Release {
+    /// Messages per destination node.
+    pub messages: BTreeMap<NodeId, Vec<PeerMsg>>,
+    /// Answers to clients of this node.
+    pub replies: Vec<(u64, Response)>,
+}
+
+struct Group {
+    replica: Replica,
+    state: RangeState,
+    /// Largest timestamp assigned by this replica while leading (monotonic commit timestamps).
+    last_assigned: Timestamp,
+    /// Writes proposed here and not yet answered: (origin, commit ts).
+    proposed: BTreeMap<Origin, Timestamp>,
+    /// Writes applied in the last window, for load-based splitting.
+    writes_recent: u64,
+    /// Whether the meta range has been told about the current descriptor.
+    meta_synced_generation: u64,
+    /// Whether the lease's leader hint was sent to the meta range.
+    leader_reported: Option<u64>,
+}
+
+struct Forward {
+    origin: Origin,
+    request: Request,
+    target: NodeId,
+    attempts: u32,
+    deadline: Timestamp,
+}
+
+/// The node core. See the module documentation.
+pub struct NodeCore {
+    ident: NodeIdent,
+    ident_dirty: bool,
+    opts: NodeOptions,
+    engine: Arc<dyn Engine>,
+    mvcc: Mvcc,
+    groups: BTreeMap<GroupId, Group>,
+    tombstones: BTreeSet<GroupId>,
+    /// Address book, from the meta range.
+    nodes: BTreeMap<NodeId, NodeInfo>,
+    /// The meta range's replicas and leader as far as this node knows.
+    pub(crate) meta_desc: Option<RangeDescriptor>,
+    meta_leader: Option<NodeId>,
+    /// The latest cluster view fetched from the meta range (for placement).
+    view: Option<manage::ClusterView>,
+    outbound: BTreeMap<NodeId, Vec<PeerMsg>>,
+    replies: Vec<(u64, Response)>,
+    /// Answers held back until `TT.after(ts)` (commit wait, Spanner §4.1.2).
+    commit_wait: BTreeMap<(Timestamp, Origin), Response>,
+    forwards: BTreeMap<u64, Forward>,
+    next_fwd: u64,
+    /// Continuations of this node's own housekeeping requests.
+    internal: BTreeMap<u64, manage::Internal>,
+    next_internal: u64,
+    ops: manage::Ops,
+    last_housekeeping: Timestamp,
+    /// Groups whose replica has something for `ready`.
+    dirty: BTreeSet<GroupId>,
+    /// Groups that need a `tick` at or after the given local time.
+    ticks: BTreeMap<GroupId, Timestamp>,
+    seed: u64,
+    draining: bool,
+    /// Nodes the shell could not reach lately.
+    unreachable: BTreeSet<NodeId>,
+}
+
+impl NodeCore {
+    /// Bootstraps a new cluster on an empty engine: this node becomes node 1, hosting the meta
+    /// range and one user range `[0x01, +∞)`, and campaigns for both.
+    pub fn bootstrap(
+        engine: Arc<dyn Engine>,
+        opts: NodeOptions,
+        cluster_id: String,
+        info: NodeInfo,
+        now: TTInterval,
+        seed: u64,
+    ) -> Result<NodeCore, NodeError> {
+        if engine.get(Cf::Meta, IDENT_KEY)?.is_some() {
+            return Err(NodeError::Identity(
+                "the data directory already holds a node; start it without bootstrapping".into(),
+            ));
+        }
+        let me = NodeId(1);
+        let info = NodeInfo { id: me, ..info };
+        let config = Config::voters([me]);
+        let meta = RangeDescriptor {
+            id: META_GROUP,
+            start: vec![0x00],
+            end: range::USER_KEYS_START.to_vec(),
+            config: config.clone(),
+            generation: 1,
+        };
+        let user = RangeDescriptor {
+            id: range::mint_group_id(me, 1),
+            start: range::USER_KEYS_START.to_vec(),
+            end: Vec::new(),
+            config,
+            generation: 1,
+        };
+        let ident = NodeIdent { cluster_id, node: me, group_counter: 2 };
+        let mut b = WriteBatch::new();
+        b.put(Cf::Meta, IDENT_KEY.to_vec(), postcard::to_allocvec(&ident).expect("ident encodes"));
+        // The meta range's initial contents: both descriptors and this node, at "now".
+        let ts = now.latest;
+        for d in [&meta, &user] {
+            meridian_storage::mvcc::put(&mut b, &d.meta_key(), ts, &postcard::to_allocvec(d).expect("encodes"))?;
+        }
+        meridian_storage::mvcc::put(
+            &mut b,
+            &range::meta_node_key(me),
+            ts,
+            &postcard::to_allocvec(&info).expect("encodes"),
+        )?;
+        for d in [&meta, &user] {
+            let st = RangeState { desc: d.clone(), applied: Slot(0), last_write_ts: ts, frozen_into: None };
+            b.put(Cf::Meta, range_state_key(d.id), postcard::to_allocvec(&st).expect("encodes"));
+        }
+        engine.write(b, true)?;
+        let mut core = Self::open(engine, opts, seed)?.expect("identity was just written");
+        for g in [META_GROUP, user.id] {
+            core.groups.get_mut(&g).expect("bootstrapped group").replica.campaign(now);
+            core.dirty.insert(g);
+        }
+        Ok(core)
+    }
+
+    /// Writes the identity a node received when it joined (see [`Request::Join`]).
+    pub fn write_joined_identity(engine: &dyn Engine, cluster_id: String, node: NodeId) -> Result<(), NodeError> {
+        if let Some(raw) = engine.get(Cf::Meta, IDENT_KEY)? {
+            let old: NodeIdent = postcard::from_bytes(&raw).map_err(|e| NodeError::Corrupt(e.to_string()))?;
+            return Err(NodeError::Identity(format!(
+                "the data directory already belongs to node {} of cluster {}",
+                old.node, old.cluster_id
+            )));
+        }
+        let ident = NodeIdent { cluster_id, node, group_counter: 1 };
+        let mut b = WriteBatch::new();
+        b.put(Cf::Meta, IDENT_KEY.to_vec(), postcard::to_allocvec(&ident).expect("ident encodes"));
+        engine.write(b, true)?;
+        Ok(())
+    }
+
+    /// The identity stored in `engine`, if it holds a node.
+    pub fn stored_identity(engine: &dyn Engine) -> Result<Option<NodeIdent>, NodeError> {
+        match engine.get(Cf::Meta, IDENT_KEY)? {
+            None => Ok(None),
+            Some(raw) => {
+                postcard::from_bytes(&raw).map(Some).map_err(|e| NodeError::Corrupt(format!("node identity: {e}")))
+            }
+        }
+    }
+
+    /// Opens the node stored in `engine` (`None` if it holds none), restarting every replica.
+    pub fn open(engine: Arc<dyn Engine>, opts: NodeOptions, seed: u64) -> Result<Option<NodeCore>, NodeError> {
+        let Some(ident) = Self::stored_identity(&*engine)? else { return Ok(None) };
+        let mvcc = Mvcc::open(engine.clone())?;
+        let logs = LogStore::new(engine.clone());
+        let mut tombstones = BTreeSet::new();
+        let mut end = TOMBSTONE_PREFIX.to_vec();
+        *end.last_mut().expect("non-empty") += 1;
+        for kv in engine.scan(Cf::Meta, TOMBSTONE_PREFIX, Some(&end), meridian_storage::Direction::Forward)? {
+            let (k, _) = kv?;
+            let id: [u8; 8] =
+                k[TOMBSTONE_PREFIX.len()..].try_into().map_err(|_| NodeError::Corrupt("tombstone key".into()))?;
+            tombstones.insert(GroupId(u64::from_be_bytes(id)));
+        }
+        let mut groups = BTreeMap::new();
+        let state_start = [MetaTag::Applied as u8];
+        let state_end = [MetaTag::Applied as u8 + 1];
+        for kv in engine.scan(Cf::Meta, &state_start, Some(&state_end), meridian_storage::Direction::Forward)? {
+            let (_, raw) = kv?;
+            let state: RangeState =
+                postcard::from_bytes(&raw).map_err(|e| NodeError::Corrupt(format!("range state: {e}")))?;
+            let gid = state.desc.id;
+            if tombstones.contains(&gid) {
+                continue;
+            }
+            let (hard_state, log) = paxos::load(gid, &logs)?;
+            let durable = paxos::Durable {
+                hard_state,
+                log,
+                applied: state.applied,
+                config: state.desc.config.clone(),
+                awaiting_snapshot: false,
+            };
+            let replica = Replica::restart(ident.node, opts.paxos.clone(), seed ^ gid.0, durable);
+            groups.insert(gid, Group::new(replica, state));
+        }
+        let meta_desc = groups.get(&META_GROUP).map(|g| g.state.desc.clone());
+        let mut core = NodeCore {
+            ident,
+            ident_dirty: false,
+            opts,
+            engine,
+            mvcc,
+            groups,
+            tombstones,
+            nodes: BTreeMap::new(),
+            meta_desc,
+            meta_leader: None,
+            view: None,
+            outbound: BTreeMap::new(),
+            replies: Vec::new(),
+            commit_wait: BTreeMap::new(),
+            forwards: BTreeMap::new(),
+            next_fwd: 1,
+            internal: BTreeMap::new(),
+            next_internal: 1,
+            ops: manage::Ops::default(),
+            last_housekeeping: Timestamp::ZERO,
+            dirty: BTreeSet::new(),
+            ticks: BTreeMap::new(),
+            seed,
+            draining: false,
+            unreachable: BTreeSet::new(),
+        };
+        core.load_nodes_from_local_meta();
+        let ids: Vec<GroupId> = core.groups.keys().copied().collect();
+        core.dirty.extend(ids);
+        Ok(Some(core))
+    }
+
+    /// This node.
+    pub fn node(&self) -> NodeId {
+        self.ident.node
+    }
+
+    /// Its cluster.
+    pub fn cluster_id(&self) -> &str {
+        &self.ident.cluster_id
+    }
+
+    /// The address book.
+    pub fn nodes(&self) -> &BTreeMap<NodeId, NodeInfo> {
+        &self.nodes
+    }
+
+    /// Adds or updates addresses (from a join, the command line, or the meta range).
+    pub fn learn_nodes(&mut self, nodes: impl IntoIterator<Item = NodeInfo>) {
+        for n in nodes {
+            self.nodes.insert(n.id, n);
+        }
+    }
+
+    /// Sets where the meta range lives (learned at join).
+    pub fn learn_meta(&mut self, desc: RangeDescriptor) {
+        if self.meta_desc.as_ref().is_none_or(|d| d.generation < desc.generation) {
+            self.meta_desc = Some(desc);
+        }
+    }
+
+    /// Number of replicas hosted.
+    pub fn group_count(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// Whether every hosted range has a known leader (used by `demo` to wait until ready).
+    pub fn every_group_has_leader(&self) -> bool {
+        self.groups.values().all(|g| g.replica.leader_hint().is_some())
+    }
+
+    /// Whether this node still leads any group (used by graceful shutdown).
+    pub fn leads_any(&self) -> bool {
+        self.groups.values().any(|g| g.replica.role() == Role::Leader)
+    }
+
+    fn load_nodes_from_local_meta(&mut self) {
+        if !self.groups.contains_key(&META_GROUP) {
+            return;
+        }
+        let (lo, hi) = range::meta_node_span();
+        if let Ok(rows) = self.mvcc.scan(&lo, Some(&hi), Timestamp::MAX, usize::MAX) {
+            for (_, v) in rows {
+                if let Ok(info) = postcard::from_bytes::<NodeInfo>(&v) {
+                    self.nodes.insert(info.id, info);
+                }
+            }
+        }
+    }
+
+    // ----- inputs -----
+
+    /// Handles one input.
+    pub fn step(&mut self, now: TTInterval, input: Input) {
+        match input {
+            Input::Client { id, request } => self.handle_request(now, Origin::Client(id), request),
+            Input::Peer { from, msgs } => {
+                for m in msgs {
+                    self.handle_peer(now, from, m);
+                }
+            }
+            Input::Tick => self.tick(now),
+            Input::Drain => {
+                self.draining = true;
+                self.drain_leadership(now);
+            }
+            Input::PeerReachable { node, reachable } => {
+                if reachable {
+                    self.unreachable.remove(&node);
+                } else {
+                    self.unreachable.insert(node);
+                }
+            }
+        }
+    }
+
+    fn handle_peer(&mut self, now: TTInterval, from: NodeId, msg: PeerMsg) {
+        match msg {
+            PeerMsg::Paxos { group, msg } => match self.groups.get_mut(&group) {
+                Some(g) => {
+                    g.replica.receive(now, from, msg);
+                    self.dirty.insert(group);
+                }
+                None if self.tombstones.contains(&group) => {}
+                None => self.send(from, PeerMsg::UnknownGroup { group }),
+            },
+            PeerMsg::UnknownGroup { group } => self.on_unknown_group(now, from, group),
+            PeerMsg::InitReplica { desc } => self.init_replica(desc),
+            PeerMsg::Forward { fwd, request } => self.handle_request(now, Origin::Peer { node: from, fwd }, request),
+            PeerMsg::ForwardReply { fwd, response } => self.on_forward_reply(now, fwd, response),
+        }
+    }
+
+    fn send(&mut self, to: NodeId, msg: PeerMsg) {
+        self.outbound.entry(to).or_default().push(msg);
+    }
+
+    /// Delivers a response to whoever waits for it.
+    fn respond(&mut self, now: TTInterval, origin: Origin, response: Response) {
+        match origin {
+            Origin::Client(id) => self.replies.push((id, response)),
+            Origin::Peer { node, fwd } => self.send(node, PeerMsg::ForwardReply { fwd, response }),
+            Origin::Internal(id) => self.on_internal_reply(now, id, response),
+        }
+    }
+
+    fn fail(&mut self, now: TTInterval, origin: Origin, e: ApiError) {
+        self.respond(now, origin, Response::Error(e));
+    }
+
+    /// The local replica whose range holds `key`.
+    fn group_for_key(&self, key: &[u8]) -> Option<GroupId> {
+        self.groups.iter().find(|(_, g)| g.state.desc.contains(key) && g.state.frozen_into.is_none()).map(|(id, _)| *id)
+    }
+
+    fn not_leader(&self, gid: GroupId) -> ApiError {
+        let g = &self.groups[&gid];
+        ApiError::NotLeader { group: gid, leader: g.replica.leader_hint(), desc: Some(g.state.desc.clone()) }
+    }
+
+    /// Routes a request: served here, forwarded, or refused with a routing hint.
+    fn handle_request(&mut self, now: TTInterval, origin: Origin, request: Request) {
+        if request.is_meta() {
+            return self.handle_meta_request(now, origin, request);
+        }
+        match request {
+            Request::Get { key } => self.serve_get(now, origin, key),
+            Request::Scan { start, end, limit } => self.serve_scan(now, origin, start, end, limit),
+            Request::Write { writes } => self.serve_write(now, origin, writes),
+            Request::Status => {
+                let st = self.status(now);
+                self.respond(now, origin, Response::Status(st));
+            }
+            Request::Split { key } => self.start_split(now, origin, key),
+            Request::Merge { group } => self.start_merge(now, origin, group),
+            Request::Freeze { group, into } => self.serve_freeze(now, origin, group, into),
+            Request::MoveReplica { group, from, to } => self.start_move(now, origin, group, from, to),
+            Request::TransferLeader { group, to } => self.serve_transfer(now, origin, group, to),
+            Request::RangeLookup { .. }
+            | Request::ClusterView
+            | Request::Join { .. }
+            | Request::PutDescriptors { .. }
+            | Request::PutLeader { .. } => unreachable!("meta requests are routed above"),
+        }
+    }
+
+    fn serve_get(&mut self, now: TTInterval, origin: Origin, key: Vec<u8>) {
+        if let Err(e) = range::check_user_key(&key) {
+            return self.fail(now, origin, ApiError::Invalid(e));
+        }
+        let Some(gid) = self.group_for_key(&key) else {
+            return self.fail(
+                now,
+                origin,
+                ApiError::KeyOutOfRange { key: key.clone(), desc: self.last_known_desc(&key) },
+            );
+        };
+        if !self.groups[&gid].replica.can_serve_lease_read(now) {
+            return self.fail(now, origin, self.read_refusal(gid));
+        }
+        match self.mvcc.get_version(&key, Timestamp::MAX) {
+            Ok(v) => {
+                let (value, ts) = match v {
+                    Some(v) => (v.value, v.ts),
+                    None => (None, Timestamp::ZERO),
+                };
+                self.respond(now, origin, Response::Value { value, ts });
+            }
+            Err(e) => self.fail(now, origin, ApiError::Unavailable(format!("storage: {e}"))),
+        }
+    }
+
+    /// Why a replica cannot serve a lease read: not the leader, or the leader without a lease.
+    fn read_refusal(&self, gid: GroupId) -> ApiError {
+        let g = &self.groups[&gid];
+        if g.replica.role() == Role::Leader {
+            ApiError::Unavailable(format!("range {gid}: the leader is waiting for its lease"))
+        } else {
+            self.not_leader(gid)
+        }
+    }
+
+    fn serve_scan(&mut self, now: TTInterval, origin: Origin, start: Vec<u8>, end: Vec<u8>, limit: u32) {
+        let Some(gid) = self.group_for_key(&start) else {
+            return self.fail(
+                now,
+                origin,
+                ApiError::KeyOutOfRange { key: start.clone(), desc: self.last_known_desc(&start) },
+            );
+        };
+        if !self.groups[&gid].replica.can_serve_lease_read(now) {
+            return self.fail(now, origin, self.read_refusal(gid));
+        }
+        let desc = self.groups[&gid].state.desc.clone();
+        // Clip to the range: the client continues in the next range itself.
+        let end_clipped = match (end.is_empty(), desc.end.is_empty()) {
+            (true, _) => desc.end.clone(),
+            (false, true) => end,
+            (false, false) => end.min(desc.end.clone()),
+        };
+        let limit = limit.clamp(1, api::SCAN_ROWS_MAX) as usize;
+        let end_opt = (!end_clipped.is_empty()).then_some(end_clipped.as_slice());
+        match self.mvcc.scan(&start, end_opt, Timestamp::MAX, limit + 1) {
+            Ok(mut rows) => {
+                let truncated = rows.len() > limit;
+                rows.truncate(limit);
+                self.respond(now, origin, Response::Rows { rows, desc, truncated });
+            }
+            Err(e) => self.fail(now, origin, ApiError::Unavailable(format!("storage: {e}"))),
+        }
+    }
+
+    fn serve_write(&mut self, now: TTInterval, origin: Origin, writes: Vec<cmd::KeyWrite>) {
+        if writes.is_empty() || writes.len() > api::WRITE_KEYS_MAX {
+            return self.fail(
+                now,
+                origin,
+                ApiError::Invalid(format!("a write needs 1 to {} keys", api::WRITE_KEYS_MAX)),
+            );
+        }
+        for (k, v) in &writes {
+            if let Err(e) = range::check_user_key(k) {
+                return self.fail(now, origin, ApiError::Invalid(e));
+            }
+            if v.as_ref().is_some_and(|v| v.len() > meridian_storage::VALUE_SIZE_MAX) {
+                let len = v.as_ref().map_or(0, Vec::len);
+                return self.fail(
+                    now,
+                    origin,
+                    ApiError::Invalid(format!(
+                        "value is {len} bytes; the limit is {} bytes",
+                        meridian_storage::VALUE_SIZE_MAX
+                    )),
+                );
+            }
+        }
+        let Some(gid) = self.group_for_key(&writes[0].0) else {
+            let key = writes[0].0.clone();
+            return self.fail(now, origin, ApiError::KeyOutOfRange { desc: self.last_known_desc(&key), key });
+        };
+        let desc = self.groups[&gid].state.desc.clone();
+        if let Some((k, _)) = writes.iter().find(|(k, _)| !desc.contains(k)) {
+            return self.fail(
+                now,
+                origin,
+                ApiError::Invalid(format!(
+                    "keys {} and {} are in different ranges; write them separately",
+                    range::show_key(&writes[0].0),
+                    range::show_key(k)
+                )),
+            );
+        }
+        let me = self.ident.node;
+        let g = self.groups.get_mut(&gid).expect("found above");
+        // Spanner §4.1.2 (start rule): s ≥ TT.now().latest, and above every timestamp this leader
+        // assigned (monotonic within the lease); inside the lease (§4.1.1).
+        let ts = now.latest.max(g.last_assigned.next());
+        if g.replica.role() != Role::Leader {
+            let e = self.not_leader(gid);
+            return self.fail(now, origin, e);
+        }
+        if !g.replica.can_assign(now, ts) {
+            return self.fail(
+                now,
+                origin,
+                ApiError::Unavailable(format!("range {gid}: the leader has no lease covering {ts}")),
+            );
+        }
+        let cmd = GroupCmd::Write { ts, writes, from: (me, origin) };
+        match propose(g, &cmd) {
+            Ok(()) => {
+                g.replica.note_assigned(ts);
+                g.last_assigned = ts;
+                g.proposed.insert(origin, ts);
+                self.dirty.insert(gid);
+            }
+            Err(e) => self.fail(now, origin, e),
+        }
+    }
+
+    /// What this node last knew about the range that held `key` (a replica it no longer has
+    /// may have been split or moved; the meta range knows better).
+    fn last_known_desc(&self, key: &[u8]) -> Option<RangeDescriptor> {
+        self.groups.values().map(|g| &g.state.desc).find(|d| d.contains(key)).cloned()
+    }
+
+    // ----- the ready / release cycle -----
+
+    /// Collects the durable writes of every group with something to do.
+    pub fn ready(&mut self, now: TTInterval) -> Ready {
+        let mut batch = WriteBatch::new();
+        let mut sync = false;
+        let mut outboxes = Vec::new();
+        for gid in std::mem::take(&mut self.dirty) {
+            let Some(g) = self.groups.get_mut(&gid) else { continue };
+            let out = g.replica.ready(now);
+            if let Some(t) = out.next_tick {
+                self.ticks.insert(gid, t);
+            }
+            if out.is_empty() {
+                continue;
+            }
+            if out.needs_write() {
+                sync = true;
+            }
+            if let Some(snap) = &out.snapshot {
+                apply::install_snapshot(&mut batch, g, snap);
+            }
+            paxos::persist(gid, &out, &mut batch).expect("Paxos records stay within storage limits");
+            outboxes.push((gid, out));
+        }
+        if self.ident_dirty {
+            batch.put(Cf::Meta, IDENT_KEY.to_vec(), postcard::to_allocvec(&self.ident).expect("ident encodes"));
+            self.ident_dirty = false;
+            sync = true;
+        }
+        Ready { batch, sync, outboxes }
+    }
+
+    /// After the `ready` batch is durable: sends, applies, answers.
+    pub fn release(&mut self, now: TTInterval, ready: Ready) -> Release {
+        for (gid, out) in ready.outboxes {
+            for (to, msg) in out.messages {
+                self.send(to, PeerMsg::Paxos { group: gid, msg });
+            }
+            if !out.apply.is_empty() {
+                self.apply(now, gid, out.apply);
+            }
+            for ev in out.events {
+                self.on_event(now, gid, ev);
+            }
+            for to in out.build_snapshot_for {
+                self.send_snapshot(now, gid, to);
+            }
+        }
+        self.release_commit_waits(now);
+        Release { messages: std::mem::take(&mut self.outbound), replies: std::mem::take(&mut self.replies) }
+    }
+
+    /// Whether `ready` has anything to do right now.
+    pub fn has_work(&self) -> bool {
+        !self.dirty.is_empty() || self.ident_dirty || !self.outbound.is_empty() || !self.replies.is_empty()
+    }
+
+    /// When `Tick` is next due, in local time.
+    pub fn next_tick(&self, now: TTInterval) -> Timestamp {
+        let local = now.earliest.saturating_add(now.width() / 2);
+        let mut next = local.saturating_add(self.opts.housekeeping.min(Duration::from_millis(500)));
+        if let Some(t) = self.ticks.values().min() {
+            next = next.min(*t);
+        }
+        if let Some(((ts, _), _)) = self.commit_wait.first_key_value() {
+            // TT.after(ts) holds once earliest > ts: that is local time ts + 1ns + ε.
+            next = next.min(ts.next().saturating_add(now.width() / 2));
+        }
+        if let Some(f) = self.forwards.values().map(|f| f.deadline).min() {
+            next = next.min(f);
+        }
+        // Something due now is handled by this tick; never ask to be woken at the same instant.
+        next.max(local.saturating_add(TICK_MIN))
+    }
+
+    fn tick(&mut self, now: TTInterval) {
+        let local = now.earliest.saturating_add(now.width() / 2);
+        let due: Vec<GroupId> = self.ticks.iter().filter(|(_, t)| **t <= local).map(|(g, _)| *g).collect();
+        for gid in due {
+            self.ticks.remove(&gid);
+            if let Some(g) = self.groups.get_mut(&gid) {
+                g.replica.tick(now);
+                self.dirty.insert(gid);
+            }
+        }
+        self.retry_forwards(now);
+        self.release_commit_waits(now);
+        if local >= self.last_housekeeping.saturating_add(self.opts.housekeeping) {
+            self.last_housekeeping = local;
+            self.housekeeping(now);
+        }
+        self.advance_ops(now);
+    }
+
+    fn release_commit_waits(&mut self, now: TTInterval) {
+        // Spanner §4.1.2: no one may see the effects of a commit at s before TT.after(s).
+        while let Some(((ts, _), _)) = self.commit_wait.first_key_value() {
+            if now.earliest <= *ts {
+                break;
+            }
+            let ((_, origin), resp) = self.commit_wait.pop_first().expect("checked non-empty");
+            self.respond(now, origin, resp);
+        }
+    }
+
+    fn on_event(&mut self, now: TTInterval, gid: GroupId, ev: Event) {
+        match ev {
+            Event::SteppedDown { .. } => {
+                let Some(g) = self.groups.get_mut(&gid) else { return };
+                for origin in std::mem::take(&mut g.proposed).into_keys() {
+                    self.fail(
+                        now,
+                        origin,
+                        ApiError::Ambiguous(format!("range {gid} changed leader before the write was known to commit")),
+                    );
+                }
+                self.ops.abort_group(gid);
+            }
+            Event::Dropped(_) => {}
+            Event::LeaseAcquired { ballot, .. } => {
+                if let Some(g) = self.groups.get_mut(&gid) {
+                    g.leader_reported = None;
+                    let _ = ballot;
+                }
+            }
+            Event::Removed => self.on_removed(gid),
+            Event::BecameLeader { .. } => {}
+        }
+    }
+
+    /// Status of this node.
+    pub fn status(&self, now: TTInterval) -> NodeStatus {
+        NodeStatus {
+            node: self.ident.node,
+            cluster_id: self.ident.cluster_id.clone(),
+            nodes: self.nodes.values().cloned().collect(),
+            groups: self
+                .groups
+                .values()
+                .map(|g| GroupStatus {
+                    desc: g.state.desc.clone(),
+                    role: format!("{:?}", g.replica.role()),
+                    ballot: g.replica.promised().to_string(),
+                    leader: g.replica.leader_hint(),
+                    lease_end: g.replica.lease_end(now),
+                    chosen: g.replica.chosen(),
+                    applied: g.state.applied,
+                    last_write_ts: g.state.last_write_ts,
+                })
+                .collect(),
+            now_earliest: now.earliest,
+            now_latest: now.latest,
+        }
+    }
+
+    // ----- forwarding -----
+
+    /// Sends `request` to `target` (or the meta leader when `target` is `None`) and routes the
+    /// answer to `origin`.
+    fn forward(&mut self, now: TTInterval, origin: Origin, request: Request, target: Option<NodeId>) {
+        if self.forwards.len() >= FORWARDS_MAX {
+            return self.fail(now, origin, ApiError::Unavailable("too many forwarded requests in flight".into()));
+        }
+        let Some(target) = target.or_else(|| self.meta_target()) else {
+            return self.fail(now, origin, ApiError::Unavailable("the meta range's location is unknown here".into()));
+        };
+        let fwd = self.next_fwd;
+        self.next_fwd += 1;
+        let deadline = local_of(now).saturating_add(self.opts.forward_timeout);
+        self.send(target, PeerMsg::Forward { fwd, request: request.clone() });
+        self.forwards.insert(fwd, Forward { origin, request, target, attempts: 1, deadline });
+    }
+
+    /// Where to send a meta request: the known meta leader, else a meta replica.
+    fn meta_target(&self) -> Option<NodeId> {
+        if let Some(l) = self.meta_leader {
+            return Some(l);
+        }
+        let desc = self.meta_desc.as_ref()?;
+        desc.config.voters.iter().copied().find(|n| *n != self.ident.node).or(desc.config.voters.first().copied())
+    }
+
+    fn on_forward_reply(&mut self, now: TTInterval, fwd: u64, response: Response) {
+        let Some(f) = self.forwards.remove(&fwd) else { return };
+        if let Response::Error(ApiError::NotLeader { leader, .. }) = &response
+            && f.request.is_meta()
+        {
+            // Chase the meta leader.
+            if let Some(l) = *leader {
+                self.meta_leader = Some(l);
+            } else {
+                self.meta_leader = None;
+            }
+            if f.attempts < FORWARD_ATTEMPTS_MAX {
+                return self.reforward(now, f, *leader);
+            }
+        }
+        if let Response::Error(ApiError::Unavailable(_)) = &response
+            && f.request.is_meta()
+            && f.attempts < FORWARD_ATTEMPTS_MAX
+        {
+            return self.reforward(now, f, None);
+        }
+        if f.request.is_meta() && !matches!(response, Response::Error(_)) {
+            self.meta_leader = Some(f.target);
+        }
+        self.respond(now, f.origin, response);
+    }
+
+    fn reforward(&mut self, now: TTInterval, mut f: Forward, hint: Option<NodeId>) {
+        let target = hint.or_else(|| self.meta_target_other_than(f.target));
+        let Some(target) = target else {
+            return self.fail(now, f.origin, ApiError::Unavailable("no meta replica reachable".into()));
+        };
+        let fwd = self.next_fwd;
+        self.next_fwd += 1;
+        f.attempts += 1;
+        f.target = target;
+        f.deadline = local_of(now).saturating_add(self.opts.forward_timeout);
+        self.send(target, PeerMsg::Forward { fwd, request: f.request.clone() });
+        self.forwards.insert(fwd, f);
+    }
+
+    fn meta_target_other_than(&self, not: NodeId) -> Option<NodeId> {
+        let desc = self.meta_desc.as_ref()?;
+        let voters: Vec<NodeId> = desc.config.voters.iter().copied().collect();
+        let i = voters.iter().position(|n| *n == not).map_or(0, |i| i + 1);
+        (0..voters.len()).map(|k| voters[(i + k) % voters.len()]).find(|n| *n != not).or(voters.first().copied())
+    }
+
+    fn retry_forwards(&mut self, now: TTInterval) {
+        let local = local_of(now);
+        let expired: Vec<u64> = self.forwards.iter().filter(|(_, f)| f.deadline <= local).map(|(id, _)| *id).collect();
+        for id in expired {
+            let f = self.forwards.remove(&id).expect("listed above");
+            if f.request.is_meta() && f.attempts < FORWARD_ATTEMPTS_MAX {
+                self.meta_leader = None;
+                self.reforward(now, f, None);
+            } else {
+                self.fail(
+                    now,
+                    f.origin,
+                    ApiError::Timeout(format!("no answer from {} after {} attempt(s)", f.target, f.attempts)),
+                );
+            }
+        }
+    }
+}
+
+impl Group {
+    fn new(replica: Replica, state: RangeState) -> Self {
+        Group {
+            replica,
+            meta_synced_generation: state.desc.generation,
+            state,
+            last_assigned: Timestamp::ZERO,
+            proposed: BTreeMap::new(),
+            writes_recent: 0,
+            leader_reported: None,
+        }
+    }
+}
+
+/// Proposes a command in `g`'s log.
+fn propose(g: &mut Group, cmd: &GroupCmd) -> Result<(), ApiError> {
+    let bytes = Bytes::from(postcard::to_allocvec(cmd).expect("group commands encode"));
+    g.replica.propose(Command::App(bytes)).map_err(|e| match e {
+        ProposeError::NotLeader { hint } => {
+            ApiError::NotLeader { group: g.state.desc.id, leader: hint, desc: Some(g.state.desc.clone()) }
+        }
+        ProposeError::Busy(n) => ApiError::Unavailable(format!("range {} has {n} proposals queued", g.state.desc.id)),
+        ProposeError::Invalid(s) => ApiError::Invalid(s),
+    })
+}
+
+/// A node's local clock reading: the middle of `TT.now()`.
+pub(crate) fn local_of(now: TTInterval) -> Timestamp {
+    now.earliest.saturating_add(now.width() / 2)
+}
+
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
+#[cfg(test)]
+mod tests;

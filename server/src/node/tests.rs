@@ -1,0 +1,262 @@
+//! Whole-node tests on the in-memory cluster: the real node core, deterministic time.
+
+use std::time::Duration;
+
+use meridian_shard::GroupId;
+use meridian_shard::paxos::{NodeId, Options};
+use meridian_shard::range::RangeDescriptor;
+
+use super::sim::ClusterSim;
+use super::{ApiError, NodeOptions, Request, Response};
+
+fn opts() -> NodeOptions {
+    NodeOptions {
+        paxos: Options::with_lease(Duration::from_millis(1_000)),
+        housekeeping: Duration::from_millis(300),
+        forward_timeout: Duration::from_millis(500),
+        ..NodeOptions::default()
+    }
+}
+
+/// Sends `request` the way a client would: to the range's leader, following hints.
+fn route(sim: &mut ClusterSim, key: &[u8], request: Request) -> Response {
+    let mut target = NodeId(1);
+    let mut last = None;
+    for _ in 0..40 {
+        if sim.nodes[&target].core.is_none() {
+            target = *sim.nodes.iter().find(|(_, n)| n.core.is_some()).map(|(id, _)| id).expect("a node is up");
+        }
+        let resp = sim.call(target, request.clone(), Duration::from_secs(3));
+        match &resp {
+            Some(Response::Error(ApiError::NotLeader { leader: Some(l), .. })) if sim.nodes[l].core.is_some() => {
+                target = *l
+            }
+            Some(Response::Error(
+                ApiError::KeyOutOfRange { .. }
+                | ApiError::NotLeader { .. }
+                | ApiError::Unavailable(_)
+                | ApiError::Timeout(_),
+            ))
+            | None => {
+                // Ask the meta range where the key lives now.
+                if let Some(Response::Ranges { descs, leaders, .. }) =
+                    sim.call(target, Request::RangeLookup { key: key.to_vec(), limit: 1 }, Duration::from_secs(3))
+                    && let Some(d) = descs.first()
+                {
+                    target = leaders
+                        .iter()
+                        .find(|(g, _)| *g == d.id)
+                        .map(|(_, h)| h.node)
+                        .filter(|n| sim.nodes[n].core.is_some())
+                        .unwrap_or_else(|| {
+                            *d.config.voters.iter().find(|n| sim.nodes[n].core.is_some()).expect("a replica is up")
+                        });
+                }
+                sim.run_for(Duration::from_millis(100));
+            }
+            Some(r) => return r.clone(),
+        }
+        last = resp;
+    }
+    panic!("request not served after 40 attempts; last answer {last:?}");
+}
+
+fn put(sim: &mut ClusterSim, k: &str, v: &str) {
+    match route(
+        sim,
+        k.as_bytes(),
+        Request::Write { writes: vec![(k.as_bytes().to_vec(), Some(v.as_bytes().to_vec()))] },
+    ) {
+        Response::Written { .. } => {}
+        other => panic!("put {k}: {other:?}"),
+    }
+}
+
+fn get(sim: &mut ClusterSim, k: &str) -> Option<String> {
+    match route(sim, k.as_bytes(), Request::Get { key: k.as_bytes().to_vec() }) {
+        Response::Value { value, .. } => value.map(|v| String::from_utf8(v).expect("utf8 test values")),
+        other => panic!("get {k}: {other:?}"),
+    }
+}
+
+fn ranges(sim: &mut ClusterSim) -> Vec<RangeDescriptor> {
+    match sim.call(NodeId(1), Request::ClusterView, Duration::from_secs(3)) {
+        Some(Response::Ranges { descs, .. }) => descs,
+        other => panic!("cluster view: {other:?}"),
+    }
+}
+
+/// Runs until every range has `n` voters (placement at work), bounded.
+fn wait_replicated(sim: &mut ClusterSim, n: usize) {
+    for _ in 0..200 {
+        sim.run_for(Duration::from_millis(200));
+        let descs = ranges(sim);
+        if descs.iter().all(|d| d.config.voters.len() == n && d.config.learners.is_empty()) {
+            return;
+        }
+    }
+    panic!("ranges never reached {n} voters: {:#?}", ranges(sim));
+}
+
+#[test]
+fn a_single_node_writes_and_reads() {
+    let mut sim = ClusterSim::new(1, opts());
+    sim.run_for(Duration::from_secs(1));
+    put(&mut sim, "a", "1");
+    put(&mut sim, "b", "2");
+    assert_eq!(get(&mut sim, "a").as_deref(), Some("1"));
+    assert_eq!(get(&mut sim, "zz"), None);
+    // Bad input is refused, not crashed on.
+    let r = sim.call(
+        NodeId(1),
+        Request::Write { writes: vec![(b"\x00sys".to_vec(), Some(b"x".to_vec()))] },
+        Duration::from_secs(1),
+    );
+    assert!(matches!(r, Some(Response::Error(ApiError::Invalid(_)))), "{r:?}");
+    let r = sim.call(NodeId(1), Request::Write { writes: vec![] }, Duration::from_secs(1));
+    assert!(matches!(r, Some(Response::Error(ApiError::Invalid(_)))), "{r:?}");
+}
+
+#[test]
+fn joins_up_replicate_and_survive_a_leader_crash() {
+    let mut sim = ClusterSim::new(2, opts());
+    sim.run_for(Duration::from_secs(1));
+    for _ in 0..2 {
+        sim.join(NodeId(1)).expect("join");
+    }
+    wait_replicated(&mut sim, 3);
+    for i in 0..20 {
+        put(&mut sim, &format!("k{i:02}"), &format!("v{i}"));
+    }
+    // Kill the node leading the user range; after its lease runs out the others take over.
+    let user = ranges(&mut sim).into_iter().find(|d| d.start == b"\x01").expect("user range");
+    let leader = (1..=3)
+        .map(NodeId)
+        .find(|n| sim.core(*n).status(sim.tt(*n)).groups.iter().any(|g| g.desc.id == user.id && g.role == "Leader"));
+    let leader = leader.expect("a leader");
+    sim.crash(leader);
+    for i in 0..20 {
+        assert_eq!(get(&mut sim, &format!("k{i:02}")), Some(format!("v{i}")), "acknowledged write k{i:02} survived");
+    }
+    put(&mut sim, "after", "crash");
+    sim.restart(leader);
+    sim.run_for(Duration::from_secs(3));
+    assert_eq!(get(&mut sim, "after").as_deref(), Some("crash"));
+}
+
+fn write_keys(sim: &mut ClusterSim, range: std::ops::Range<u32>, written: &mut Vec<(String, String)>) {
+    for i in range {
+        let k = format!("key{i:03}");
+        put(sim, &k, &i.to_string());
+        written.push((k, i.to_string()));
+    }
+}
+
+fn check_all(sim: &mut ClusterSim, written: &[(String, String)], when: &str) {
+    for (k, v) in written {
+        assert_eq!(get(sim, k).as_deref(), Some(v.as_str()), "{k} {when}");
+    }
+}
+
+fn show(sim: &mut ClusterSim) -> Vec<String> {
+    ranges(sim).iter().map(|d| d.to_string()).collect()
+}
+
+#[test]
+fn split_then_merge_keeps_every_acknowledged_write() {
+    let mut sim = ClusterSim::new(3, opts());
+    sim.run_for(Duration::from_secs(1));
+    for _ in 0..2 {
+        sim.join(NodeId(1)).expect("join");
+    }
+    wait_replicated(&mut sim, 3);
+    let mut written = Vec::new();
+    write_keys(&mut sim, 0..30, &mut written);
+    match route(&mut sim, b"key015", Request::Split { key: b"key015".to_vec() }) {
+        Response::Done { .. } => {}
+        other => panic!("split: {other:?}"),
+    }
+    sim.run_for(Duration::from_secs(2));
+    let view = ranges(&mut sim);
+    let right = view.iter().find(|d| d.start == b"key015").expect("meta indexes the right half").clone();
+    let left = view.iter().find(|d| d.start == b"\x01").expect("left half").clone();
+    assert_eq!(left.end, b"key015");
+    write_keys(&mut sim, 30..40, &mut written);
+    check_all(&mut sim, &written, "after the split");
+    // Splitting at a range's first key is refused.
+    match route(&mut sim, b"key015", Request::Split { key: b"key015".to_vec() }) {
+        Response::Error(ApiError::Invalid(_)) => {}
+        other => panic!("split at a range start: {other:?}"),
+    }
+    let mut merged = None;
+    for _ in 0..20 {
+        match route(&mut sim, b"\x01", Request::Merge { group: left.id }) {
+            Response::Done { detail } => {
+                merged = Some(detail);
+                break;
+            }
+            other => eprintln!("merge attempt: {other:?}"),
+        }
+        sim.run_for(Duration::from_millis(500));
+    }
+    assert!(merged.is_some(), "the halves merged: {:#?}", show(&mut sim));
+    sim.run_for(Duration::from_secs(2));
+    let view = ranges(&mut sim);
+    assert!(view.iter().all(|d| d.id != right.id), "meta forgot the right half: {:#?}", show(&mut sim));
+    write_keys(&mut sim, 40..45, &mut written);
+    check_all(&mut sim, &written, "after the merge");
+}
+
+#[test]
+fn moves_keep_writes_and_placement_settles() {
+    let mut sim = ClusterSim::new(4, opts());
+    sim.run_for(Duration::from_secs(1));
+    for _ in 0..3 {
+        sim.join(NodeId(1)).expect("join");
+    }
+    wait_replicated(&mut sim, 3);
+    let mut written = Vec::new();
+    write_keys(&mut sim, 0..20, &mut written);
+    let user = ranges(&mut sim).into_iter().find(|d| d.start == b"\x01").expect("user range");
+    let to = (1..=4).map(NodeId).find(|n| !user.config.contains(*n)).expect("a node without a replica");
+    let from = *user.config.voters.iter().next().expect("a voter");
+    let mut done = false;
+    for _ in 0..20 {
+        match route(&mut sim, b"\x01", Request::MoveReplica { group: user.id, from, to }) {
+            Response::Done { .. } => {
+                done = true;
+                break;
+            }
+            Response::Error(ApiError::Invalid(e)) if e.contains("already holds") || e.contains("holds no voting") => {
+                done = true; // placement or a retry got there first
+                break;
+            }
+            _ => sim.run_for(Duration::from_millis(500)),
+        }
+        write_keys(&mut sim, 100..101, &mut written);
+    }
+    assert!(done, "the move completed: {:#?}", show(&mut sim));
+    check_all(&mut sim, &written, "after the move");
+    // Placement settles: no learners, 3 voters each, replica counts within one of each other.
+    let mut settled = false;
+    for _ in 0..100 {
+        sim.run_for(Duration::from_millis(500));
+        let view = ranges(&mut sim);
+        let mut counts = std::collections::BTreeMap::new();
+        for d in &view {
+            for v in &d.config.voters {
+                *counts.entry(*v).or_insert(0) += 1;
+            }
+        }
+        let (min, max) = (counts.values().min().copied().unwrap_or(0), counts.values().max().copied().unwrap_or(0));
+        if view.iter().all(|d| d.config.voters.len() == 3 && d.config.learners.is_empty())
+            && max - min <= 1
+            && counts.len() == 4
+        {
+            settled = true;
+            break;
+        }
+    }
+    assert!(settled, "placement did not settle: {:#?}", show(&mut sim));
+    check_all(&mut sim, &written, "after placement");
+}
