@@ -1,12 +1,14 @@
 //! # `meridian` — the command-line entry point
 //!
-//! One binary for every role: `demo` (the main job on a local embedded setup), `bench` (measure
-//! against the physical floor), and — as the issues that build them land — `start`, `sql`,
-//! `status`, `workload` and `chaos` (DESIGN.md §8). Logging goes to stderr through `tracing`,
+//! One binary for every role (DESIGN.md §8): `demo` (a local cluster in one command), `start`
+//! (one node), `status`, `kv` and `admin` (talk to a cluster), `bench` (measure against the
+//! physical floor), `foundation` (the storage walk-through); `sql`, `workload` and `chaos` land
+//! with the issues that build them. Logging goes to stderr through `tracing`,
 //! filtered by `RUST_LOG` (default `info`).
 
 mod bench;
-mod demo;
+mod cluster;
+mod foundation;
 
 use clap::{Parser, Subcommand};
 
@@ -20,14 +22,44 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the main job end to end on a local embedded setup and say what happened.
-    Demo(demo::DemoArgs),
+    /// Start a local cluster in one process (real gRPC on loopback) and show its status.
+    Demo(cluster::DemoArgs),
+    /// Run one node until SIGINT/SIGTERM (graceful: hands its leaderships away first).
+    Start(cluster::StartArgs),
+    /// Print a cluster's nodes, ranges, replicas, leaders and lease expiry.
+    Status(cluster::StatusArgs),
+    /// Read and write keys.
+    Kv {
+        /// Any node of the cluster.
+        #[arg(long, default_value = "127.0.0.1:7000", env = "MERIDIAN_ADDR")]
+        addr: String,
+        #[command(subcommand)]
+        cmd: cluster::KvCommand,
+    },
+    /// Split, merge and move ranges, transfer leadership.
+    Admin {
+        /// Any node of the cluster.
+        #[arg(long, default_value = "127.0.0.1:7000", env = "MERIDIAN_ADDR")]
+        addr: String,
+        #[command(subcommand)]
+        cmd: cluster::AdminCommand,
+    },
+    /// Walk through the storage foundation: TrueTime, MVCC on RocksDB, the Paxos log.
+    Foundation(foundation::DemoArgs),
     /// Measure Meridian against the physical floor of this machine.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() {
+    if let Err(e) = run() {
+        // The chain of causes, not a backtrace: errors here are for people.
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -37,7 +69,12 @@ fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Demo(args) => demo::run(args),
+        Command::Demo(args) => cluster::demo(args),
+        Command::Start(args) => cluster::start(args),
+        Command::Status(args) => cluster::status(args),
+        Command::Kv { addr, cmd } => cluster::kv(addr, cmd),
+        Command::Admin { addr, cmd } => cluster::admin(addr, cmd),
+        Command::Foundation(args) => foundation::run(args),
         Command::Bench(cmd) => bench::run(cmd),
     }
 }

@@ -1,6 +1,485 @@
 //! # Meridian Rust client
 //!
-//! The typed way into a cluster: a routing cache of range descriptors, `read_write` /
-//! `read_only` / `snapshot` transactions that retry on abort with backoff (re-running the whole
-//! transaction body, never replaying buffered writes), and a SQL session. It speaks the gRPC
-//! API of `meridian-proto`. Built by issues 4–6.
+//! The typed way into a cluster. A [`Client`] knows a few node addresses to start from and
+//! learns the rest: it caches range descriptors (which group holds which keys, and where its
+//! replicas are), remembers who leads each range, and sends each request straight to that
+//! leader. When the cluster has moved on — a leader changed (`NotLeader` with a hint), a range
+//! split or moved (`KeyOutOfRange`), a new leader is still waiting for its lease
+//! (`Unavailable`) — it refreshes what it knows and retries, with backoff, until the request's
+//! deadline. Errors that retrying cannot fix (invalid input) or must not retry blindly (a write
+//! whose outcome is unknown) come back to the caller.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), meridian_client::ClientError> {
+//! let client = meridian_client::Client::connect(["127.0.0.1:7000"]).await?;
+//! client.put(b"acct/1", b"100").await?;
+//! let (value, ts) = client.get(b"acct/1").await?;
+//! assert_eq!(value.as_deref(), Some(&b"100"[..]));
+//! println!("read at {ts}");
+//! # Ok(()) }
+//! ```
+//!
+//! Multi-key transactions arrive with the transaction layer (issue 5); until then a write may
+//! only touch keys of one range.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use meridian_proto::v1 as pb;
+use meridian_shard::GroupId;
+use meridian_shard::paxos::NodeId;
+use meridian_shard::range::{self, NodeInfo, RangeCache, RangeDescriptor};
+use meridian_truetime::Timestamp;
+use tonic::transport::{Channel, Endpoint};
+
+/// Largest message the client sends or accepts.
+pub const GRPC_MESSAGE_MAX: usize = 64 << 20;
+/// Default time a request may take, retries included.
+pub const DEADLINE_DEFAULT: Duration = Duration::from_secs(30);
+/// Ranges fetched per routing lookup.
+const LOOKUP_PREFETCH: u32 = 16;
+
+/// What went wrong, in terms a caller can act on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// The request can never succeed as written.
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// A write's outcome is unknown: it may or may not have committed.
+    #[error("outcome unknown: {0}")]
+    Ambiguous(String),
+    /// The cluster could not serve the request before the deadline.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// No node could be reached.
+    #[error("cannot reach the cluster: {0}")]
+    Transport(String),
+}
+
+/// One answer from a node, classified for the retry loop.
+enum Outcome<T> {
+    Done(T),
+    Retry { refresh: bool, why: String },
+    Fail(ClientError),
+}
+
+#[derive(Default)]
+struct Routes {
+    cache: RangeCache,
+    leaders: HashMap<GroupId, NodeId>,
+    nodes: HashMap<NodeId, NodeInfo>,
+}
+
+/// A connection to a cluster. Cheap to share behind an `Arc`; every method takes `&self`.
+pub struct Client {
+    seeds: Vec<String>,
+    routes: Mutex<Routes>,
+    channels: Mutex<HashMap<String, Channel>>,
+    deadline: Duration,
+}
+
+fn endpoint(addr: &str) -> Result<Endpoint, ClientError> {
+    Endpoint::from_shared(format!("http://{addr}"))
+        .map(|e| e.connect_timeout(Duration::from_secs(2)).timeout(Duration::from_secs(12)).tcp_nodelay(true))
+        .map_err(|e| ClientError::Invalid(format!("bad address {addr}: {e}")))
+}
+
+fn classify(e: pb::Error) -> (pb::error::Kind, String, Option<NodeId>, Option<RangeDescriptor>) {
+    let kind = pb::error::Kind::try_from(e.kind).unwrap_or(pb::error::Kind::Unspecified);
+    (kind, e.message, e.leader.map(NodeId), e.range.map(Into::into))
+}
+
+impl Client {
+    /// Connects through any of `seeds` (node gRPC addresses) and loads the first routes.
+    pub async fn connect<S: Into<String>>(seeds: impl IntoIterator<Item = S>) -> Result<Client, ClientError> {
+        let seeds: Vec<String> = seeds.into_iter().map(Into::into).collect();
+        if seeds.is_empty() {
+            return Err(ClientError::Invalid("at least one node address is needed".into()));
+        }
+        let c = Client {
+            seeds,
+            routes: Mutex::new(Routes::default()),
+            channels: Mutex::new(HashMap::new()),
+            deadline: DEADLINE_DEFAULT,
+        };
+        // A cluster that just started (or lost its meta leader) answers "unavailable" for a
+        // moment; keep asking until the deadline.
+        let start = tokio::time::Instant::now();
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            match c.refresh(range::USER_KEYS_START).await {
+                Ok(()) => return Ok(c),
+                Err(e) if start.elapsed() >= c.deadline => return Err(e),
+                Err(_) => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(500));
+                }
+            }
+        }
+    }
+
+    /// The same client with another per-request deadline.
+    pub fn with_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    fn channel(&self, addr: &str) -> Result<Channel, ClientError> {
+        let mut chans = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = chans.get(addr) {
+            return Ok(c.clone());
+        }
+        let c = endpoint(addr)?.connect_lazy();
+        chans.insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+
+    fn kv(&self, addr: &str) -> Result<pb::kv_client::KvClient<Channel>, ClientError> {
+        Ok(pb::kv_client::KvClient::new(self.channel(addr)?)
+            .max_decoding_message_size(GRPC_MESSAGE_MAX)
+            .max_encoding_message_size(GRPC_MESSAGE_MAX))
+    }
+
+    /// An admin client for `addr`.
+    pub fn admin_at(&self, addr: &str) -> Result<pb::admin_client::AdminClient<Channel>, ClientError> {
+        Ok(pb::admin_client::AdminClient::new(self.channel(addr)?)
+            .max_decoding_message_size(GRPC_MESSAGE_MAX)
+            .max_encoding_message_size(GRPC_MESSAGE_MAX))
+    }
+
+    fn routes(&self) -> std::sync::MutexGuard<'_, Routes> {
+        self.routes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every address the client knows, seeds first.
+    fn all_addrs(&self) -> Vec<String> {
+        let mut v = self.seeds.clone();
+        for n in self.routes().nodes.values() {
+            if !v.contains(&n.addr) {
+                v.push(n.addr.clone());
+            }
+        }
+        v
+    }
+
+    fn learn(&self, r: pb::LookupRangeResponse) {
+        let mut routes = self.routes();
+        for n in r.nodes {
+            let n: NodeInfo = n.into();
+            routes.nodes.insert(n.id, n);
+        }
+        for h in r.leaders {
+            let (g, h) = range::leader_from_pb(h);
+            routes.leaders.insert(g, h.node);
+        }
+        for d in r.ranges {
+            routes.cache.insert(d.into());
+        }
+    }
+
+    /// Reloads the routes for `key` (and the ranges after it) from the meta range.
+    async fn refresh(&self, key: &[u8]) -> Result<(), ClientError> {
+        let mut last = String::new();
+        for addr in self.all_addrs() {
+            let Ok(mut kv) = self.kv(&addr) else { continue };
+            match kv.lookup_range(pb::LookupRangeRequest { key: key.to_vec(), limit: LOOKUP_PREFETCH }).await {
+                Ok(r) => {
+                    let r = r.into_inner();
+                    match r.error {
+                        None if !r.ranges.is_empty() => {
+                            self.learn(r);
+                            return Ok(());
+                        }
+                        None => last = format!("{addr}: no range found"),
+                        Some(e) => last = format!("{addr}: {}", e.message),
+                    }
+                }
+                Err(s) => last = format!("{addr}: {}", s.message()),
+            }
+        }
+        Err(ClientError::Transport(format!("no node answered a routing lookup ({last})")))
+    }
+
+    /// Where to send a request about `key`: the range, and the address of its (likely) leader.
+    fn target(&self, key: &[u8], attempt: u32) -> Option<(RangeDescriptor, String)> {
+        let routes = self.routes();
+        let d = routes.cache.lookup(key)?.clone();
+        let voters: Vec<NodeId> = d.config.voters.iter().copied().collect();
+        let node = match routes.leaders.get(&d.id) {
+            Some(l) if attempt % 4 != 3 => *l,
+            // Every fourth attempt, or with no hint, try the replicas in turn.
+            _ => *voters.get(attempt as usize % voters.len().max(1))?,
+        };
+        let addr = routes.nodes.get(&node)?.addr.clone();
+        Some((d, addr))
+    }
+
+    /// Runs `op` against the leader of the range holding `key`, following the cluster's hints
+    /// until it succeeds, fails for good, or the deadline passes.
+    async fn with_leader<T, F, Fut>(&self, key: &[u8], mut op: F) -> Result<T, ClientError>
+    where
+        F: FnMut(pb::kv_client::KvClient<Channel>, RangeDescriptor) -> Fut,
+        Fut: std::future::Future<Output = Result<Outcome<T>, tonic::Status>>,
+    {
+        let start = tokio::time::Instant::now();
+        let mut backoff = Duration::from_millis(10);
+        let mut last = String::from("no attempt made");
+        for attempt in 0u32.. {
+            if start.elapsed() > self.deadline {
+                return Err(ClientError::Unavailable(format!(
+                    "gave up after {:?} and {attempt} attempts; last: {last}",
+                    self.deadline
+                )));
+            }
+            let Some((desc, addr)) = self.target(key, attempt) else {
+                if let Err(e) = self.refresh(key).await {
+                    last = e.to_string();
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(500));
+                }
+                continue;
+            };
+            let kv = self.kv(&addr)?;
+            match op(kv, desc.clone()).await {
+                Ok(Outcome::Done(v)) => return Ok(v),
+                Ok(Outcome::Fail(e)) => return Err(e),
+                Ok(Outcome::Retry { refresh, why }) => {
+                    last = format!("{addr}: {why}");
+                    if refresh {
+                        self.routes().cache.evict(desc.id);
+                        let _ = self.refresh(key).await;
+                    }
+                }
+                Err(status) => {
+                    last = format!("{addr}: {}", status.message());
+                    // Maybe the node is down: forget the leader hint so other replicas are tried.
+                    self.routes().leaders.remove(&desc.id);
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(500));
+        }
+        unreachable!("the attempt loop only ends by returning")
+    }
+
+    /// Turns a node's error into a retry decision, learning from its hints.
+    fn on_error<T>(&self, desc: &RangeDescriptor, e: pb::Error) -> Outcome<T> {
+        use pb::error::Kind;
+        let (kind, message, leader, range) = classify(e);
+        match kind {
+            Kind::NotLeader => {
+                let mut routes = self.routes();
+                match leader {
+                    Some(l) => {
+                        routes.leaders.insert(desc.id, l);
+                    }
+                    None => {
+                        routes.leaders.remove(&desc.id);
+                    }
+                }
+                if let Some(r) = range {
+                    routes.cache.insert(r);
+                }
+                Outcome::Retry { refresh: false, why: message }
+            }
+            Kind::KeyOutOfRange | Kind::RangeNotFound => Outcome::Retry { refresh: true, why: message },
+            Kind::Unavailable | Kind::Timeout | Kind::Unspecified => Outcome::Retry { refresh: false, why: message },
+            Kind::Ambiguous => Outcome::Fail(ClientError::Ambiguous(message)),
+            Kind::Invalid => Outcome::Fail(ClientError::Invalid(message)),
+        }
+    }
+
+    /// The newest committed value of `key` and the commit timestamp of that version.
+    pub async fn get(&self, key: &[u8]) -> Result<(Option<Vec<u8>>, Timestamp), ClientError> {
+        range::check_user_key(key).map_err(ClientError::Invalid)?;
+        self.with_leader(key, |mut kv, desc| async move {
+            let r = kv.get(pb::GetRequest { key: key.to_vec() }).await?.into_inner();
+            Ok(match r.error {
+                None => Outcome::Done((r.value, Timestamp::from_nanos(r.ts))),
+                Some(e) => self.on_error(&desc, e),
+            })
+        })
+        .await
+    }
+
+    /// Writes `key = value`; returns the commit timestamp.
+    pub async fn put(&self, key: &[u8], value: &[u8]) -> Result<Timestamp, ClientError> {
+        self.write(vec![(key.to_vec(), Some(value.to_vec()))]).await
+    }
+
+    /// Deletes `key`; returns the commit timestamp.
+    pub async fn delete(&self, key: &[u8]) -> Result<Timestamp, ClientError> {
+        self.write(vec![(key.to_vec(), None)]).await
+    }
+
+    /// Atomically writes keys of one range (`None` deletes).
+    pub async fn write(&self, writes: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<Timestamp, ClientError> {
+        let Some((first, _)) = writes.first() else { return Err(ClientError::Invalid("nothing to write".into())) };
+        for (k, _) in &writes {
+            range::check_user_key(k).map_err(ClientError::Invalid)?;
+        }
+        let first = first.clone();
+        let mutations: Vec<pb::Mutation> = writes.into_iter().map(|(key, value)| pb::Mutation { key, value }).collect();
+        self.with_leader(&first, |mut kv, desc| {
+            let mutations = mutations.clone();
+            async move {
+                let r = kv.write(pb::WriteRequest { mutations }).await?.into_inner();
+                Ok(match r.error {
+                    None => Outcome::Done(Timestamp::from_nanos(r.ts)),
+                    Some(e) => self.on_error(&desc, e),
+                })
+            }
+        })
+        .await
+    }
+
+    /// Rows with keys in `[start, end)` (`end` empty: to the end), across ranges, up to `limit`.
+    /// Each range is read at its leader; the result is not one snapshot across ranges (that is
+    /// what read-only transactions are for).
+    pub async fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ClientError> {
+        let mut out = Vec::new();
+        let mut cursor = start.to_vec();
+        while out.len() < limit {
+            let want = (limit - out.len()).min(10_000) as u32;
+            let cur = cursor.clone();
+            let end_v = end.to_vec();
+            let (rows, desc, truncated) = self
+                .with_leader(&cursor, |mut kv, d| {
+                    let (cur, end_v) = (cur.clone(), end_v.clone());
+                    async move {
+                        let r = kv.scan(pb::ScanRequest { start: cur, end: end_v, limit: want }).await?.into_inner();
+                        Ok(match r.error {
+                            None => {
+                                let desc: RangeDescriptor = r.range.map(Into::into).unwrap_or(d);
+                                Outcome::Done((r.rows, desc, r.truncated))
+                            }
+                            Some(e) => self.on_error(&d, e),
+                        })
+                    }
+                })
+                .await?;
+            let last_key = rows.last().map(|kv| kv.key.clone());
+            out.extend(rows.into_iter().map(|kv| (kv.key, kv.value)));
+            if truncated {
+                let mut next = last_key.expect("a truncated scan returned rows");
+                next.push(0);
+                cursor = next;
+                continue;
+            }
+            if desc.end.is_empty() || (!end.is_empty() && desc.end.as_slice() >= end) {
+                break;
+            }
+            cursor = desc.end.clone();
+        }
+        Ok(out)
+    }
+
+    /// Every range, node and leader the meta range knows.
+    pub async fn cluster_view(
+        &self,
+    ) -> Result<(Vec<RangeDescriptor>, Vec<NodeInfo>, Vec<(GroupId, NodeId)>), ClientError> {
+        let mut last = String::new();
+        for addr in self.all_addrs() {
+            let Ok(mut a) = self.admin_at(&addr) else { continue };
+            match a.cluster_view(pb::ClusterViewRequest {}).await {
+                Ok(r) => {
+                    let r = r.into_inner();
+                    if let Some(e) = r.error {
+                        last = e.message;
+                        continue;
+                    }
+                    let descs = r.ranges.iter().cloned().map(Into::into).collect();
+                    let nodes = r.nodes.iter().cloned().map(Into::into).collect();
+                    let leaders = r.leaders.iter().map(|h| (GroupId(h.group), NodeId(h.node))).collect();
+                    self.learn(r);
+                    return Ok((descs, nodes, leaders));
+                }
+                Err(s) => last = s.message().to_string(),
+            }
+        }
+        Err(ClientError::Transport(format!("no node answered ({last})")))
+    }
+
+    /// Runs an admin request at the leader of the range holding `key`.
+    async fn admin_at_leader<F, Fut>(&self, key: &[u8], op: F) -> Result<String, ClientError>
+    where
+        F: Fn(pb::admin_client::AdminClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<pb::AdminResponse, tonic::Status>>,
+    {
+        self.with_leader(key, |kv, desc| {
+            // Same node, admin service.
+            let _ = kv;
+            let addr = self.target(key, 0).map(|(_, a)| a);
+            let client = addr.and_then(|a| self.admin_at(&a).ok());
+            let fut = client.map(&op);
+            async move {
+                let Some(fut) = fut else { return Ok(Outcome::Retry { refresh: true, why: "no route".into() }) };
+                let r = fut.await?;
+                Ok(match r.error {
+                    None => Outcome::Done(r.detail),
+                    Some(e) => self.on_error(&desc, e),
+                })
+            }
+        })
+        .await
+    }
+
+    /// Splits the range holding `key` at `key`.
+    pub async fn split(&self, key: &[u8]) -> Result<String, ClientError> {
+        let k = key.to_vec();
+        self.admin_at_leader(key, move |mut a| {
+            let k = k.clone();
+            async move { a.split(pb::SplitRequest { key: k }).await.map(|r| r.into_inner()) }
+        })
+        .await
+    }
+
+    /// Merges the range starting at or containing `key` with its right neighbour.
+    pub async fn merge(&self, key: &[u8]) -> Result<String, ClientError> {
+        let group = self.range_of(key).await?.id;
+        self.admin_at_leader(key, move |mut a| async move {
+            a.merge(pb::MergeRequest { group: group.0 }).await.map(|r| r.into_inner())
+        })
+        .await
+    }
+
+    /// Moves the replica of the range holding `key` from node `from` to node `to`.
+    pub async fn move_replica(&self, key: &[u8], from: NodeId, to: NodeId) -> Result<String, ClientError> {
+        let group = self.range_of(key).await?.id;
+        self.admin_at_leader(key, move |mut a| async move {
+            a.move_replica(pb::MoveReplicaRequest { group: group.0, from_node: from.0, to_node: to.0 })
+                .await
+                .map(|r| r.into_inner())
+        })
+        .await
+    }
+
+    /// Hands the leadership of the range holding `key` to node `to`.
+    pub async fn transfer_leader(&self, key: &[u8], to: NodeId) -> Result<String, ClientError> {
+        let group = self.range_of(key).await?.id;
+        self.admin_at_leader(key, move |mut a| async move {
+            a.transfer_leader(pb::TransferLeaderRequest { group: group.0, to_node: to.0 }).await.map(|r| r.into_inner())
+        })
+        .await
+    }
+
+    /// The range holding `key`, as the meta range describes it now.
+    pub async fn range_of(&self, key: &[u8]) -> Result<RangeDescriptor, ClientError> {
+        self.refresh(key).await?;
+        self.routes()
+            .cache
+            .lookup(key)
+            .cloned()
+            .ok_or_else(|| ClientError::Unavailable("no range holds the key".into()))
+    }
+
+    /// The status of the node at `addr`.
+    pub async fn node_status(&self, addr: &str) -> Result<pb::StatusResponse, ClientError> {
+        let mut a = self.admin_at(addr)?;
+        a.status(pb::StatusRequest {})
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| ClientError::Transport(format!("{addr}: {}", s.message())))
+    }
+}

@@ -10,3 +10,4 @@
 //!   reply). It makes no protocol decisions of its own.
 
 pub mod node;
+pub mod shell;

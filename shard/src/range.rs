@@ -263,6 +263,73 @@ pub fn check_user_key(key: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
+/// Conversions to and from the wire types of `meridian-proto`.
+mod wire {
+    use meridian_proto::v1 as pb;
+
+    use super::{LeaderHint, NodeInfo, RangeDescriptor};
+    use crate::GroupId;
+    use crate::paxos::{Config, NodeId};
+
+    impl From<&RangeDescriptor> for pb::RangeDescriptor {
+        fn from(d: &RangeDescriptor) -> Self {
+            pb::RangeDescriptor {
+                id: d.id.0,
+                start: d.start.clone(),
+                end: d.end.clone(),
+                voters: d.config.voters.iter().map(|n| n.0).collect(),
+                learners: d.config.learners.iter().map(|n| n.0).collect(),
+                generation: d.generation,
+            }
+        }
+    }
+
+    impl From<pb::RangeDescriptor> for RangeDescriptor {
+        fn from(d: pb::RangeDescriptor) -> Self {
+            RangeDescriptor {
+                id: GroupId(d.id),
+                start: d.start,
+                end: d.end,
+                config: Config {
+                    voters: d.voters.into_iter().map(NodeId).collect(),
+                    learners: d.learners.into_iter().map(NodeId).collect(),
+                },
+                generation: d.generation,
+            }
+        }
+    }
+
+    impl From<&NodeInfo> for pb::NodeInfo {
+        fn from(n: &NodeInfo) -> Self {
+            pb::NodeInfo {
+                id: n.id.0,
+                addr: n.addr.clone(),
+                http_addr: n.http_addr.clone().unwrap_or_default(),
+                pg_addr: n.pg_addr.clone().unwrap_or_default(),
+            }
+        }
+    }
+
+    impl From<pb::NodeInfo> for NodeInfo {
+        fn from(n: pb::NodeInfo) -> Self {
+            let opt = |s: String| (!s.is_empty()).then_some(s);
+            NodeInfo { id: NodeId(n.id), addr: n.addr, http_addr: opt(n.http_addr), pg_addr: opt(n.pg_addr) }
+        }
+    }
+
+    /// A leader hint on the wire carries its group.
+    pub fn leader_to_pb(group: GroupId, h: &LeaderHint) -> pb::LeaderHint {
+        pb::LeaderHint { group: group.0, node: h.node.0, round: h.round }
+    }
+
+    /// The inverse of [`leader_to_pb`].
+    pub fn leader_from_pb(h: pb::LeaderHint) -> (GroupId, LeaderHint) {
+        (GroupId(h.group), LeaderHint { node: NodeId(h.node), round: h.round })
+    }
+}
+
+pub use wire::{leader_from_pb, leader_to_pb};
+
 #[cfg(test)]
 mod tests {
     use super::*;

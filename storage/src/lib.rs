@@ -67,9 +67,12 @@ const _: () = assert!(KEY_SIZE_MAX + VALUE_SIZE_MAX < LOG_RECORD_SIZE_MAX, "a si
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub struct GroupId(pub u64);
 
+/// Group ids minted by nodes carry the node in their high 24 bits; show them as
+/// `r<node>.<counter>` (`r0` is the meta range).
 impl fmt::Display for GroupId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "g{}", self.0)
+        let (node, counter) = (self.0 >> 40, self.0 & ((1 << 40) - 1));
+        if node == 0 { write!(f, "r{counter}") } else { write!(f, "r{node}.{counter}") }
     }
 }
 

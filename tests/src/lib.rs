@@ -1,7 +1,8 @@
 //! # Meridian integration tests
 //!
-//! Tests that need more than one crate, or more than one process (DESIGN.md §9): real
-//! multi-process clusters on loopback, SQL golden scripts, the deterministic whole-cluster
-//! simulation with its checkers (bank invariants, serializability, external consistency,
-//! linearizability). Helpers shared by those tests live in this library; the tests themselves
-//! live in `tests/tests/`. Filled by issues 3–7.
+//! Helpers for tests that need more than one crate or more than one process (DESIGN.md §9):
+//! [`process`] runs real `meridian start` processes on loopback. The multi-process tests live
+//! next to the binary they run (`cli/tests/`, where cargo provides its path); the seeded
+//! simulation binaries live in `src/bin/`.
+
+pub mod process;

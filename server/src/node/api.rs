@@ -8,7 +8,7 @@ use meridian_storage::Slot;
 use meridian_truetime::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use super::cmd::KeyWrite;
+use super::cmd::{KeyWrite, VersionRow};
 
 /// Most rows a scan returns in one response.
 pub const SCAN_ROWS_MAX: u32 = 10_000;
@@ -159,7 +159,7 @@ pub enum Response {
         /// The range as frozen.
         desc: RangeDescriptor,
         /// Every version in it.
-        data: Vec<(Vec<u8>, Timestamp, Option<Vec<u8>>)>,
+        data: Vec<VersionRow>,
     },
     /// An administrative request completed.
     Done {
@@ -183,7 +183,7 @@ pub enum ApiError {
         /// The leader, if known.
         leader: Option<NodeId>,
         /// The range as this node knows it.
-        desc: Option<RangeDescriptor>,
+        desc: Option<Box<RangeDescriptor>>,
     },
     /// No replica here holds this key (the range moved or split); `desc` is this node's newest
     /// knowledge of the range that held it.
@@ -192,7 +192,7 @@ pub enum ApiError {
         /// The key.
         key: Vec<u8>,
         /// What this node knows about where it went.
-        desc: Option<RangeDescriptor>,
+        desc: Option<Box<RangeDescriptor>>,
     },
     /// This node has no replica of the range.
     #[error("range {0} is not on this node")]

@@ -14,18 +14,18 @@ use meridian_truetime::{TTInterval, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use super::api::{ApiError, Request, Response};
-use super::cmd::{GroupCmd, Origin, PeerMsg, RangeState};
+use super::cmd::{GroupCmd, Origin, PeerMsg, RangeState, VersionRow};
 use super::{Group, NodeCore, propose, range_state_key, tombstone_key};
 
 /// Everything a replica needs to become a copy of a range at one applied slot.
 #[derive(Serialize, Deserialize)]
 struct RangeSnapshot {
     state: RangeState,
-    versions: Vec<(Vec<u8>, Timestamp, Option<Vec<u8>>)>,
+    versions: Vec<VersionRow>,
 }
 
 /// Every MVCC version of keys in `desc`'s span.
-pub(super) fn versions_of(core: &NodeCore, desc: &RangeDescriptor) -> Vec<(Vec<u8>, Timestamp, Option<Vec<u8>>)> {
+pub(super) fn versions_of(core: &NodeCore, desc: &RangeDescriptor) -> Vec<VersionRow> {
     core.mvcc
         .versions(&desc.start, desc.end_bound())
         .expect("reading one's own range succeeds or the node cannot continue")
@@ -39,7 +39,7 @@ fn delete_span(batch: &mut WriteBatch, desc: &RangeDescriptor) {
     batch.delete_range(Cf::Data, lo, hi.unwrap_or_else(|| vec![0xFF; 9]));
 }
 
-fn put_versions(batch: &mut WriteBatch, versions: &[(Vec<u8>, Timestamp, Option<Vec<u8>>)]) {
+fn put_versions(batch: &mut WriteBatch, versions: &[VersionRow]) {
     for (k, ts, v) in versions {
         match v {
             Some(v) => mvcc::put(batch, k, *ts, v).expect("versions came from storage within limits"),
@@ -128,7 +128,7 @@ impl NodeCore {
                         self.fail(
                             now,
                             o,
-                            ApiError::KeyOutOfRange { key, desc: Some(self.groups[&gid].state.desc.clone()) },
+                            ApiError::KeyOutOfRange { key, desc: Some(Box::new(self.groups[&gid].state.desc.clone())) },
                         );
                     }
                     return;
@@ -313,7 +313,7 @@ impl NodeCore {
         now: TTInterval,
         gid: GroupId,
         right: RangeDescriptor,
-        data: Vec<(Vec<u8>, Timestamp, Option<Vec<u8>>)>,
+        data: Vec<VersionRow>,
         from: (NodeId, Origin),
         batch: &mut WriteBatch,
     ) {
@@ -428,7 +428,7 @@ impl NodeCore {
                 Origin::Peer { .. } => self.fail(
                     now,
                     origin,
-                    ApiError::NotLeader { group: META_GROUP, leader, desc: Some(g.state.desc.clone()) },
+                    ApiError::NotLeader { group: META_GROUP, leader, desc: Some(Box::new(g.state.desc.clone())) },
                 ),
                 _ => {
                     if leader.is_some() {

@@ -28,6 +28,9 @@ pub enum Origin {
 /// One write in a batch: `None` deletes.
 pub type KeyWrite = (Vec<u8>, Option<Vec<u8>>);
 
+/// One stored version: key, commit timestamp, value (`None`: a delete).
+pub type VersionRow = (Vec<u8>, Timestamp, Option<Vec<u8>>);
+
 /// A state-machine command in a range's log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum GroupCmd {
@@ -62,7 +65,7 @@ pub enum GroupCmd {
         /// The right neighbour's descriptor as frozen.
         right: RangeDescriptor,
         /// Every MVCC version of the right range (`key`, `ts`, value or tombstone).
-        data: Vec<(Vec<u8>, Timestamp, Option<Vec<u8>>)>,
+        data: Vec<VersionRow>,
         /// The proposing node and origin.
         from: (NodeId, Origin),
     },

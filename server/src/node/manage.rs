@@ -107,9 +107,7 @@ impl NodeCore {
                 }
             }
             (Internal::View, Response::Ranges { descs, nodes, leaders }) => {
-                for n in &nodes {
-                    self.nodes.insert(n.id, n.clone());
-                }
+                self.learn_nodes(nodes.iter().cloned());
                 if let Some(m) = descs.iter().find(|d| d.id == META_GROUP) {
                     self.learn_meta(m.clone());
                 }
@@ -143,7 +141,11 @@ impl NodeCore {
             return self.fail(now, origin, ApiError::Invalid(e));
         }
         let Some(gid) = self.group_for_key(&key) else {
-            return self.fail(now, origin, ApiError::KeyOutOfRange { desc: self.last_known_desc(&key), key });
+            return self.fail(
+                now,
+                origin,
+                ApiError::KeyOutOfRange { desc: self.last_known_desc(&key).map(Box::new), key },
+            );
         };
         if let Err(e) = self.leader_group(gid) {
             return self.fail(now, origin, e);
@@ -360,13 +362,10 @@ impl NodeCore {
         if let Some(step) = change
             && next != config
         {
-            match g.replica.change_config(next) {
-                Ok(()) => {
-                    op.step = step;
-                    self.dirty.insert(gid);
-                }
-                // A change still in flight: try again on the next tick.
-                Err(_) => {}
+            // A change still in flight fails here: it is tried again on the next tick.
+            if g.replica.change_config(next).is_ok() {
+                op.step = step;
+                self.dirty.insert(gid);
             }
         }
     }
@@ -485,19 +484,29 @@ impl NodeCore {
     }
 
     /// Spreads replicas and leaders evenly over live nodes, one change at a time.
+    ///
+    /// The target is the configured replication (capped by the cluster's size), never "the
+    /// number of nodes that answer right now": a node that is briefly unreachable must not make
+    /// the loop remove a healthy replica. A node unreachable for `dead_after` is dead, and its
+    /// replicas are *replaced* (a live replica is added before the dead one is removed).
     fn place(&mut self, now: TTInterval, leading: &[GroupId]) {
         let Some(view) = self.view.clone() else { return };
-        let live: BTreeSet<NodeId> =
-            view.nodes.iter().map(|n| n.id).filter(|n| !self.unreachable.contains(n)).collect();
+        let local = local_of(now);
+        let all: BTreeSet<NodeId> = view.nodes.iter().map(|n| n.id).collect();
+        let live: BTreeSet<NodeId> = all.iter().copied().filter(|n| !self.unreachable.contains_key(n)).collect();
+        let dead: BTreeSet<NodeId> = self
+            .unreachable
+            .iter()
+            .filter(|(_, since)| local >= since.saturating_add(self.opts.dead_after))
+            .map(|(n, _)| *n)
+            .collect();
         if live.is_empty() {
             return;
         }
-        let mut replicas: BTreeMap<NodeId, usize> = live.iter().map(|n| (*n, 0)).collect();
+        let mut replicas: BTreeMap<NodeId, usize> = all.iter().map(|n| (*n, 0)).collect();
         for d in &view.descs {
             for v in d.config.voters.iter() {
-                if let Some(c) = replicas.get_mut(v) {
-                    *c += 1;
-                }
+                *replicas.entry(*v).or_default() += 1;
             }
         }
         let mut leaders: BTreeMap<NodeId, usize> = live.iter().map(|n| (*n, 0)).collect();
@@ -506,7 +515,7 @@ impl NodeCore {
                 *c += 1;
             }
         }
-        let want = self.opts.replication.min(live.len()).max(1);
+        let want = self.opts.replication.min(all.len()).max(1);
         let me = self.ident.node;
         for gid in leading {
             if self.ops.len() >= OPS_IN_FLIGHT_MAX || self.ops.moves.contains_key(gid) {
@@ -522,16 +531,32 @@ impl NodeCore {
             let least = |set: &[NodeId], counts: &BTreeMap<NodeId, usize>| {
                 set.iter().copied().min_by_key(|n| (counts.get(n).copied().unwrap_or(0), n.0))
             };
-            let deadline = local_of(now).saturating_add(MOVE_DEADLINE);
-            if voters.len() < want {
+            let deadline = local.saturating_add(MOVE_DEADLINE);
+            let add = |to| MoveOp { origin: None, from: None, to: Some(to), step: MoveStep::AddLearner, deadline };
+            // A dead voter is replaced by a live node first.
+            if let Some(gone) = voters.iter().copied().find(|n| dead.contains(n)) {
                 if let Some(to) = least(&candidates, &replicas) {
                     *replicas.entry(to).or_default() += 1;
+                    self.ops.moves.insert(*gid, MoveOp { from: Some(gone), ..add(to) });
+                } else if voters.len() > want.min(live.len()).max(1) {
+                    // Nowhere to re-replicate: drop the dead replica only if the live ones still
+                    // make the target (a smaller cluster).
                     self.ops.moves.insert(
                         *gid,
-                        MoveOp { origin: None, from: None, to: Some(to), step: MoveStep::AddLearner, deadline },
+                        MoveOp { origin: None, from: Some(gone), to: None, step: MoveStep::Remove, deadline },
                     );
                 }
                 continue;
+            }
+            if voters.len() < want {
+                if let Some(to) = least(&candidates, &replicas) {
+                    *replicas.entry(to).or_default() += 1;
+                    self.ops.moves.insert(*gid, add(to));
+                }
+                continue;
+            }
+            if voters.iter().any(|n| !live.contains(n)) {
+                continue; // a member is unreachable: change nothing until it returns or dies
             }
             if voters.len() > want {
                 let victim = voters
@@ -558,17 +583,14 @@ impl NodeCore {
                 if cf >= ct + 2 {
                     *replicas.entry(from).or_default() -= 1;
                     *replicas.entry(to).or_default() += 1;
-                    self.ops.moves.insert(
-                        *gid,
-                        MoveOp { origin: None, from: Some(from), to: Some(to), step: MoveStep::AddLearner, deadline },
-                    );
+                    self.ops.moves.insert(*gid, MoveOp { from: Some(from), ..add(to) });
                     continue;
                 }
             }
             // Leader balance: hand this range to a replica with fewer leaderships.
             let mine = leaders.get(&me).copied().unwrap_or(0);
-            if let Some(to) =
-                least(&voters.iter().copied().filter(|n| *n != me && live.contains(n)).collect::<Vec<_>>(), &leaders)
+            let others: Vec<NodeId> = voters.iter().copied().filter(|n| *n != me && live.contains(n)).collect();
+            if let Some(to) = least(&others, &leaders)
                 && leaders.get(&to).copied().unwrap_or(0) + 2 <= mine
                 && *gid != META_GROUP
             {

@@ -72,6 +72,8 @@ pub struct NodeOptions {
     pub housekeeping: Duration,
     /// How long a forwarded request waits for an answer before it is retried elsewhere.
     pub forward_timeout: Duration,
+    /// A node unreachable this long is considered dead: its replicas are replaced.
+    pub dead_after: Duration,
 }
 
 impl Default for NodeOptions {
@@ -84,6 +86,7 @@ impl Default for NodeOptions {
             placement: true,
             housekeeping: Duration::from_secs(2),
             forward_timeout: Duration::from_secs(2),
+            dead_after: Duration::from_secs(30),
         }
     }
 }
@@ -100,6 +103,8 @@ pub struct NodeIdent {
 }
 
 const IDENT_KEY: &[u8] = &[MetaTag::Node as u8];
+/// The address book and meta range location, cached so a restart can reach the cluster.
+const BOOK_KEY: &[u8] = &[MetaTag::Node as u8, b'b'];
 const TOMBSTONE_PREFIX: &[u8] = &[MetaTag::Range as u8, b't'];
 /// Most forwards in flight from one node.
 const FORWARDS_MAX: usize = 10_000;
@@ -224,8 +229,10 @@ pub struct NodeCore {
     ticks: BTreeMap<GroupId, Timestamp>,
     seed: u64,
     draining: bool,
-    /// Nodes the shell could not reach lately.
-    unreachable: BTreeSet<NodeId>,
+    /// The address book or meta location changed and should be saved.
+    book_dirty: bool,
+    /// Nodes the shell could not reach, and since when (local time).
+    unreachable: BTreeMap<NodeId, Timestamp>,
 }
 
 impl NodeCore {
@@ -376,8 +383,17 @@ impl NodeCore {
             ticks: BTreeMap::new(),
             seed,
             draining: false,
-            unreachable: BTreeSet::new(),
+            book_dirty: false,
+            unreachable: BTreeMap::new(),
         };
+        if let Some(raw) = core.engine.get(Cf::Meta, BOOK_KEY)? {
+            let (nodes, meta): (Vec<NodeInfo>, Option<RangeDescriptor>) =
+                postcard::from_bytes(&raw).map_err(|e| NodeError::Corrupt(format!("address book: {e}")))?;
+            core.nodes.extend(nodes.into_iter().map(|n| (n.id, n)));
+            if core.meta_desc.is_none() {
+                core.meta_desc = meta;
+            }
+        }
         core.load_nodes_from_local_meta();
         let ids: Vec<GroupId> = core.groups.keys().copied().collect();
         core.dirty.extend(ids);
@@ -402,7 +418,10 @@ impl NodeCore {
     /// Adds or updates addresses (from a join, the command line, or the meta range).
     pub fn learn_nodes(&mut self, nodes: impl IntoIterator<Item = NodeInfo>) {
         for n in nodes {
-            self.nodes.insert(n.id, n);
+            if self.nodes.get(&n.id) != Some(&n) {
+                self.nodes.insert(n.id, n);
+                self.book_dirty = true;
+            }
         }
     }
 
@@ -410,7 +429,13 @@ impl NodeCore {
     pub fn learn_meta(&mut self, desc: RangeDescriptor) {
         if self.meta_desc.as_ref().is_none_or(|d| d.generation < desc.generation) {
             self.meta_desc = Some(desc);
+            self.book_dirty = true;
         }
+    }
+
+    /// Where the meta range lives, as far as this node knows.
+    pub fn meta_descriptor(&self) -> Option<&RangeDescriptor> {
+        self.meta_desc.as_ref()
     }
 
     /// Number of replicas hosted.
@@ -462,7 +487,7 @@ impl NodeCore {
                 if reachable {
                     self.unreachable.remove(&node);
                 } else {
-                    self.unreachable.insert(node);
+                    self.unreachable.entry(node).or_insert_with(|| local_of(now));
                 }
             }
         }
@@ -509,7 +534,7 @@ impl NodeCore {
 
     fn not_leader(&self, gid: GroupId) -> ApiError {
         let g = &self.groups[&gid];
-        ApiError::NotLeader { group: gid, leader: g.replica.leader_hint(), desc: Some(g.state.desc.clone()) }
+        ApiError::NotLeader { group: gid, leader: g.replica.leader_hint(), desc: Some(Box::new(g.state.desc.clone())) }
     }
 
     /// Routes a request: served here, forwarded, or refused with a routing hint.
@@ -546,7 +571,7 @@ impl NodeCore {
             return self.fail(
                 now,
                 origin,
-                ApiError::KeyOutOfRange { key: key.clone(), desc: self.last_known_desc(&key) },
+                ApiError::KeyOutOfRange { key: key.clone(), desc: self.last_known_desc(&key).map(Box::new) },
             );
         };
         if !self.groups[&gid].replica.can_serve_lease_read(now) {
@@ -579,7 +604,7 @@ impl NodeCore {
             return self.fail(
                 now,
                 origin,
-                ApiError::KeyOutOfRange { key: start.clone(), desc: self.last_known_desc(&start) },
+                ApiError::KeyOutOfRange { key: start.clone(), desc: self.last_known_desc(&start).map(Box::new) },
             );
         };
         if !self.groups[&gid].replica.can_serve_lease_read(now) {
@@ -630,7 +655,11 @@ impl NodeCore {
         }
         let Some(gid) = self.group_for_key(&writes[0].0) else {
             let key = writes[0].0.clone();
-            return self.fail(now, origin, ApiError::KeyOutOfRange { desc: self.last_known_desc(&key), key });
+            return self.fail(
+                now,
+                origin,
+                ApiError::KeyOutOfRange { desc: self.last_known_desc(&key).map(Box::new), key },
+            );
         };
         let desc = self.groups[&gid].state.desc.clone();
         if let Some((k, _)) = writes.iter().find(|(k, _)| !desc.contains(k)) {
@@ -703,6 +732,11 @@ impl NodeCore {
             paxos::persist(gid, &out, &mut batch).expect("Paxos records stay within storage limits");
             outboxes.push((gid, out));
         }
+        if self.book_dirty {
+            let nodes: Vec<&NodeInfo> = self.nodes.values().collect();
+            batch.put(Cf::Meta, BOOK_KEY.to_vec(), postcard::to_allocvec(&(nodes, &self.meta_desc)).expect("encodes"));
+            self.book_dirty = false;
+        }
         if self.ident_dirty {
             batch.put(Cf::Meta, IDENT_KEY.to_vec(), postcard::to_allocvec(&self.ident).expect("ident encodes"));
             self.ident_dirty = false;
@@ -733,7 +767,11 @@ impl NodeCore {
 
     /// Whether `ready` has anything to do right now.
     pub fn has_work(&self) -> bool {
-        !self.dirty.is_empty() || self.ident_dirty || !self.outbound.is_empty() || !self.replies.is_empty()
+        !self.dirty.is_empty()
+            || self.ident_dirty
+            || self.book_dirty
+            || !self.outbound.is_empty()
+            || !self.replies.is_empty()
     }
 
     /// When `Tick` is next due, in local time.
@@ -947,7 +985,7 @@ fn propose(g: &mut Group, cmd: &GroupCmd) -> Result<(), ApiError> {
     let bytes = Bytes::from(postcard::to_allocvec(cmd).expect("group commands encode"));
     g.replica.propose(Command::App(bytes)).map_err(|e| match e {
         ProposeError::NotLeader { hint } => {
-            ApiError::NotLeader { group: g.state.desc.id, leader: hint, desc: Some(g.state.desc.clone()) }
+            ApiError::NotLeader { group: g.state.desc.id, leader: hint, desc: Some(Box::new(g.state.desc.clone())) }
         }
         ProposeError::Busy(n) => ApiError::Unavailable(format!("range {} has {n} proposals queued", g.state.desc.id)),
         ProposeError::Invalid(s) => ApiError::Invalid(s),

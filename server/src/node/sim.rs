@@ -25,6 +25,7 @@ enum Ev {
     Tick { node: NodeId, epoch: u64 },
     Synced { node: NodeId, epoch: u64 },
     Client { node: NodeId, id: u64, request: Request },
+    Reach { node: NodeId, peer: NodeId, ok: bool },
 }
 
 struct Item {
@@ -84,6 +85,8 @@ pub struct ClusterSim {
     pub fsync_us: (u64, u64),
     /// Pairs that cannot talk (either direction).
     pub cut: Vec<(NodeId, NodeId)>,
+    /// What each node last reported about reaching each other (as the shell does).
+    reachable: BTreeMap<(NodeId, NodeId), bool>,
 }
 
 /// The address a simulated node advertises.
@@ -107,6 +110,7 @@ impl ClusterSim {
             delay_us: (100, 2_000),
             fsync_us: (50, 1_000),
             cut: Vec::new(),
+            reachable: BTreeMap::new(),
         };
         let engine = Arc::new(MemEngine::new());
         let info = NodeInfo { id: NodeId(1), addr: sim_addr(NodeId(1)), http_addr: None, pg_addr: None };
@@ -228,7 +232,14 @@ impl ClusterSim {
             self.replies.insert(req, resp);
         }
         for (to, msgs) in out.messages {
-            if self.cut.iter().any(|(a, b)| (*a == id && *b == to) || (*a == to && *b == id)) {
+            // Like the shell's peer tasks: report when a node stops (or starts) answering.
+            let ok = self.nodes.get(&to).is_some_and(|n| n.core.is_some())
+                && !self.cut.iter().any(|(a, b)| (*a == id && *b == to) || (*a == to && *b == id));
+            if self.reachable.insert((id, to), ok) != Some(ok) {
+                let d = Duration::from_micros(self.delay_us.1);
+                self.schedule(d, Ev::Reach { node: id, peer: to, ok });
+            }
+            if !ok {
                 continue;
             }
             let d = Duration::from_micros(self.rng.random_range(self.delay_us.0..=self.delay_us.1));
@@ -272,6 +283,7 @@ impl ClusterSim {
                 }
                 Ev::Synced { node, epoch } => self.synced(node, epoch),
                 Ev::Client { node, id, request } => self.input(node, Input::Client { id, request }),
+                Ev::Reach { node, peer, ok } => self.input(node, Input::PeerReachable { node: peer, reachable: ok }),
             }
         }
         self.now = self.now.max(until);

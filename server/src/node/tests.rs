@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use meridian_shard::GroupId;
 use meridian_shard::paxos::{NodeId, Options};
 use meridian_shard::range::RangeDescriptor;
 
@@ -14,6 +13,7 @@ fn opts() -> NodeOptions {
         paxos: Options::with_lease(Duration::from_millis(1_000)),
         housekeeping: Duration::from_millis(300),
         forward_timeout: Duration::from_millis(500),
+        dead_after: Duration::from_secs(5),
         ..NodeOptions::default()
     }
 }
@@ -259,4 +259,115 @@ fn moves_keep_writes_and_placement_settles() {
     }
     assert!(settled, "placement did not settle: {:#?}", show(&mut sim));
     check_all(&mut sim, &written, "after placement");
+}
+
+#[test]
+fn failover_time_after_a_leader_crash_is_about_one_lease() {
+    let mut sim = ClusterSim::new(5, opts());
+    sim.run_for(Duration::from_secs(1));
+    for _ in 0..2 {
+        sim.join(NodeId(1)).expect("join");
+    }
+    wait_replicated(&mut sim, 3);
+    put(&mut sim, "x", "1");
+    let user = ranges(&mut sim).into_iter().find(|d| d.start == b"\x01").expect("user range");
+    let leader = (1..=3)
+        .map(NodeId)
+        .find(|n| sim.core(*n).status(sim.tt(*n)).groups.iter().any(|g| g.desc.id == user.id && g.role == "Leader"))
+        .expect("leader");
+    sim.crash(leader);
+    let crashed_at = sim.now;
+    let other = (1..=3).map(NodeId).find(|n| *n != leader).expect("another node");
+    let mut first_ok = None;
+    for _ in 0..200 {
+        sim.run_for(Duration::from_millis(50));
+        for n in (1..=3).map(NodeId).filter(|n| *n != leader) {
+            let r = sim.call(
+                n,
+                Request::Write { writes: vec![(b"y".to_vec(), Some(b"2".to_vec()))] },
+                Duration::from_millis(200),
+            );
+            if let Some(Response::Written { .. }) = r {
+                first_ok = Some(sim.now.duration_since(crashed_at));
+            }
+        }
+        if first_ok.is_some() {
+            break;
+        }
+        for n in (1..=3).map(NodeId).filter(|n| *n != leader) {
+            let st = sim.core(n).status(sim.tt(n));
+            let g = st.groups.iter().find(|g| g.desc.id == user.id).expect("replica");
+            eprintln!(
+                "+{:?} {n}: {} ballot {} leader {:?} lease {:?}",
+                sim.now.duration_since(crashed_at),
+                g.role,
+                g.ballot,
+                g.leader,
+                g.lease_end.map(|e| e.duration_since(sim.now))
+            );
+        }
+    }
+    let _ = other;
+    let took = first_ok.expect("writes resume after the crash");
+    eprintln!("writes resumed {took:?} after the leader crashed");
+    assert!(took < Duration::from_secs(5), "failover took {took:?} with a 1 s lease");
+}
+
+#[test]
+fn a_dead_node_is_replaced_and_never_costs_a_healthy_replica() {
+    let mut sim = ClusterSim::new(6, opts());
+    sim.run_for(Duration::from_secs(1));
+    for _ in 0..3 {
+        sim.join(NodeId(1)).expect("join");
+    }
+    wait_replicated(&mut sim, 3);
+    put(&mut sim, "before", "1");
+    // Kill a node that holds a replica of the user range (not node 1, which we talk through).
+    let user = ranges(&mut sim).into_iter().find(|d| d.start == b"\x01").expect("user range");
+    let victim = user.config.voters.iter().copied().find(|n| *n != NodeId(1)).expect("a victim");
+    sim.crash(victim);
+    // Writes continue right away (a majority is alive) …
+    put(&mut sim, "during", "2");
+    // … and once the node counts as dead its replicas move to the spare node.
+    for _ in 0..100 {
+        sim.run_for(Duration::from_millis(500));
+        let view = ranges(&mut sim);
+        if view.iter().all(|d| !d.config.contains(victim) && d.config.voters.len() == 3 && d.config.learners.is_empty())
+        {
+            assert_eq!(get(&mut sim, "before").as_deref(), Some("1"));
+            assert_eq!(get(&mut sim, "during").as_deref(), Some("2"));
+            return;
+        }
+        // Never fewer than 2 live voters in any range meanwhile.
+        for d in &view {
+            let live = d.config.voters.iter().filter(|n| **n != victim).count();
+            assert!(live >= 2, "placement removed a healthy replica: {d}");
+        }
+    }
+    panic!("the dead node's replicas were not replaced: {:#?}", show(&mut sim));
+}
+
+#[test]
+fn losing_one_of_three_nodes_keeps_every_range_writable() {
+    let mut sim = ClusterSim::new(7, opts());
+    sim.run_for(Duration::from_secs(1));
+    for _ in 0..2 {
+        sim.join(NodeId(1)).expect("join");
+    }
+    wait_replicated(&mut sim, 3);
+    sim.crash(NodeId(3));
+    // Long enough for placement to act on an unreachable (and then dead) node many times.
+    for round in 0..20 {
+        sim.run_for(Duration::from_millis(500));
+        put(&mut sim, &format!("k{round}"), "v");
+        for d in ranges(&mut sim) {
+            let live = d.config.voters.iter().filter(|n| **n != NodeId(3)).count();
+            assert!(live >= 2, "placement removed a healthy replica: {d}");
+        }
+    }
+    sim.restart(NodeId(3));
+    sim.run_for(Duration::from_secs(3));
+    for round in 0..20 {
+        assert_eq!(get(&mut sim, &format!("k{round}")).as_deref(), Some("v"));
+    }
 }

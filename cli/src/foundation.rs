@@ -1,6 +1,5 @@
-//! `meridian demo`: for now, a walk through the foundation — TrueTime and commit wait, MVCC
-//! writes and snapshot reads on RocksDB, the durable Paxos log, version GC and restart. Later
-//! issues grow it into a local cluster with a SQL shell.
+//! `meridian foundation`: a walk through the foundation — TrueTime and commit wait, MVCC
+//! writes and snapshot reads on RocksDB, the durable Paxos log, version GC and restart.
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -1,0 +1,451 @@
+//! `meridian start`, `status`, `demo`, `kv …` and `admin …`: running nodes and talking to them.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use meridian_client::Client;
+use meridian_server::node::NodeOptions;
+use meridian_server::shell::{Node, NodeConfig};
+use meridian_shard::paxos::{NodeId, Options};
+use meridian_shard::range::{self, RangeDescriptor};
+use meridian_truetime::Timestamp;
+
+/// Arguments of `meridian start`.
+#[derive(clap::Args, Clone)]
+pub struct StartArgs {
+    /// Data directory (created if missing).
+    #[arg(long, env = "MERIDIAN_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// gRPC listen address.
+    #[arg(long, default_value = "127.0.0.1:7000", env = "MERIDIAN_LISTEN")]
+    pub listen: SocketAddr,
+    /// Address other nodes use to reach this one (default: the listen address).
+    #[arg(long, env = "MERIDIAN_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Join the cluster of this node (repeatable). Without it, an empty data directory
+    /// bootstraps a new cluster.
+    #[arg(long)]
+    pub join: Vec<String>,
+    /// TrueTime uncertainty ε in milliseconds.
+    #[arg(long, default_value_t = 4)]
+    pub epsilon_ms: u64,
+    /// Leader lease length in milliseconds (Spanner's default is 10 s).
+    #[arg(long, default_value_t = 10_000)]
+    pub lease_ms: u64,
+    /// Replicas per range.
+    #[arg(long, default_value_t = 3)]
+    pub replication: usize,
+}
+
+impl StartArgs {
+    fn config(&self) -> anyhow::Result<NodeConfig> {
+        anyhow::ensure!(self.lease_ms >= 100, "--lease-ms must be at least 100");
+        anyhow::ensure!(
+            self.epsilon_ms * 4 < self.lease_ms,
+            "ε ({} ms) must be well below the lease ({} ms): a lease shorter than 4ε cannot be held",
+            self.epsilon_ms,
+            self.lease_ms
+        );
+        anyhow::ensure!(self.replication >= 1 && self.replication <= 7, "--replication must be between 1 and 7");
+        let options = NodeOptions {
+            paxos: Options::with_lease(Duration::from_millis(self.lease_ms)),
+            replication: self.replication,
+            housekeeping: Duration::from_millis((self.lease_ms / 5).clamp(100, 2_000)),
+            ..NodeOptions::default()
+        };
+        Ok(NodeConfig {
+            data_dir: self.data_dir.clone(),
+            listen: self.listen,
+            advertise: self.advertise.clone(),
+            join: self.join.clone(),
+            epsilon: Duration::from_millis(self.epsilon_ms),
+            options,
+            rocks: Default::default(),
+        })
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler installs");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// `meridian start`: runs one node until SIGINT/SIGTERM, then hands its leaderships away.
+pub fn start(args: StartArgs) -> anyhow::Result<()> {
+    let cfg = args.config()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(async move {
+        let node = Node::start(cfg).await.context("starting the node")?;
+        // Scripts wait for this line.
+        println!("node {} of cluster {} listening on {}", node.node_id, node.cluster_id, node.addr);
+        shutdown_signal().await;
+        eprintln!("shutting down: handing leaderships to other replicas");
+        node.shutdown(Duration::from_secs(5)).await;
+        Ok(())
+    })
+}
+
+/// Arguments of `meridian status`.
+#[derive(clap::Args)]
+pub struct StatusArgs {
+    /// Any node of the cluster.
+    #[arg(long, default_value = "127.0.0.1:7000", env = "MERIDIAN_ADDR")]
+    pub addr: String,
+}
+
+/// `meridian status`: nodes, ranges, replicas, leaders and lease expiry. When the meta range
+/// cannot answer, it shows what the contacted node knows of its own replicas.
+pub fn status(args: StatusArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async move {
+        match Client::connect([args.addr.clone()]).await {
+            Ok(client) => match render_status(&client).await {
+                Ok(s) => {
+                    print!("{s}");
+                    return Ok(());
+                }
+                Err(e) => eprintln!("cluster view unavailable ({e:#}); showing {}'s own replicas", args.addr),
+            },
+            Err(e) => eprintln!("cluster view unavailable ({e}); showing {}'s own replicas", args.addr),
+        }
+        print!("{}", render_node_status(&args.addr).await?);
+        Ok(())
+    })
+}
+
+/// One node's view of its replicas (works without the meta range).
+pub async fn render_node_status(addr: &str) -> anyhow::Result<String> {
+    use meridian_proto::v1 as pb;
+    use std::fmt::Write as _;
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {addr}"))?;
+    let s = pb::admin_client::AdminClient::new(ch).status(pb::StatusRequest {}).await?.into_inner();
+    let mut out = String::new();
+    writeln!(out, "Node n{} of cluster {} ({} replicas):", s.node_id, s.cluster_id, s.groups.len())?;
+    writeln!(
+        out,
+        "  {:<16} {:<12} {:<12} {:<10} {:<8} {:<7} {:<9} LEASE",
+        "RANGE", "START", "END", "ROLE", "BALLOT", "LEADER", "APPLIED"
+    )?;
+    for g in s.groups {
+        let r: RangeDescriptor = g.range.map(Into::into).unwrap_or(RangeDescriptor {
+            id: meridian_shard::GroupId(0),
+            start: vec![],
+            end: vec![],
+            config: Default::default(),
+            generation: 0,
+        });
+        let lease = if g.lease_end > 0 {
+            format!(
+                "{:.1}s left",
+                Timestamp::from_nanos(g.lease_end).duration_since(Timestamp::from_nanos(s.now_latest)).as_secs_f64()
+            )
+        } else {
+            "none".into()
+        };
+        let leader = g.leader.map(|l| format!("n{l}")).unwrap_or_else(|| "-".into());
+        writeln!(
+            out,
+            "  {:<16} {:<12} {:<12} {:<10} {:<8} {:<7} {:<9} {lease}",
+            r.id.to_string(),
+            short(&r.start),
+            short_end(&r.end),
+            g.role,
+            g.ballot,
+            leader,
+            g.applied
+        )?;
+    }
+    Ok(out)
+}
+
+/// The status report as text.
+pub async fn render_status(client: &Client) -> anyhow::Result<String> {
+    use std::fmt::Write as _;
+    let (descs, nodes, leaders) = client.cluster_view().await?;
+    let leaders: BTreeMap<_, _> = leaders.into_iter().collect();
+    // Lease ends come from each node's own view of its replicas.
+    let mut leases = BTreeMap::new();
+    let mut node_now = BTreeMap::new();
+    for n in &nodes {
+        if let Ok(s) = client.node_status(&n.addr).await {
+            node_now.insert(n.id, Timestamp::from_nanos(s.now_latest));
+            for g in s.groups {
+                if g.lease_end > 0
+                    && let Some(r) = g.range
+                {
+                    leases.insert(
+                        meridian_shard::GroupId(r.id),
+                        (n.id, Timestamp::from_nanos(g.lease_end), Timestamp::from_nanos(s.now_latest)),
+                    );
+                }
+            }
+        }
+    }
+    let mut out = String::new();
+    writeln!(out, "Nodes ({}):", nodes.len())?;
+    for n in &nodes {
+        let replicas = descs.iter().filter(|d| d.config.voters.contains(&n.id)).count();
+        let led = descs.iter().filter(|d| leases.get(&d.id).map(|l| l.0) == Some(n.id)).count();
+        let up = if node_now.contains_key(&n.id) { "up" } else { "UNREACHABLE" };
+        writeln!(out, "  {:<4} {:<22} {:<12} {replicas} replicas, {led} leaders", n.id.to_string(), n.addr, up)?;
+    }
+    writeln!(out, "Ranges ({}):", descs.len())?;
+    writeln!(out, "  {:<16} {:<12} {:<12} {:<14} {:<7} LEASE", "RANGE", "START", "END", "REPLICAS", "LEADER")?;
+    for d in &descs {
+        let replicas = fmt_config(d);
+        let (leader, lease) = match leases.get(&d.id) {
+            Some((n, end, now)) => (n.to_string(), format!("{:.1}s left", end.duration_since(*now).as_secs_f64())),
+            None => (leaders.get(&d.id).map(|n| format!("{n}?")).unwrap_or_else(|| "-".into()), "none".into()),
+        };
+        writeln!(
+            out,
+            "  {:<16} {:<12} {:<12} {:<14} {:<7} {lease}",
+            d.id.to_string(),
+            short(&d.start),
+            short_end(&d.end),
+            replicas,
+            leader
+        )?;
+    }
+    Ok(out)
+}
+
+fn fmt_config(d: &RangeDescriptor) -> String {
+    let mut s: Vec<String> = d.config.voters.iter().map(|n| n.0.to_string()).collect();
+    s.extend(d.config.learners.iter().map(|n| format!("{}(l)", n.0)));
+    format!("n{}", s.join(",n"))
+}
+
+fn short(k: &[u8]) -> String {
+    let s = range::show_key(k);
+    if s.len() > 12 { format!("{}…", &s[..11]) } else { s }
+}
+
+fn short_end(k: &[u8]) -> String {
+    if k.is_empty() { "+∞".into() } else { short(k) }
+}
+
+/// Arguments of `meridian demo`.
+#[derive(clap::Args)]
+pub struct DemoArgs {
+    /// Nodes to start.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: usize,
+    /// User ranges to split the key space into.
+    #[arg(long, default_value_t = 8)]
+    pub ranges: usize,
+    /// Print the status and exit once every range has a leader (for scripts).
+    #[arg(long)]
+    pub exit_after_ready: bool,
+    /// Keep the data here instead of a temporary directory.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// First gRPC port (nodes use consecutive ports; 0 picks free ones).
+    #[arg(long, default_value_t = 0)]
+    pub base_port: u16,
+}
+
+/// Split points spreading `n` ranges over lowercase-letter keys.
+fn split_points(n: usize) -> Vec<Vec<u8>> {
+    (1..n).map(|i| vec![b'a' + (i * 26 / n) as u8]).collect()
+}
+
+/// `meridian demo`: a local cluster in one process (real gRPC on loopback), ready to use.
+pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
+    anyhow::ensure!((1..=9).contains(&args.nodes), "--nodes must be between 1 and 9");
+    anyhow::ensure!((1..=26).contains(&args.ranges), "--ranges must be between 1 and 26");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(async move {
+        let tmp;
+        let root = match &args.data_dir {
+            Some(d) => d.clone(),
+            None => {
+                tmp = tempfile::tempdir()?;
+                tmp.path().to_path_buf()
+            }
+        };
+        println!("Starting a {}-node Meridian cluster in {}", args.nodes, root.display());
+        let lease = Duration::from_secs(2);
+        let mk = |i: usize, join: Vec<String>| {
+            let port = if args.base_port == 0 { 0 } else { args.base_port + i as u16 };
+            StartArgs {
+                data_dir: root.join(format!("node{}", i + 1)),
+                listen: SocketAddr::from(([127, 0, 0, 1], port)),
+                advertise: None,
+                join,
+                epsilon_ms: 4,
+                lease_ms: lease.as_millis() as u64,
+                replication: 3.min(args.nodes),
+            }
+        };
+        let mut nodes = vec![Node::start(mk(0, vec![]).config()?).await?];
+        let first = nodes[0].addr.to_string();
+        for i in 1..args.nodes {
+            nodes.push(Node::start(mk(i, vec![first.clone()]).config()?).await?);
+        }
+        for n in &nodes {
+            println!("  node {} listening on {}", n.node_id, n.addr);
+        }
+        let client = Client::connect(nodes.iter().map(|n| n.addr.to_string())).await?;
+        for at in split_points(args.ranges) {
+            client.split(&at).await.with_context(|| format!("splitting at {}", range::show_key(&at)))?;
+        }
+        let want = 3.min(args.nodes);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let (descs, _, _) = client.cluster_view().await?;
+            let mut led = 0;
+            for n in &nodes {
+                if let Ok(s) = client.node_status(&n.addr.to_string()).await {
+                    led += s.groups.iter().filter(|g| g.lease_end > 0).count();
+                }
+            }
+            let replicated = descs.iter().all(|d| d.config.voters.len() == want && d.config.learners.is_empty());
+            if replicated && led == descs.len() && descs.len() == args.ranges + 1 {
+                break;
+            }
+            anyhow::ensure!(tokio::time::Instant::now() < deadline, "the cluster did not become ready within 120 s");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        print!("{}", render_status(&client).await?);
+        println!(
+            "Cluster ready: {} nodes, {} user ranges + the meta range, each replicated {want}× with a leader holding its lease.",
+            args.nodes, args.ranges
+        );
+        if !args.exit_after_ready {
+            println!("Connect with: meridian status --addr {first}   (Ctrl-C to stop)");
+            shutdown_signal().await;
+        }
+        println!("Stopping: handing leaderships away and shutting down.");
+        for n in nodes {
+            n.shutdown(Duration::from_secs(2)).await;
+        }
+        Ok(())
+    })
+}
+
+/// `meridian kv …`: the key-value API from the command line.
+#[derive(clap::Subcommand)]
+pub enum KvCommand {
+    /// Print a key's value.
+    Get {
+        /// The key.
+        key: String,
+    },
+    /// Set a key.
+    Put {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+    },
+    /// Delete a key.
+    Delete {
+        /// The key.
+        key: String,
+    },
+    /// Print keys in `[start, end)`.
+    Scan {
+        /// First key.
+        #[arg(default_value = "\u{1}")]
+        start: String,
+        /// First key not printed (empty: to the end).
+        #[arg(default_value = "")]
+        end: String,
+        /// Most rows.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+}
+
+/// `meridian admin …`: range management.
+#[derive(clap::Subcommand)]
+pub enum AdminCommand {
+    /// Split the range holding KEY at KEY.
+    Split {
+        /// The split key.
+        key: String,
+    },
+    /// Merge the range holding KEY with its right neighbour.
+    Merge {
+        /// A key of the left range.
+        key: String,
+    },
+    /// Move the replica of the range holding KEY from one node to another.
+    Move {
+        /// A key of the range.
+        key: String,
+        /// Node losing the replica (e.g. 2).
+        #[arg(long)]
+        from: u64,
+        /// Node gaining it.
+        #[arg(long)]
+        to: u64,
+    },
+    /// Hand the leadership of the range holding KEY to a node.
+    Transfer {
+        /// A key of the range.
+        key: String,
+        /// The new leader.
+        #[arg(long)]
+        to: u64,
+    },
+}
+
+/// Runs a `kv` command against `addr`.
+pub fn kv(addr: String, cmd: KvCommand) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let c = Client::connect([addr]).await?;
+        match cmd {
+            KvCommand::Get { key } => match c.get(key.as_bytes()).await? {
+                (Some(v), ts) => println!("{}  (version {ts})", String::from_utf8_lossy(&v)),
+                (None, _) => println!("(not found)"),
+            },
+            KvCommand::Put { key, value } => {
+                println!("committed at {}", c.put(key.as_bytes(), value.as_bytes()).await?)
+            }
+            KvCommand::Delete { key } => println!("committed at {}", c.delete(key.as_bytes()).await?),
+            KvCommand::Scan { start, end, limit } => {
+                for (k, v) in c.scan(start.as_bytes(), end.as_bytes(), limit).await? {
+                    println!("{}\t{}", range::show_key(&k), String::from_utf8_lossy(&v));
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Runs an `admin` command against `addr`.
+pub fn admin(addr: String, cmd: AdminCommand) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let c = Client::connect([addr]).await?;
+        let detail = match cmd {
+            AdminCommand::Split { key } => c.split(key.as_bytes()).await?,
+            AdminCommand::Merge { key } => c.merge(key.as_bytes()).await?,
+            AdminCommand::Move { key, from, to } => c.move_replica(key.as_bytes(), NodeId(from), NodeId(to)).await?,
+            AdminCommand::Transfer { key, to } => c.transfer_leader(key.as_bytes(), NodeId(to)).await?,
+        };
+        println!("{detail}");
+        Ok(())
+    })
+}

@@ -1,0 +1,401 @@
+//! Multi-process tests: real `meridian start` processes on loopback, real gRPC, real RocksDB.
+//! Every loop is bounded in time; every process is killed when its cluster is dropped.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use meridian_client::{Client, ClientError};
+use meridian_proto::v1 as pb;
+use meridian_shard::paxos::NodeId;
+use meridian_shard::range::RangeDescriptor;
+use meridian_tests::process::{NodeArgs, ProcessCluster};
+
+const BIN: &str = env!("CARGO_BIN_EXE_meridian");
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
+}
+
+/// Polls `f` until it returns `Some`, for at most `limit`.
+async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn wait_replicated(client: &Client, n: usize) -> Vec<RangeDescriptor> {
+    eventually(Duration::from_secs(90), "every range to have its replicas", || async {
+        let (descs, _, _) = client.cluster_view().await.ok()?;
+        descs.iter().all(|d| d.config.voters.len() == n && d.config.learners.is_empty()).then_some(descs)
+    })
+    .await
+}
+
+/// The node (index into the cluster) whose replica holds the lease of the range starting at
+/// `start`.
+async fn leader_of(cluster: &ProcessCluster, client: &Client, start: &[u8]) -> Option<usize> {
+    for (i, n) in cluster.nodes.iter().enumerate() {
+        if !n.is_running() {
+            continue;
+        }
+        if let Ok(s) = client.node_status(&n.addr).await
+            && s.groups.iter().any(|g| g.lease_end > 0 && g.range.as_ref().is_some_and(|r| r.start == start))
+        {
+            return Some(i);
+        }
+    }
+    None
+}
+
+/// Writers that keep putting fresh keys and remember every acknowledged one.
+struct Writers {
+    stop: Arc<AtomicBool>,
+    handles: Vec<tokio::task::JoinHandle<BTreeMap<String, String>>>,
+}
+
+impl Writers {
+    fn start(client: Arc<Client>, tasks: usize, prefix: &'static str) -> Writers {
+        let stop = Arc::new(AtomicBool::new(false));
+        let handles = (0..tasks)
+            .map(|t| {
+                let (client, stop) = (client.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let mut acked = BTreeMap::new();
+                    let mut seq = 0u64;
+                    // Bounded: stop is set by the test, and every put has the client's deadline.
+                    while !stop.load(Ordering::Relaxed) && seq < 100_000 {
+                        let k = format!("{prefix}/{t}/{seq:06}");
+                        let v = format!("v{seq}");
+                        match client.put(k.as_bytes(), v.as_bytes()).await {
+                            Ok(_) => {
+                                acked.insert(k, v);
+                            }
+                            Err(ClientError::Ambiguous(_)) => {} // may or may not have committed
+                            Err(e) => panic!("writer {t}: {e}"),
+                        }
+                        seq += 1;
+                    }
+                    acked
+                })
+            })
+            .collect();
+        Writers { stop, handles }
+    }
+
+    async fn finish(self) -> BTreeMap<String, String> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut all = BTreeMap::new();
+        for h in self.handles {
+            all.extend(h.await.expect("writer task"));
+        }
+        all
+    }
+}
+
+async fn check_acked(client: &Client, acked: &BTreeMap<String, String>) {
+    for (k, v) in acked {
+        let (got, _) = client.get(k.as_bytes()).await.expect("read an acknowledged key");
+        assert_eq!(got.as_deref(), Some(v.as_bytes()), "acknowledged write {k} must be readable");
+    }
+}
+
+#[test]
+fn three_processes_serve_writes_reads_scans_and_status() {
+    let cluster = ProcessCluster::start(BIN, 3, NodeArgs::default()).expect("start cluster");
+    let rt = rt();
+    rt.block_on(async {
+        let client = Client::connect(cluster.addrs()).await.expect("connect");
+        wait_replicated(&client, 3).await;
+        for i in 0..100 {
+            client.put(format!("k{i:03}").as_bytes(), format!("{i}").as_bytes()).await.expect("put");
+        }
+        client.delete(b"k050").await.expect("delete");
+        assert_eq!(client.get(b"k007").await.expect("get").0.as_deref(), Some(&b"7"[..]));
+        assert_eq!(client.get(b"k050").await.expect("get").0, None);
+        assert_eq!(client.get(b"nope").await.expect("get").0, None);
+        let rows = client.scan(b"k", b"l", 1000).await.expect("scan");
+        assert_eq!(rows.len(), 99);
+    });
+    let (ok, out) = cluster.run_cli(&["status", "--addr", &cluster.nodes[0].addr]);
+    assert!(ok, "status failed: {out}");
+    assert!(out.contains("Nodes (3)") && out.contains("Ranges (2)") && out.contains("left"), "status output:\n{out}");
+}
+
+#[test]
+fn kill_9_of_a_leader_loses_nothing_acknowledged_and_the_node_catches_up() {
+    let mut cluster = ProcessCluster::start(BIN, 3, NodeArgs::default()).expect("start cluster");
+    let rt = rt();
+    rt.block_on(async {
+        let client =
+            Arc::new(Client::connect(cluster.addrs()).await.expect("connect").with_deadline(Duration::from_secs(20)));
+        wait_replicated(&client, 3).await;
+        let writers = Writers::start(client.clone(), 3, "w");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let victim =
+            eventually(Duration::from_secs(20), "a leader of the user range", || leader_of(&cluster, &client, b"\x01"))
+                .await;
+        cluster.kill(victim);
+        let killed_at = Instant::now();
+        // Writes continue once the dead leader's lease (1 s) has expired.
+        let before = client.put(b"after-kill", b"1").await;
+        assert!(before.is_ok(), "a write after the kill: {before:?}");
+        eprintln!("first write after kill -9 took {:?}", killed_at.elapsed());
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        cluster.restart(victim).expect("restart the killed node");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let acked = writers.finish().await;
+        assert!(acked.len() > 50, "writers made progress ({} acked)", acked.len());
+        check_acked(&client, &acked).await;
+        // The restarted node caught up: its replica of the user range applied what the leader has.
+        let addr = cluster.nodes[victim].addr.clone();
+        eventually(Duration::from_secs(30), "the restarted node to catch up", || async {
+            let st = client.node_status(&addr).await.ok()?;
+            let mine = st.groups.iter().find(|g| g.range.as_ref().is_some_and(|r| r.start == b"\x01"))?.applied;
+            let leader = leader_of(&cluster, &client, b"\x01").await?;
+            let lst = client.node_status(&cluster.nodes[leader].addr).await.ok()?;
+            let theirs = lst.groups.iter().find(|g| g.range.as_ref().is_some_and(|r| r.start == b"\x01"))?.chosen;
+            (mine + 2 >= theirs).then_some(())
+        })
+        .await;
+    });
+}
+
+#[test]
+fn split_move_and_merge_under_traffic_keep_every_acknowledged_write() {
+    let mut cluster = ProcessCluster::start(BIN, 4, NodeArgs::default()).expect("start cluster");
+    let rt = rt();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        rt.block_on(async {
+            let client = Arc::new(
+                Client::connect(cluster.addrs()).await.expect("connect").with_deadline(Duration::from_secs(20)),
+            );
+            wait_replicated(&client, 3).await;
+            let writers = Writers::start(client.clone(), 2, "t");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            // Split between the two writers' key spaces.
+            client.split(b"t/1").await.expect("split");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            // Move a replica of the right half to a node that has none.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                assert!(Instant::now() < deadline, "no move succeeded within 60 s");
+                let right = client.range_of(b"t/1").await.expect("right half");
+                let to = cluster
+                    .nodes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, _)| NodeId(i as u64 + 1))
+                    .find(|n| !right.config.contains(*n));
+                let from = right.config.voters.iter().copied().next();
+                if let (Some(to), Some(from)) = (to, from) {
+                    match client.move_replica(b"t/1", from, to).await {
+                        Ok(_) => break,
+                        Err(e) => eprintln!("move attempt: {e}"),
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            // Merge: the two halves must share replicas; let placement settle, align if needed.
+            let deadline = Instant::now() + Duration::from_secs(90);
+            loop {
+                assert!(Instant::now() < deadline, "no merge succeeded within 90 s");
+                let left = client.range_of(b"\x01").await.expect("left half");
+                if left.end.is_empty() {
+                    break; // merged
+                }
+                let right = client.range_of(&left.end).await.expect("right half");
+                if left.config == right.config {
+                    match client.merge(b"\x01").await {
+                        Ok(_) => break,
+                        Err(e) => eprintln!("merge attempt: {e}"),
+                    }
+                } else if let (Some(from), Some(to)) = (
+                    right.config.voters.iter().copied().find(|n| !left.config.contains(*n)),
+                    left.config.voters.iter().copied().find(|n| !right.config.contains(*n)),
+                ) {
+                    let _ = client.move_replica(&right.start, from, to).await;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let acked = writers.finish().await;
+            assert!(acked.len() > 50, "writers made progress ({} acked)", acked.len());
+            check_acked(&client, &acked).await;
+        })
+    }));
+    if let Err(panic) = result {
+        cluster.dump_logs();
+        std::panic::resume_unwind(panic);
+    }
+    let _ = cluster.stop(0);
+}
+
+/// Raw bytes through tonic, to send what a well-behaved client never would.
+#[derive(Clone, Default)]
+struct RawCodec;
+
+struct RawEncoder;
+struct RawDecoder;
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(&mut self, item: Vec<u8>, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        use bytes::BufMut;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawDecoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
+        use bytes::Buf;
+        let mut v = vec![0; src.remaining()];
+        src.copy_to_slice(&mut v);
+        Ok(Some(v))
+    }
+}
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawEncoder;
+    type Decoder = RawDecoder;
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+    fn decoder(&mut self) -> RawDecoder {
+        RawDecoder
+    }
+}
+
+async fn raw_call(addr: &str, path: &'static str, body: Vec<u8>) -> Result<Vec<u8>, tonic::Status> {
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let mut grpc = tonic::client::Grpc::new(ch);
+    grpc.ready().await.expect("ready");
+    grpc.unary(tonic::Request::new(body), tonic::codegen::http::uri::PathAndQuery::from_static(path), RawCodec)
+        .await
+        .map(|r| r.into_inner())
+}
+
+#[test]
+fn bad_input_gets_clear_errors_and_never_hurts_the_node() {
+    let cluster = ProcessCluster::start(BIN, 1, NodeArgs { replication: 1, ..NodeArgs::default() }).expect("start");
+    let addr = cluster.nodes[0].addr.clone();
+    let rt = rt();
+    rt.block_on(async {
+        let client = Client::connect([addr.clone()]).await.expect("connect");
+        let ping = || async {
+            let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                .expect("uri")
+                .connect()
+                .await
+                .expect("connect");
+            pb::node_client::NodeClient::new(ch)
+                .ping(pb::PingRequest { from: None })
+                .await
+                .expect("node still answers")
+                .into_inner()
+        };
+        let cluster_id = ping().await.cluster_id;
+        // Unknown range ids.
+        let mut admin = client.admin_at(&addr).expect("admin");
+        let r = admin.merge(pb::MergeRequest { group: 424_242 }).await.expect("rpc").into_inner();
+        let e = r.error.expect("unknown range is an error");
+        assert!(e.message.contains("not on this node"), "{}", e.message);
+        let r = admin
+            .move_replica(pb::MoveReplicaRequest { group: 424_242, from_node: 1, to_node: 2 })
+            .await
+            .expect("rpc")
+            .into_inner();
+        assert!(r.error.is_some());
+        // Garbage and truncated peer payloads.
+        let mut node = pb::node_client::NodeClient::new(
+            tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                .expect("uri")
+                .connect()
+                .await
+                .expect("connect"),
+        );
+        let garbage = pb::PeerBatch {
+            from: Some(pb::Sender { cluster_id: cluster_id.clone(), node_id: 9 }),
+            payload: vec![0xFF; 64],
+            format: 1,
+        };
+        let s = node.deliver(garbage).await.expect_err("garbage payload refused");
+        assert_eq!(s.code(), tonic::Code::InvalidArgument);
+        assert!(s.message().contains("undecodable peer batch"), "{}", s.message());
+        let wrong_format = pb::PeerBatch {
+            from: Some(pb::Sender { cluster_id: cluster_id.clone(), node_id: 9 }),
+            payload: vec![],
+            format: 99,
+        };
+        let s = node.deliver(wrong_format).await.expect_err("unknown format refused");
+        assert_eq!(s.code(), tonic::Code::FailedPrecondition);
+        let foreign = pb::PeerBatch {
+            from: Some(pb::Sender { cluster_id: "some-other-cluster".into(), node_id: 9 }),
+            payload: vec![],
+            format: 1,
+        };
+        let s = node.deliver(foreign).await.expect_err("foreign cluster refused");
+        assert!(s.message().contains("belongs to cluster some-other-cluster"), "{}", s.message());
+        // A protobuf message cut short.
+        let full = prost::Message::encode_to_vec(&pb::GetRequest { key: b"a-fairly-long-key".to_vec() });
+        let s = raw_call(&addr, "/meridian.v1.Kv/Get", full[..full.len() / 2].to_vec())
+            .await
+            .expect_err("truncated protobuf refused");
+        assert!(s.message().to_lowercase().contains("decode"), "{}", s.message());
+        // An oversized message (over the 64 MiB gRPC limit).
+        let big = prost::Message::encode_to_vec(&pb::WriteRequest {
+            mutations: vec![pb::Mutation { key: b"big".to_vec(), value: Some(vec![7; 65 << 20]) }],
+        });
+        let s = raw_call(&addr, "/meridian.v1.Kv/Write", big).await.expect_err("oversized message refused");
+        assert!(
+            matches!(s.code(), tonic::Code::ResourceExhausted | tonic::Code::OutOfRange | tonic::Code::Internal),
+            "{s:?}"
+        );
+        // Values and keys over the storage limits; reserved keys; empty writes.
+        let e = client.put(b"k", &vec![1u8; 2 << 20]).await.expect_err("2 MiB value refused");
+        assert!(e.to_string().contains("limit is 1048576 bytes"), "{e}");
+        assert!(matches!(client.put(&vec![b'k'; 9000], b"v").await, Err(ClientError::Invalid(_))));
+        assert!(matches!(client.put(b"\x00meta", b"v").await, Err(ClientError::Invalid(_))));
+        // Raw garbage on the TCP port.
+        {
+            use tokio::io::AsyncWriteExt;
+            let mut s = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+            let _ = s.write_all(b"GET / HTTP/1.1\r\n\r\n\x00\x01\x02 not http/2 at all").await;
+        }
+        // Through all of that the node kept serving.
+        assert_eq!(ping().await.cluster_id, cluster_id);
+        client.put(b"still", b"alive").await.expect("writes still work");
+    });
+}
+
+#[test]
+fn a_node_of_another_cluster_cannot_join() {
+    let a = ProcessCluster::start(BIN, 1, NodeArgs { replication: 1, ..NodeArgs::default() }).expect("cluster a");
+    let mut b = ProcessCluster::start(BIN, 1, NodeArgs { replication: 1, ..NodeArgs::default() }).expect("cluster b");
+    b.stop(0).expect("stop b");
+    let b_dir = b.nodes[0].data_dir.to_string_lossy().into_owned();
+    let (ok, out) = a.run_cli(&["start", "--data-dir", &b_dir, "--listen", "127.0.0.1:0", "--join", &a.nodes[0].addr]);
+    assert!(!ok, "a node of cluster b must not start joined to cluster a:\n{out}");
+    assert!(out.contains("belongs to cluster") && out.contains("empty --data-dir"), "clear error expected:\n{out}");
+}

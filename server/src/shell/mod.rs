@@ -1,0 +1,466 @@
+//! # The node's shell
+//!
+//! Everything with I/O: one thread drives the [`NodeCore`]; tonic serves the client, admin and
+//! peer services; one task per peer node batches and sends messages. The shell decides nothing
+//! about the protocol. It only keeps the core's order of effects:
+//!
+//! ```text
+//!   gRPC handlers ──► core thread: drain inputs ─► step ─► ready ─► write (+fsync) ─► release
+//!                        ▲                                                             │
+//!   peer tasks ◄─────────┴──────── messages per node, replies to handlers ◄────────────┘
+//! ```
+//!
+//! All inputs that queue while one batch is being synced are stepped together and persisted by
+//! the next single write: group commit across every group on the node.
+
+mod convert;
+mod services;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::time::Duration;
+
+use meridian_proto::v1 as pb;
+use meridian_shard::paxos::NodeId;
+use meridian_shard::range::NodeInfo;
+use meridian_storage::{Engine, RocksEngine, RocksOptions};
+use meridian_truetime::{SimTrueTime, TrueTime};
+use tokio::sync::oneshot;
+
+use crate::node::{ApiError, Input, NodeCore, NodeOptions, PeerMsg, Request, Response};
+
+pub use convert::{error_to_pb, ranges_to_pb, status_to_pb};
+
+/// Format version of peer batches (postcard of `Vec<PeerMsg>`).
+pub const PEER_FORMAT: u32 = 1;
+/// Largest gRPC message accepted or sent (snapshots travel in one message).
+pub const GRPC_MESSAGE_MAX: usize = 64 << 20;
+/// Inputs the core thread queues before handlers see "unavailable" (backpressure).
+const CORE_QUEUE_MAX: usize = 65_536;
+/// Inputs stepped before one write.
+const DRAIN_MAX: usize = 10_000;
+/// Batches queued per peer before new ones are dropped (Paxos resends what matters).
+const PEER_QUEUE_MAX: usize = 1_024;
+/// How long a client request may wait for its answer.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Errors starting a node.
+#[derive(Debug, thiserror::Error)]
+pub enum ShellError {
+    /// Storage failed to open.
+    #[error("storage: {0}")]
+    Storage(#[from] meridian_storage::Error),
+    /// The node core refused (identity problems, corrupt metadata).
+    #[error(transparent)]
+    Node(#[from] crate::node::NodeError),
+    /// Binding or serving failed.
+    #[error("network: {0}")]
+    Io(#[from] std::io::Error),
+    /// Joining the cluster failed.
+    #[error("cannot join: {0}")]
+    Join(String),
+}
+
+/// How to run a node.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// Data directory (RocksDB lives in `<dir>/db`).
+    pub data_dir: PathBuf,
+    /// Address to listen on for gRPC (port 0 picks a free one).
+    pub listen: SocketAddr,
+    /// Address other nodes and clients use to reach this one (default: the bound address).
+    pub advertise: Option<String>,
+    /// Nodes of an existing cluster to join through (empty: bootstrap a new cluster, or
+    /// restart the one in `data_dir`).
+    pub join: Vec<String>,
+    /// TrueTime uncertainty ε.
+    pub epsilon: Duration,
+    /// Node tuning.
+    pub options: NodeOptions,
+    /// RocksDB tuning.
+    pub rocks: RocksOptions,
+}
+
+enum CoreMsg {
+    Input(Input),
+    Client { request: Request, reply: oneshot::Sender<Response> },
+    LeadsAny(oneshot::Sender<bool>),
+    Stop,
+}
+
+/// A handle the gRPC services use to reach the core.
+#[derive(Clone)]
+pub(crate) struct CoreHandle {
+    tx: SyncSender<CoreMsg>,
+    pub(crate) cluster_id: String,
+    pub(crate) node: NodeId,
+}
+
+impl CoreHandle {
+    /// Runs `request` on the core and waits (bounded) for the answer.
+    pub(crate) async fn call(&self, request: Request) -> Response {
+        let (reply, rx) = oneshot::channel();
+        match self.tx.try_send(CoreMsg::Client { request, reply }) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                return Response::Error(ApiError::Unavailable("node overloaded: request queue full".into()));
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                return Response::Error(ApiError::Unavailable("node is shutting down".into()));
+            }
+        }
+        match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Response::Error(ApiError::Unavailable("node is shutting down".into())),
+            Err(_) => Response::Error(ApiError::Timeout(format!("no answer within {REQUEST_TIMEOUT:?}"))),
+        }
+    }
+
+    /// Hands a batch of peer messages to the core; false if the queue is full.
+    pub(crate) fn deliver(&self, from: NodeId, msgs: Vec<PeerMsg>) -> bool {
+        self.tx.try_send(CoreMsg::Input(Input::Peer { from, msgs })).is_ok()
+    }
+}
+
+/// A running node.
+pub struct Node {
+    /// This node's id.
+    pub node_id: NodeId,
+    /// Its cluster.
+    pub cluster_id: String,
+    /// The bound gRPC address.
+    pub addr: SocketAddr,
+    /// Its clock (tests and chaos tooling skew it).
+    pub truetime: Arc<SimTrueTime>,
+    handle: CoreHandle,
+    core_thread: Option<std::thread::JoinHandle<()>>,
+    server_stop: Option<oneshot::Sender<()>>,
+    server_task: Option<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>>,
+}
+
+fn grpc_endpoint(addr: &str) -> Result<tonic::transport::Endpoint, tonic::transport::Error> {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map(|e| e.connect_timeout(Duration::from_secs(2)).timeout(Duration::from_secs(10)).tcp_nodelay(true))
+}
+
+async fn admin_client(addr: &str) -> Result<pb::admin_client::AdminClient<tonic::transport::Channel>, String> {
+    let ch = grpc_endpoint(addr)
+        .map_err(|e| format!("bad address {addr}: {e}"))?
+        .connect()
+        .await
+        .map_err(|e| format!("{addr}: {e}"))?;
+    Ok(pb::admin_client::AdminClient::new(ch).max_decoding_message_size(GRPC_MESSAGE_MAX))
+}
+
+/// Asks `addr` which cluster it belongs to.
+pub async fn ping(addr: &str) -> Result<pb::PingResponse, String> {
+    let ch = grpc_endpoint(addr)
+        .map_err(|e| format!("bad address {addr}: {e}"))?
+        .connect()
+        .await
+        .map_err(|e| format!("{addr}: {e}"))?;
+    let mut c = pb::node_client::NodeClient::new(ch);
+    c.ping(pb::PingRequest { from: None }).await.map(|r| r.into_inner()).map_err(|s| format!("{addr}: {}", s.message()))
+}
+
+impl Node {
+    /// Opens (or bootstraps, or joins) the node and starts serving.
+    pub async fn start(cfg: NodeConfig) -> Result<Node, ShellError> {
+        std::fs::create_dir_all(&cfg.data_dir)?;
+        let engine: Arc<dyn Engine> = Arc::new(RocksEngine::open(cfg.data_dir.join("db"), &cfg.rocks)?);
+        let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
+        let addr = listener.local_addr()?;
+        let advertise = cfg.advertise.clone().unwrap_or_else(|| addr.to_string());
+        let tt = Arc::new(SimTrueTime::system(cfg.epsilon));
+        let seed = std::process::id() as u64 ^ tt.now().latest.nanos();
+        let me_info = NodeInfo { id: NodeId(0), addr: advertise.clone(), http_addr: None, pg_addr: None };
+
+        let mut core = match NodeCore::stored_identity(&*engine)? {
+            Some(ident) => {
+                // Restarting. If told to join somewhere, make sure it is the same cluster.
+                for j in &cfg.join {
+                    if let Ok(p) = ping(j).await
+                        && p.cluster_id != ident.cluster_id
+                    {
+                        return Err(ShellError::Join(format!(
+                            "this data directory belongs to cluster {} but {j} belongs to cluster {}; use an empty --data-dir to join it",
+                            ident.cluster_id, p.cluster_id
+                        )));
+                    }
+                }
+                NodeCore::open(engine.clone(), cfg.options.clone(), seed)?.expect("identity exists")
+            }
+            None if cfg.join.is_empty() => {
+                let cluster_id = uuid::Uuid::new_v4().to_string();
+                tracing::info!(%cluster_id, %advertise, "bootstrapping a new cluster");
+                NodeCore::bootstrap(engine.clone(), cfg.options.clone(), cluster_id, me_info.clone(), tt.now(), seed)?
+            }
+            None => {
+                let joined = join_cluster(&cfg.join, &me_info).await?;
+                tracing::info!(node = %NodeId(joined.node_id), cluster_id = %joined.cluster_id, "joined");
+                NodeCore::write_joined_identity(&*engine, joined.cluster_id.clone(), NodeId(joined.node_id))?;
+                let mut core =
+                    NodeCore::open(engine.clone(), cfg.options.clone(), seed)?.expect("identity just written");
+                core.learn_nodes(joined.nodes.into_iter().map(Into::into));
+                if let Some(m) = joined.meta {
+                    core.learn_meta(m.into());
+                }
+                core
+            }
+        };
+        let node_id = core.node();
+        let cluster_id = core.cluster_id().to_string();
+        core.learn_nodes([NodeInfo { id: node_id, ..me_info }]);
+
+        let (tx, rx) = mpsc::sync_channel(CORE_QUEUE_MAX);
+        let handle = CoreHandle { tx: tx.clone(), cluster_id: cluster_id.clone(), node: node_id };
+        let rt = tokio::runtime::Handle::current();
+        let core_tt = tt.clone();
+        let core_engine = engine.clone();
+        let core_thread = std::thread::Builder::new()
+            .name(format!("meridian-core-{}", node_id.0))
+            .spawn(move || core_loop(core, core_engine, core_tt, rx, tx, rt))?;
+
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let svc = services::Services::new(handle.clone(), tt.clone());
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let server_task = tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .add_service(svc.node_service())
+                .add_service(svc.kv_service())
+                .add_service(svc.admin_service())
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = stop_rx.await;
+                })
+                .await
+        });
+        tracing::info!(node = %node_id, %addr, "node serving");
+        Ok(Node {
+            node_id,
+            cluster_id,
+            addr,
+            truetime: tt,
+            handle,
+            core_thread: Some(core_thread),
+            server_stop: Some(stop_tx),
+            server_task: Some(server_task),
+        })
+    }
+
+    /// Runs a request on this node in process (what a gRPC call would do).
+    pub async fn request(&self, request: Request) -> Response {
+        self.handle.call(request).await
+    }
+
+    /// Stops the node. Gracefully: hands every leadership to another replica first (bounded by
+    /// `drain_timeout`), so the cluster does not wait out this node's leases.
+    pub async fn shutdown(mut self, drain_timeout: Duration) {
+        if !drain_timeout.is_zero() {
+            let _ = self.handle.tx.try_send(CoreMsg::Input(Input::Drain));
+            let deadline = tokio::time::Instant::now() + drain_timeout;
+            while tokio::time::Instant::now() < deadline {
+                let (tx, rx) = oneshot::channel();
+                if self.handle.tx.try_send(CoreMsg::LeadsAny(tx)).is_err() {
+                    break;
+                }
+                match rx.await {
+                    Ok(false) => break,
+                    Ok(true) => tokio::time::sleep(Duration::from_millis(50)).await,
+                    Err(_) => break,
+                }
+            }
+        }
+        if let Some(s) = self.server_stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.server_task.take() {
+            let _ = t.await;
+        }
+        let _ = self.handle.tx.send(CoreMsg::Stop);
+        if let Some(t) = self.core_thread.take() {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+    }
+}
+
+async fn join_cluster(join: &[String], me: &NodeInfo) -> Result<pb::JoinResponse, ShellError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut last = String::from("no join address given");
+    while tokio::time::Instant::now() < deadline {
+        for addr in join {
+            match admin_client(addr).await {
+                Ok(mut c) => match c.join(pb::JoinRequest { node: Some(me.into()) }).await {
+                    Ok(r) => {
+                        let r = r.into_inner();
+                        match r.error {
+                            None => return Ok(r),
+                            Some(e) => last = format!("{addr}: {}", e.message),
+                        }
+                    }
+                    Err(s) => last = format!("{addr}: {}", s.message()),
+                },
+                Err(e) => last = e,
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Err(ShellError::Join(format!("no node admitted us within 60 s; last error: {last}")))
+}
+
+struct PeerSender {
+    addr: String,
+    tx: tokio::sync::mpsc::Sender<Vec<PeerMsg>>,
+}
+
+/// The core thread: the only owner of the node core.
+fn core_loop(
+    mut core: NodeCore,
+    engine: Arc<dyn Engine>,
+    tt: Arc<SimTrueTime>,
+    rx: Receiver<CoreMsg>,
+    self_tx: SyncSender<CoreMsg>,
+    rt: tokio::runtime::Handle,
+) {
+    let mut replies: HashMap<u64, oneshot::Sender<Response>> = HashMap::new();
+    let mut next_id: u64 = 1;
+    let mut peers: HashMap<NodeId, PeerSender> = HashMap::new();
+    let me = core.node();
+    let cluster_id = core.cluster_id().to_string();
+    loop {
+        let now = tt.now();
+        let local_now = now.earliest.saturating_add(now.width() / 2);
+        let wait = core.next_tick(now).duration_since(local_now).min(Duration::from_millis(100));
+        let first = match rx.recv_timeout(wait) {
+            Ok(m) => Some(m),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        let now = tt.now();
+        let mut stop = false;
+        let mut handle_msg = |core: &mut NodeCore, m: CoreMsg, stop: &mut bool| match m {
+            CoreMsg::Input(i) => core.step(now, i),
+            CoreMsg::Client { request, reply } => {
+                let id = next_id;
+                next_id += 1;
+                replies.insert(id, reply);
+                core.step(now, Input::Client { id, request });
+            }
+            CoreMsg::LeadsAny(reply) => {
+                let _ = reply.send(core.leads_any());
+            }
+            CoreMsg::Stop => *stop = true,
+        };
+        if let Some(m) = first {
+            handle_msg(&mut core, m, &mut stop);
+            for m in rx.try_iter().take(DRAIN_MAX) {
+                handle_msg(&mut core, m, &mut stop);
+            }
+        }
+        core.step(now, Input::Tick);
+        // Drain the core: write, then release, until it has nothing left.
+        for _ in 0..64 {
+            let now = tt.now();
+            let mut ready = core.ready(now);
+            if !ready.batch.is_empty() {
+                let batch = std::mem::take(&mut ready.batch);
+                if let Err(e) = engine.write(batch, ready.sync) {
+                    // Nothing may be sent that depends on a write that did not happen.
+                    tracing::error!(error = %e, "storage write failed; stopping the node");
+                    return;
+                }
+            }
+            let out = core.release(now, ready);
+            for (id, resp) in out.replies {
+                if let Some(r) = replies.remove(&id) {
+                    let _ = r.send(resp);
+                }
+            }
+            for (to, msgs) in out.messages {
+                if to == me {
+                    // Forwarded to ourselves: loop back as input.
+                    let _ = self_tx.try_send(CoreMsg::Input(Input::Peer { from: me, msgs }));
+                    continue;
+                }
+                let Some(info) = core.nodes().get(&to).cloned() else {
+                    tracing::debug!(%to, "no address for node; dropping messages");
+                    continue;
+                };
+                let sender = peers
+                    .entry(to)
+                    .or_insert_with(|| spawn_peer(&rt, me, &cluster_id, to, &info.addr, self_tx.clone()));
+                if sender.addr != info.addr {
+                    *sender = spawn_peer(&rt, me, &cluster_id, to, &info.addr, self_tx.clone());
+                }
+                // A full queue drops the batch: the peer is slow or gone, and Paxos resends.
+                let _ = sender.tx.try_send(msgs);
+            }
+            if !core.has_work() {
+                break;
+            }
+        }
+        if stop {
+            return;
+        }
+    }
+}
+
+fn spawn_peer(
+    rt: &tokio::runtime::Handle,
+    me: NodeId,
+    cluster_id: &str,
+    to: NodeId,
+    addr: &str,
+    core: SyncSender<CoreMsg>,
+) -> PeerSender {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<PeerMsg>>(PEER_QUEUE_MAX);
+    let addr_s = addr.to_string();
+    let cluster_id = cluster_id.to_string();
+    rt.spawn(async move {
+        let endpoint = match grpc_endpoint(&addr_s) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(%to, addr = %addr_s, error = %e, "bad peer address");
+                return;
+            }
+        };
+        let channel = endpoint.connect_lazy();
+        let mut client = pb::node_client::NodeClient::new(channel)
+            .max_encoding_message_size(GRPC_MESSAGE_MAX)
+            .max_decoding_message_size(GRPC_MESSAGE_MAX);
+        let mut reachable = true;
+        while let Some(mut msgs) = rx.recv().await {
+            // Coalesce whatever else is queued for this peer into the same RPC.
+            while let Ok(more) = rx.try_recv() {
+                msgs.extend(more);
+                if msgs.len() > DRAIN_MAX {
+                    break;
+                }
+            }
+            let payload = postcard::to_allocvec(&msgs).expect("peer messages encode");
+            let batch = pb::PeerBatch {
+                from: Some(pb::Sender { cluster_id: cluster_id.clone(), node_id: me.0 }),
+                payload,
+                format: PEER_FORMAT,
+            };
+            let ok = match client.deliver(batch).await {
+                Ok(_) => true,
+                Err(s) => {
+                    tracing::debug!(%to, error = %s.message(), "peer delivery failed");
+                    false
+                }
+            };
+            if ok != reachable {
+                reachable = ok;
+                let _ = core.try_send(CoreMsg::Input(Input::PeerReachable { node: to, reachable: ok }));
+            }
+            if !ok {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+    PeerSender { addr: addr.to_string(), tx }
+}

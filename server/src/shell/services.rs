@@ -1,0 +1,231 @@
+//! The gRPC services: thin translations between protobuf and the node core's requests.
+
+use std::sync::Arc;
+
+use meridian_proto::v1 as pb;
+use meridian_shard::GroupId;
+use meridian_shard::paxos::NodeId;
+use meridian_shard::range::META_GROUP;
+use meridian_truetime::SimTrueTime;
+use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
+
+use super::convert::{error_to_pb, ranges_to_pb, status_to_pb};
+use super::{CoreHandle, GRPC_MESSAGE_MAX, PEER_FORMAT};
+use crate::node::{ApiError, PeerMsg, Request, Response};
+
+/// The services of one node.
+#[derive(Clone)]
+pub(super) struct Services {
+    core: CoreHandle,
+    #[allow(dead_code)]
+    tt: Arc<SimTrueTime>,
+}
+
+type R<T> = Result<GrpcResponse<T>, Status>;
+
+fn unexpected(r: &Response) -> ApiError {
+    ApiError::Unavailable(format!("unexpected answer from the node: {r:?}"))
+}
+
+impl Services {
+    pub(super) fn new(core: CoreHandle, tt: Arc<SimTrueTime>) -> Self {
+        Services { core, tt }
+    }
+
+    pub(super) fn node_service(&self) -> pb::node_server::NodeServer<Services> {
+        pb::node_server::NodeServer::new(self.clone())
+            .max_decoding_message_size(GRPC_MESSAGE_MAX)
+            .max_encoding_message_size(GRPC_MESSAGE_MAX)
+    }
+
+    pub(super) fn kv_service(&self) -> pb::kv_server::KvServer<Services> {
+        pb::kv_server::KvServer::new(self.clone())
+            .max_decoding_message_size(GRPC_MESSAGE_MAX)
+            .max_encoding_message_size(GRPC_MESSAGE_MAX)
+    }
+
+    pub(super) fn admin_service(&self) -> pb::admin_server::AdminServer<Services> {
+        pb::admin_server::AdminServer::new(self.clone())
+            .max_decoding_message_size(GRPC_MESSAGE_MAX)
+            .max_encoding_message_size(GRPC_MESSAGE_MAX)
+    }
+
+    fn check_cluster(&self, from: &Option<pb::Sender>) -> Result<(), Status> {
+        match from {
+            Some(s) if !s.cluster_id.is_empty() && s.cluster_id != self.core.cluster_id => {
+                Err(Status::failed_precondition(format!(
+                    "node {} belongs to cluster {}, but this is node {} of cluster {}; a node cannot join another cluster",
+                    s.node_id, s.cluster_id, self.core.node, self.core.cluster_id
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn admin(&self, request: Request) -> pb::AdminResponse {
+        match self.core.call(request).await {
+            Response::Done { detail } => pb::AdminResponse { detail, error: None },
+            Response::Error(e) => pb::AdminResponse { detail: String::new(), error: Some(error_to_pb(&e)) },
+            other => pb::AdminResponse { detail: String::new(), error: Some(error_to_pb(&unexpected(&other))) },
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::node_server::Node for Services {
+    async fn ping(&self, req: GrpcRequest<pb::PingRequest>) -> R<pb::PingResponse> {
+        self.check_cluster(&req.get_ref().from)?;
+        Ok(GrpcResponse::new(pb::PingResponse {
+            cluster_id: self.core.cluster_id.clone(),
+            node_id: self.core.node.0,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }))
+    }
+
+    async fn deliver(&self, req: GrpcRequest<pb::PeerBatch>) -> R<pb::PeerAck> {
+        let batch = req.into_inner();
+        self.check_cluster(&batch.from)?;
+        let Some(from) = batch.from else {
+            return Err(Status::invalid_argument("peer batch without a sender"));
+        };
+        if batch.format != PEER_FORMAT {
+            return Err(Status::failed_precondition(format!(
+                "peer batch format {} is not supported (this node speaks {PEER_FORMAT}); upgrade the older node",
+                batch.format
+            )));
+        }
+        let msgs: Vec<PeerMsg> = postcard::from_bytes(&batch.payload).map_err(|e| {
+            Status::invalid_argument(format!("undecodable peer batch ({} bytes): {e}", batch.payload.len()))
+        })?;
+        if !self.core.deliver(NodeId(from.node_id), msgs) {
+            return Err(Status::resource_exhausted("node overloaded: dropped the batch"));
+        }
+        Ok(GrpcResponse::new(pb::PeerAck {}))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::kv_server::Kv for Services {
+    async fn get(&self, req: GrpcRequest<pb::GetRequest>) -> R<pb::GetResponse> {
+        let key = req.into_inner().key;
+        Ok(GrpcResponse::new(match self.core.call(Request::Get { key }).await {
+            Response::Value { value, ts } => pb::GetResponse { value, ts: ts.nanos(), error: None },
+            Response::Error(e) => pb::GetResponse { value: None, ts: 0, error: Some(error_to_pb(&e)) },
+            other => pb::GetResponse { value: None, ts: 0, error: Some(error_to_pb(&unexpected(&other))) },
+        }))
+    }
+
+    async fn scan(&self, req: GrpcRequest<pb::ScanRequest>) -> R<pb::ScanResponse> {
+        let r = req.into_inner();
+        Ok(GrpcResponse::new(
+            match self.core.call(Request::Scan { start: r.start, end: r.end, limit: r.limit }).await {
+                Response::Rows { rows, desc, truncated } => pb::ScanResponse {
+                    rows: rows.into_iter().map(|(key, value)| pb::KeyValue { key, value }).collect(),
+                    range: Some((&desc).into()),
+                    truncated,
+                    error: None,
+                },
+                Response::Error(e) => pb::ScanResponse { error: Some(error_to_pb(&e)), ..Default::default() },
+                other => pb::ScanResponse { error: Some(error_to_pb(&unexpected(&other))), ..Default::default() },
+            },
+        ))
+    }
+
+    async fn write(&self, req: GrpcRequest<pb::WriteRequest>) -> R<pb::WriteResponse> {
+        let writes = req.into_inner().mutations.into_iter().map(|m| (m.key, m.value)).collect();
+        Ok(GrpcResponse::new(match self.core.call(Request::Write { writes }).await {
+            Response::Written { ts } => pb::WriteResponse { ts: ts.nanos(), error: None },
+            Response::Error(e) => pb::WriteResponse { ts: 0, error: Some(error_to_pb(&e)) },
+            other => pb::WriteResponse { ts: 0, error: Some(error_to_pb(&unexpected(&other))) },
+        }))
+    }
+
+    async fn lookup_range(&self, req: GrpcRequest<pb::LookupRangeRequest>) -> R<pb::LookupRangeResponse> {
+        let r = req.into_inner();
+        Ok(GrpcResponse::new(match self.core.call(Request::RangeLookup { key: r.key, limit: r.limit.max(1) }).await {
+            Response::Ranges { descs, nodes, leaders } => ranges_to_pb(&descs, &nodes, &leaders),
+            Response::Error(e) => pb::LookupRangeResponse { error: Some(error_to_pb(&e)), ..Default::default() },
+            other => pb::LookupRangeResponse { error: Some(error_to_pb(&unexpected(&other))), ..Default::default() },
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::admin_server::Admin for Services {
+    async fn status(&self, _: GrpcRequest<pb::StatusRequest>) -> R<pb::StatusResponse> {
+        Ok(GrpcResponse::new(match self.core.call(Request::Status).await {
+            Response::Status(s) => status_to_pb(&s),
+            Response::Error(e) => pb::StatusResponse { error: Some(error_to_pb(&e)), ..Default::default() },
+            other => pb::StatusResponse { error: Some(error_to_pb(&unexpected(&other))), ..Default::default() },
+        }))
+    }
+
+    async fn cluster_view(&self, _: GrpcRequest<pb::ClusterViewRequest>) -> R<pb::LookupRangeResponse> {
+        Ok(GrpcResponse::new(match self.core.call(Request::ClusterView).await {
+            Response::Ranges { descs, nodes, leaders } => ranges_to_pb(&descs, &nodes, &leaders),
+            Response::Error(e) => pb::LookupRangeResponse { error: Some(error_to_pb(&e)), ..Default::default() },
+            other => pb::LookupRangeResponse { error: Some(error_to_pb(&unexpected(&other))), ..Default::default() },
+        }))
+    }
+
+    async fn join(&self, req: GrpcRequest<pb::JoinRequest>) -> R<pb::JoinResponse> {
+        let Some(info) = req.into_inner().node else {
+            return Err(Status::invalid_argument("join needs the joining node's addresses"));
+        };
+        if info.addr.is_empty() {
+            return Err(Status::invalid_argument("join needs the joining node's gRPC address"));
+        }
+        let resp = self.core.call(Request::Join { info: info.into() }).await;
+        let (node, nodes) = match resp {
+            Response::Joined { node, nodes } => (node, nodes),
+            Response::Error(e) => {
+                return Ok(GrpcResponse::new(pb::JoinResponse { error: Some(error_to_pb(&e)), ..Default::default() }));
+            }
+            other => {
+                return Ok(GrpcResponse::new(pb::JoinResponse {
+                    error: Some(error_to_pb(&unexpected(&other))),
+                    ..Default::default()
+                }));
+            }
+        };
+        // Tell the newcomer where the meta range lives.
+        let meta = match self.core.call(Request::ClusterView).await {
+            Response::Ranges { descs, .. } => descs.into_iter().find(|d| d.id == META_GROUP),
+            _ => None,
+        };
+        Ok(GrpcResponse::new(pb::JoinResponse {
+            node_id: node.0,
+            cluster_id: self.core.cluster_id.clone(),
+            nodes: nodes.iter().map(Into::into).collect(),
+            meta: meta.as_ref().map(Into::into),
+            error: None,
+        }))
+    }
+
+    async fn split(&self, req: GrpcRequest<pb::SplitRequest>) -> R<pb::AdminResponse> {
+        Ok(GrpcResponse::new(self.admin(Request::Split { key: req.into_inner().key }).await))
+    }
+
+    async fn merge(&self, req: GrpcRequest<pb::MergeRequest>) -> R<pb::AdminResponse> {
+        Ok(GrpcResponse::new(self.admin(Request::Merge { group: GroupId(req.into_inner().group) }).await))
+    }
+
+    async fn move_replica(&self, req: GrpcRequest<pb::MoveReplicaRequest>) -> R<pb::AdminResponse> {
+        let r = req.into_inner();
+        Ok(GrpcResponse::new(
+            self.admin(Request::MoveReplica {
+                group: GroupId(r.group),
+                from: NodeId(r.from_node),
+                to: NodeId(r.to_node),
+            })
+            .await,
+        ))
+    }
+
+    async fn transfer_leader(&self, req: GrpcRequest<pb::TransferLeaderRequest>) -> R<pb::AdminResponse> {
+        let r = req.into_inner();
+        Ok(GrpcResponse::new(
+            self.admin(Request::TransferLeader { group: GroupId(r.group), to: NodeId(r.to_node) }).await,
+        ))
+    }
+}

@@ -1,0 +1,211 @@
+//! Real `meridian start` processes on loopback, for multi-process tests.
+//!
+//! Each node runs in its own temporary data directory; its stderr goes to a log file there (the
+//! path is printed when a test fails). Nodes are killed with SIGKILL when the cluster is
+//! dropped, so a failing test leaves no process behind.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a node may take to print its listening line.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Options for the nodes of a test cluster.
+#[derive(Clone, Debug)]
+pub struct NodeArgs {
+    /// Lease length (short leases make failover tests fast).
+    pub lease_ms: u64,
+    /// TrueTime ε.
+    pub epsilon_ms: u64,
+    /// Replicas per range.
+    pub replication: usize,
+}
+
+impl Default for NodeArgs {
+    fn default() -> Self {
+        NodeArgs { lease_ms: 1_000, epsilon_ms: 2, replication: 3 }
+    }
+}
+
+/// One node process.
+pub struct ProcessNode {
+    /// Its gRPC address (fixed across restarts).
+    pub addr: String,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    child: Option<Child>,
+    join: Vec<String>,
+}
+
+impl ProcessNode {
+    /// Whether the process is running.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// The log file of this node.
+    pub fn log_path(&self) -> PathBuf {
+        self.data_dir.join("node.log")
+    }
+}
+
+/// A cluster of node processes.
+pub struct ProcessCluster {
+    binary: PathBuf,
+    _root: tempfile::TempDir,
+    root_path: PathBuf,
+    args: NodeArgs,
+    /// The nodes, in start order.
+    pub nodes: Vec<ProcessNode>,
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("bound").port()
+}
+
+fn spawn(binary: &Path, args: &NodeArgs, data_dir: &Path, addr: &str, join: &[String]) -> Result<Child, String> {
+    std::fs::create_dir_all(data_dir).map_err(|e| e.to_string())?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(data_dir.join("node.log"))
+        .map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(binary);
+    cmd.arg("start")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--listen")
+        .arg(addr)
+        .arg("--lease-ms")
+        .arg(args.lease_ms.to_string())
+        .arg("--epsilon-ms")
+        .arg(args.epsilon_ms.to_string())
+        .arg("--replication")
+        .arg(args.replication.to_string())
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log));
+    for j in join {
+        cmd.arg("--join").arg(j);
+    }
+    let mut child = cmd.spawn().map_err(|e| format!("spawning {}: {e}", binary.display()))?;
+    // Wait for "node … listening on …".
+    let stdout = child.stdout.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("listening on") {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    match rx.recv_timeout(START_TIMEOUT) {
+        Ok(_) => Ok(child),
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            let log = std::fs::read_to_string(data_dir.join("node.log")).unwrap_or_default();
+            Err(format!("node at {addr} did not start within {START_TIMEOUT:?}; its log:\n{log}"))
+        }
+    }
+}
+
+impl ProcessCluster {
+    /// Starts `n` nodes of a new cluster: the first bootstraps, the others join it.
+    pub fn start(binary: impl Into<PathBuf>, n: usize, args: NodeArgs) -> Result<ProcessCluster, String> {
+        let root = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let root_path = root.path().to_path_buf();
+        let mut c = ProcessCluster { binary: binary.into(), _root: root, root_path, args, nodes: Vec::new() };
+        for _ in 0..n {
+            c.add_node()?;
+        }
+        Ok(c)
+    }
+
+    /// Starts one more node (joining the first).
+    pub fn add_node(&mut self) -> Result<usize, String> {
+        let i = self.nodes.len();
+        let addr = format!("127.0.0.1:{}", free_port());
+        let data_dir = self.root_path.join(format!("node{}", i + 1));
+        let join: Vec<String> = self.nodes.first().map(|n| vec![n.addr.clone()]).unwrap_or_default();
+        let child = spawn(&self.binary, &self.args, &data_dir, &addr, &join)?;
+        self.nodes.push(ProcessNode { addr, data_dir, child: Some(child), join });
+        Ok(i)
+    }
+
+    /// Every node address.
+    pub fn addrs(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.addr.clone()).collect()
+    }
+
+    /// Kills node `i` with SIGKILL (no graceful shutdown, unsynced writes may be lost).
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stops node `i` with SIGTERM and waits (bounded) for it to exit.
+    pub fn stop(&mut self, i: usize) -> Result<(), String> {
+        let Some(mut c) = self.nodes[i].child.take() else { return Ok(()) };
+        let pid = c.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = c.try_wait() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        Err(format!("node {} did not exit within 20 s of SIGTERM", i + 1))
+    }
+
+    /// Restarts node `i` from its data directory, on the same address.
+    pub fn restart(&mut self, i: usize) -> Result<(), String> {
+        assert!(self.nodes[i].child.is_none(), "harness: restart only a stopped node");
+        let n = &self.nodes[i];
+        let child = spawn(&self.binary, &self.args, &n.data_dir, &n.addr, &n.join)?;
+        self.nodes[i].child = Some(child);
+        Ok(())
+    }
+
+    /// Runs `meridian` with `args` to completion; returns (success, stdout + stderr).
+    pub fn run_cli(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new(&self.binary).args(args).output().expect("run the meridian binary");
+        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+        (out.status.success(), text)
+    }
+
+    /// The root directory (for extra data directories).
+    pub fn root(&self) -> &Path {
+        &self.root_path
+    }
+
+    /// Prints every node's log (call from a failing test).
+    pub fn dump_logs(&self) {
+        for (i, n) in self.nodes.iter().enumerate() {
+            let log = std::fs::read_to_string(n.log_path()).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("----- node {} ({}) last log lines -----", i + 1, n.addr);
+            for l in tail.into_iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
+
+impl Drop for ProcessCluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill(i);
+        }
+    }
+}
