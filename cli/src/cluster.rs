@@ -38,6 +38,11 @@ pub struct StartArgs {
     /// Replicas per range.
     #[arg(long, default_value_t = 3)]
     pub replication: usize,
+    /// Do not move replicas or leaders around for balance. Ranges are still brought up to
+    /// `--replication` and dead nodes' replicas still replaced. For maintenance windows and for
+    /// placing replicas by hand (`meridian admin move`).
+    #[arg(long)]
+    pub no_rebalance: bool,
 }
 
 impl StartArgs {
@@ -53,6 +58,7 @@ impl StartArgs {
         let options = NodeOptions {
             paxos: Options::with_lease(Duration::from_millis(self.lease_ms)),
             replication: self.replication,
+            rebalance: !self.no_rebalance,
             housekeeping: Duration::from_millis((self.lease_ms / 5).clamp(100, 2_000)),
             ..NodeOptions::default()
         };
@@ -294,6 +300,7 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
                 epsilon_ms: 4,
                 lease_ms: lease.as_millis() as u64,
                 replication: 3.min(args.nodes),
+                no_rebalance: false,
             }
         };
         let mut nodes = vec![Node::start(mk(0, vec![]).config()?).await?];

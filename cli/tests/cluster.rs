@@ -173,7 +173,10 @@ fn kill_9_of_a_leader_loses_nothing_acknowledged_and_the_node_catches_up() {
 
 #[test]
 fn split_move_and_merge_under_traffic_keep_every_acknowledged_write() {
-    let mut cluster = ProcessCluster::start(BIN, 4, NodeArgs::default()).expect("start cluster");
+    // Rebalancing off: it would keep moving the halves' replicas apart while the test lines
+    // them up for the merge.
+    let args = NodeArgs { no_rebalance: true, ..NodeArgs::default() };
+    let mut cluster = ProcessCluster::start(BIN, 4, args).expect("start cluster");
     let rt = rt();
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         rt.block_on(async {
@@ -225,7 +228,11 @@ fn split_move_and_merge_under_traffic_keep_every_acknowledged_write() {
                     right.config.voters.iter().copied().find(|n| !left.config.contains(*n)),
                     left.config.voters.iter().copied().find(|n| !right.config.contains(*n)),
                 ) {
-                    let _ = client.move_replica(&right.start, from, to).await;
+                    if let Err(e) = client.move_replica(&right.start, from, to).await {
+                        eprintln!("aligning {} ({}) with {} ({}): {e}", right.id, right.config, left.id, left.config);
+                    }
+                } else {
+                    eprintln!("cannot align {} ({}) with {} ({})", right.id, right.config, left.id, left.config);
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }

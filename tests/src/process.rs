@@ -21,11 +21,13 @@ pub struct NodeArgs {
     pub epsilon_ms: u64,
     /// Replicas per range.
     pub replication: usize,
+    /// Turn the placement loop off (`--no-rebalance`).
+    pub no_rebalance: bool,
 }
 
 impl Default for NodeArgs {
     fn default() -> Self {
-        NodeArgs { lease_ms: 1_000, epsilon_ms: 2, replication: 3 }
+        NodeArgs { lease_ms: 1_000, epsilon_ms: 2, replication: 3, no_rebalance: false }
     }
 }
 
@@ -85,6 +87,7 @@ fn spawn(binary: &Path, args: &NodeArgs, data_dir: &Path, addr: &str, join: &[St
         .arg(args.epsilon_ms.to_string())
         .arg("--replication")
         .arg(args.replication.to_string())
+        .args(args.no_rebalance.then_some("--no-rebalance"))
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

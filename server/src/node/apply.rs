@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::api::{ApiError, Request, Response};
 use super::cmd::{GroupCmd, Origin, PeerMsg, RangeState, VersionRow};
-use super::{Group, NodeCore, propose, range_state_key, tombstone_key};
+use super::{Group, NodeCore, local_of, propose, range_state_key, tombstone_key};
 
 /// Everything a replica needs to become a copy of a range at one applied slot.
 #[derive(Serialize, Deserialize)]
@@ -297,6 +297,7 @@ impl NodeCore {
         }
         let mut ng = Group::new(replica, state);
         ng.meta_synced_generation = 0;
+        ng.split_at = Some(local_of(now));
         self.groups.insert(right.id, ng);
         self.dirty.insert(right.id);
         if let Some(g) = self.groups.get_mut(&gid) {
@@ -347,7 +348,7 @@ impl NodeCore {
         }
         batch.delete(Cf::Meta, range_state_key(right.id));
         batch.put(Cf::Meta, tombstone_key(right.id), Vec::new());
-        self.tombstones.insert(right.id);
+        self.tombstones.insert(right.id, u64::MAX);
         if from.0 == me {
             let detail = format!("merged {} into {gid}", right.id);
             self.respond(now, from.1, Response::Done { detail });
@@ -362,16 +363,21 @@ impl NodeCore {
         log::delete_group(&mut b, gid);
         delete_span(&mut b, &g.state.desc);
         b.delete(Cf::Meta, range_state_key(gid));
-        b.put(Cf::Meta, tombstone_key(gid), Vec::new());
-        self.tombstones.insert(gid);
+        let generation = g.state.desc.generation;
+        b.put(Cf::Meta, tombstone_key(gid), generation.to_be_bytes().to_vec());
+        self.tombstones.insert(gid, generation);
         self.ticks.remove(&gid);
         self.engine.write(b, false).expect("state-machine writes succeed or the node cannot continue");
     }
 
     /// Creates an empty replica of `desc` that waits for a snapshot (see [`PeerMsg::InitReplica`]).
     pub(super) fn init_replica(&mut self, desc: RangeDescriptor) {
+        // Re-created after a removal only from a newer descriptor: at the removal's own
+        // generation the applied configuration excluded this node, so a descriptor of that
+        // generation naming it carries the leader's newer, not yet applied, configuration.
+        let removed_at = self.tombstones.get(&desc.id).copied();
         if self.groups.contains_key(&desc.id)
-            || self.tombstones.contains(&desc.id)
+            || removed_at.is_some_and(|g| g == u64::MAX || desc.generation < g)
             || !desc.config.contains(self.ident.node)
         {
             return;
@@ -384,6 +390,10 @@ impl NodeCore {
         let mut b = WriteBatch::new();
         delete_span(&mut b, &desc);
         b.put(Cf::Meta, range_state_key(desc.id), postcard::to_allocvec(&state).expect("encodes"));
+        if removed_at.is_some() {
+            b.delete(Cf::Meta, tombstone_key(desc.id));
+            self.tombstones.remove(&desc.id);
+        }
         self.engine.write(b, true).expect("state-machine writes succeed or the node cannot continue");
         let durable = meridian_shard::paxos::Durable {
             config: desc.config.clone(),
@@ -397,9 +407,14 @@ impl NodeCore {
 
     /// A member of `gid` says it has no replica: if we lead `gid`, create one there and send it
     /// a snapshot.
-    pub(super) fn on_unknown_group(&mut self, _now: TTInterval, from: NodeId, gid: GroupId) {
+    pub(super) fn on_unknown_group(&mut self, now: TTInterval, from: NodeId, gid: GroupId) {
         let Some(g) = self.groups.get_mut(&gid) else { return };
         if g.replica.role() != Role::Leader || !g.replica.config().contains(from) {
+            return;
+        }
+        // A member of a fresh split has simply not applied the split yet; it will create the
+        // group itself (with the data it already holds) far sooner than a snapshot would.
+        if g.split_at.is_some_and(|at| local_of(now) < at.saturating_add(super::SPLIT_GRACE)) {
             return;
         }
         let mut desc = g.state.desc.clone();

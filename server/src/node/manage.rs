@@ -572,6 +572,9 @@ impl NodeCore {
                 }
                 continue;
             }
+            if !self.opts.rebalance {
+                continue;
+            }
             // Replica balance: move from the fullest member to the emptiest non-member.
             let fullest = voters
                 .iter()

@@ -68,6 +68,9 @@ pub struct NodeOptions {
     pub split_writes_per_sec: u64,
     /// Whether this node rebalances replicas and leaders of the ranges it leads.
     pub placement: bool,
+    /// Whether placement also balances replica and leader counts (off: it only up-replicates
+    /// and replaces dead replicas).
+    pub rebalance: bool,
     /// How often housekeeping runs (meta refresh, placement, auto-split, meta reconciliation).
     pub housekeeping: Duration,
     /// How long a forwarded request waits for an answer before it is retried elsewhere.
@@ -84,6 +87,7 @@ impl Default for NodeOptions {
             split_bytes: 64 << 20,
             split_writes_per_sec: 5_000,
             placement: true,
+            rebalance: true,
             housekeeping: Duration::from_secs(2),
             forward_timeout: Duration::from_secs(2),
             dead_after: Duration::from_secs(30),
@@ -106,6 +110,9 @@ const IDENT_KEY: &[u8] = &[MetaTag::Node as u8];
 /// The address book and meta range location, cached so a restart can reach the cluster.
 const BOOK_KEY: &[u8] = &[MetaTag::Node as u8, b'b'];
 const TOMBSTONE_PREFIX: &[u8] = &[MetaTag::Range as u8, b't'];
+/// For this long after a split, a member answering "unknown group" for the right half is about
+/// to apply the split itself: the leader waits for it rather than sending a snapshot.
+const SPLIT_GRACE: Duration = Duration::from_millis(2_000);
 /// Most forwards in flight from one node.
 const FORWARDS_MAX: usize = 10_000;
 /// Shortest interval between two ticks.
@@ -186,6 +193,8 @@ struct Group {
     meta_synced_generation: u64,
     /// Whether the lease's leader hint was sent to the meta range.
     leader_reported: Option<u64>,
+    /// When this replica was created by applying a split (local time), if it was.
+    split_at: Option<Timestamp>,
 }
 
 struct Forward {
@@ -204,7 +213,10 @@ pub struct NodeCore {
     engine: Arc<dyn Engine>,
     mvcc: Mvcc,
     groups: BTreeMap<GroupId, Group>,
-    tombstones: BTreeSet<GroupId>,
+    /// Groups whose replica left this node, with the descriptor generation it left at
+    /// (`u64::MAX`: merged away, never to return). A replica is re-created only from a newer
+    /// descriptor, so a stale leader cannot resurrect a removed replica.
+    tombstones: BTreeMap<GroupId, u64>,
     /// Address book, from the meta range.
     nodes: BTreeMap<NodeId, NodeInfo>,
     /// The meta range's replicas and leader as far as this node knows.
@@ -326,14 +338,19 @@ impl NodeCore {
         let Some(ident) = Self::stored_identity(&*engine)? else { return Ok(None) };
         let mvcc = Mvcc::open(engine.clone())?;
         let logs = LogStore::new(engine.clone());
-        let mut tombstones = BTreeSet::new();
+        let mut tombstones = BTreeMap::new();
         let mut end = TOMBSTONE_PREFIX.to_vec();
         *end.last_mut().expect("non-empty") += 1;
         for kv in engine.scan(Cf::Meta, TOMBSTONE_PREFIX, Some(&end), meridian_storage::Direction::Forward)? {
-            let (k, _) = kv?;
+            let (k, v) = kv?;
             let id: [u8; 8] =
                 k[TOMBSTONE_PREFIX.len()..].try_into().map_err(|_| NodeError::Corrupt("tombstone key".into()))?;
-            tombstones.insert(GroupId(u64::from_be_bytes(id)));
+            let generation = match v.len() {
+                0 => u64::MAX,
+                8 => u64::from_be_bytes(v[..].try_into().expect("length checked")),
+                _ => return Err(NodeError::Corrupt("tombstone value".into())),
+            };
+            tombstones.insert(GroupId(u64::from_be_bytes(id)), generation);
         }
         let mut groups = BTreeMap::new();
         let state_start = [MetaTag::Applied as u8];
@@ -343,7 +360,7 @@ impl NodeCore {
             let state: RangeState =
                 postcard::from_bytes(&raw).map_err(|e| NodeError::Corrupt(format!("range state: {e}")))?;
             let gid = state.desc.id;
-            if tombstones.contains(&gid) {
+            if tombstones.contains_key(&gid) {
                 continue;
             }
             let (hard_state, log) = paxos::load(gid, &logs)?;
@@ -500,7 +517,9 @@ impl NodeCore {
                     g.replica.receive(now, from, msg);
                     self.dirty.insert(group);
                 }
-                None if self.tombstones.contains(&group) => {}
+                // A removed replica stays silent to what is plainly old traffic (no ballot can
+                // re-create it), but tells a leader that may have re-added it.
+                None if self.tombstones.get(&group) == Some(&u64::MAX) => {}
                 None => self.send(from, PeerMsg::UnknownGroup { group }),
             },
             PeerMsg::UnknownGroup { group } => self.on_unknown_group(now, from, group),
@@ -976,6 +995,7 @@ impl Group {
             proposed: BTreeMap::new(),
             writes_recent: 0,
             leader_reported: None,
+            split_at: None,
         }
     }
 }

@@ -371,3 +371,76 @@ fn losing_one_of_three_nodes_keeps_every_range_writable() {
         assert_eq!(get(&mut sim, &format!("k{round}")).as_deref(), Some("v"));
     }
 }
+
+#[test]
+fn ranges_split_automatically_by_size_and_by_load() {
+    // By size: a tiny threshold, then enough data to cross it.
+    let mut sim = ClusterSim::new(8, NodeOptions { split_bytes: 4_000, split_writes_per_sec: u64::MAX, ..opts() });
+    sim.run_for(Duration::from_secs(1));
+    for i in 0..60 {
+        put(&mut sim, &format!("big{i:03}"), &"x".repeat(200));
+    }
+    sim.run_for(Duration::from_secs(3));
+    let n = ranges(&mut sim).len();
+    assert!(n >= 3, "size-based splits happened: {:#?}", show(&mut sim));
+    for i in 0..60 {
+        assert_eq!(get(&mut sim, &format!("big{i:03}")).map(|v| v.len()), Some(200));
+    }
+    // By load: small values, but more writes per second than the threshold.
+    let mut sim = ClusterSim::new(9, NodeOptions { split_bytes: u64::MAX, split_writes_per_sec: 10, ..opts() });
+    sim.run_for(Duration::from_secs(1));
+    for i in 0..80 {
+        put(&mut sim, &format!("hot{i:03}"), "v");
+    }
+    sim.run_for(Duration::from_secs(1));
+    assert!(ranges(&mut sim).len() >= 3, "load-based split happened: {:#?}", show(&mut sim));
+    for i in 0..80 {
+        assert_eq!(get(&mut sim, &format!("hot{i:03}")).as_deref(), Some("v"));
+    }
+}
+
+/// Moves a replica of `desc`'s range from `from` to `to`, retrying through leader changes.
+fn move_replica(sim: &mut ClusterSim, key: &[u8], from: NodeId, to: NodeId) -> bool {
+    for _ in 0..20 {
+        let group = ranges(sim).into_iter().find(|d| d.contains(key)).expect("a range holds the key").id;
+        match route(sim, key, Request::MoveReplica { group, from, to }) {
+            Response::Done { .. } => return true,
+            Response::Error(ApiError::Invalid(e)) if e.contains("already holds") => {
+                // A previous attempt is still running: let it finish.
+                sim.run_for(Duration::from_millis(500));
+            }
+            _ => sim.run_for(Duration::from_millis(500)),
+        }
+        let d = ranges(sim).into_iter().find(|d| d.contains(key)).expect("a range holds the key");
+        if d.config.voters.contains(&to) && !d.config.contains(from) {
+            return true;
+        }
+    }
+    false
+}
+
+#[test]
+fn a_replica_moved_away_and_back_is_recreated_from_a_newer_descriptor() {
+    let mut sim = ClusterSim::new(11, NodeOptions { rebalance: false, ..opts() });
+    sim.run_for(Duration::from_secs(1));
+    for _ in 0..3 {
+        sim.join(NodeId(1)).expect("join");
+    }
+    wait_replicated(&mut sim, 3);
+    let mut written = Vec::new();
+    write_keys(&mut sim, 0..20, &mut written);
+    let user = ranges(&mut sim).into_iter().find(|d| d.start == b"\x01").expect("user range");
+    let spare = (1..=4).map(NodeId).find(|n| !user.config.contains(*n)).expect("a node without a replica");
+    let away = *user.config.voters.iter().find(|n| **n != NodeId(1)).expect("a voter other than n1");
+    assert!(move_replica(&mut sim, b"\x01", away, spare), "moved away: {:#?}", show(&mut sim));
+    write_keys(&mut sim, 20..30, &mut written);
+    // Back again: the node holds a tombstone for the group and must accept the newer descriptor.
+    assert!(move_replica(&mut sim, b"\x01", spare, away), "moved back: {:#?}", show(&mut sim));
+    write_keys(&mut sim, 30..40, &mut written);
+    sim.run_for(Duration::from_secs(2)); // the meta index catches up at housekeeping
+    let back = ranges(&mut sim).into_iter().find(|d| d.start == b"\x01").expect("user range");
+    assert!(back.config.voters.contains(&away) && back.config.learners.is_empty(), "{back:?}");
+    let hosted = sim.core(away).status(sim.tt(away)).groups.iter().any(|g| g.desc.id == user.id);
+    assert!(hosted, "{away} hosts {} again", user.id);
+    check_all(&mut sim, &written, "after moving away and back");
+}
