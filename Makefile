@@ -9,7 +9,7 @@ BUILD := $(CARGO) build --workspace --bins
 # Extra arguments for the test run, e.g. `make test TEST_ARGS=storage`.
 TEST_ARGS ?=
 
-.PHONY: all demo test prereqs check lint fmt bench bench-storage bench-paxos sim-paxos
+.PHONY: all demo test prereqs check lint fmt bench bench-storage bench-paxos bench-cluster sim-paxos
 
 all: test
 
@@ -45,7 +45,7 @@ lint: prereqs
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 ## bench: every benchmark, optimised build; results are printed as Markdown tables.
-bench: bench-storage bench-paxos
+bench: bench-storage bench-paxos bench-cluster
 
 bench-storage: prereqs
 	$(BUILD) --release
@@ -54,3 +54,9 @@ bench-storage: prereqs
 bench-paxos: prereqs
 	$(BUILD) --release
 	$(TARGET_DIR)/release/meridian bench paxos $(ARGS)
+
+bench-cluster: prereqs
+	$(BUILD) --release
+	$(TARGET_DIR)/release/meridian bench replicate $(ARGS)
+	$(TARGET_DIR)/release/meridian bench replicate --epsilon-ms 4 --concurrency 1,16 $(ARGS)
+	$(TARGET_DIR)/release/meridian bench idle $(ARGS)

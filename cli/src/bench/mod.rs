@@ -1,5 +1,6 @@
 //! `meridian bench …`: measurements, each beside the physical floor it is bounded by.
 
+mod cluster;
 mod paxos;
 mod storage;
 
@@ -10,12 +11,18 @@ pub enum BenchCommand {
     Storage(storage::StorageArgs),
     /// Replicated appends through real Paxos replicas (RocksDB, fsync) in one process.
     Paxos(paxos::PaxosArgs),
+    /// Replicated writes through node processes over loopback gRPC, by replica count.
+    Replicate(cluster::ReplicateArgs),
+    /// CPU use of nodes hosting many idle ranges.
+    Idle(cluster::IdleArgs),
 }
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Storage(args) => storage::run(args),
         BenchCommand::Paxos(args) => paxos::run(args),
+        BenchCommand::Replicate(args) => cluster::replicate(args),
+        BenchCommand::Idle(args) => cluster::idle(args),
     }
 }
 

@@ -1,0 +1,246 @@
+//! `meridian bench replicate` and `meridian bench idle`: a real cluster of `meridian start`
+//! processes on loopback.
+//!
+//! - **replicate**: single-key writes through the Rust client over gRPC, each committed by a
+//!   range leader through Paxos on 1, 3 or 5 replicas, with commit wait (ε as given). The floor
+//!   is two fsyncs in sequence (leader, then a follower) plus two loopback round trips
+//!   (client→leader, leader→follower), plus commit wait (2ε) unless ε = 0.
+//! - **idle**: a 3-node cluster split into many ranges, then left alone; reports each node's CPU
+//!   use (user + system time from `/proc/<pid>/stat`) per second of wall time.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use meridian_client::Client;
+
+use super::{Latency, histogram};
+
+/// Arguments of `meridian bench replicate`.
+#[derive(clap::Args)]
+pub struct ReplicateArgs {
+    /// Replica counts (a cluster of that many nodes each).
+    #[arg(long, value_delimiter = ',', default_value = "1,3,5")]
+    replicas: Vec<usize>,
+    /// Concurrent writers.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    concurrency: Vec<usize>,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// TrueTime ε in milliseconds (0 disables commit wait's cost).
+    #[arg(long, default_value_t = 0)]
+    epsilon_ms: u64,
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 100)]
+    value_bytes: usize,
+}
+
+/// Arguments of `meridian bench idle`.
+#[derive(clap::Args)]
+pub struct IdleArgs {
+    /// Ranges to create.
+    #[arg(long, default_value_t = 1000)]
+    groups: usize,
+    /// Seconds to measure once the cluster is idle.
+    #[arg(long, default_value_t = 20.0)]
+    seconds: f64,
+}
+
+/// A node process started by a benchmark.
+struct Proc {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn spawn_node(dir: &std::path::Path, join: Option<&str>, epsilon_ms: u64, replication: usize) -> anyhow::Result<Proc> {
+    use std::io::BufRead;
+    let addr = format!("127.0.0.1:{}", free_port()?);
+    let log = std::fs::File::create(dir.with_extension("log"))?;
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.args([
+        "start",
+        "--listen",
+        &addr,
+        "--epsilon-ms",
+        &epsilon_ms.to_string(),
+        "--replication",
+        &replication.to_string(),
+    ])
+    .arg("--data-dir")
+    .arg(dir)
+    .env("RUST_LOG", "warn")
+    .stdout(Stdio::piped())
+    .stderr(Stdio::from(log));
+    if let Some(j) = join {
+        cmd.args(["--join", j]);
+    }
+    let mut child = cmd.spawn()?;
+    let out = child.stdout.take().context("stdout")?;
+    let mut line = String::new();
+    std::io::BufReader::new(out).read_line(&mut line)?;
+    anyhow::ensure!(line.contains("listening on"), "node did not start: {line:?}");
+    Ok(Proc { child, addr })
+}
+
+fn spawn_cluster(root: &std::path::Path, n: usize, epsilon_ms: u64) -> anyhow::Result<Vec<Proc>> {
+    let mut nodes = vec![spawn_node(&root.join("n1"), None, epsilon_ms, n.min(5))?];
+    let first = nodes[0].addr.clone();
+    for i in 1..n {
+        nodes.push(spawn_node(&root.join(format!("n{}", i + 1)), Some(&first), epsilon_ms, n.min(5))?);
+    }
+    Ok(nodes)
+}
+
+async fn wait_replicated(client: &Client, replicas: usize, limit: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok((descs, _, _)) = client.cluster_view().await
+            && descs.iter().all(|d| d.config.voters.len() == replicas && d.config.learners.is_empty())
+        {
+            return Ok(());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "ranges not replicated {replicas}× within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[derive(serde::Serialize)]
+struct Row {
+    replicas: usize,
+    concurrency: usize,
+    writes_per_sec: f64,
+    latency: Latency,
+}
+
+/// `meridian bench replicate`.
+pub fn replicate(args: ReplicateArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let mut rows = Vec::new();
+    for &r in &args.replicas {
+        let tmp = tempfile::tempdir()?;
+        let nodes = spawn_cluster(tmp.path(), r, args.epsilon_ms)?;
+        eprintln!("cluster of {r} node(s) up; measuring");
+        rt.block_on(async {
+            let client = Arc::new(Client::connect(nodes.iter().map(|n| n.addr.clone())).await?);
+            wait_replicated(&client, r, Duration::from_secs(120)).await?;
+            // Warm the leader and the client's routes.
+            for i in 0..50 {
+                client.put(format!("warm{i}").as_bytes(), b"x").await?;
+            }
+            for &c in &args.concurrency {
+                let d = Duration::from_secs_f64(args.seconds);
+                let value = vec![7u8; args.value_bytes];
+                let tasks: Vec<_> = (0..c)
+                    .map(|t| {
+                        let (client, value) = (client.clone(), value.clone());
+                        tokio::spawn(async move {
+                            let mut h = histogram();
+                            let start = Instant::now();
+                            let mut n = 0u64;
+                            while start.elapsed() < d {
+                                let key = format!("bench/{t}/{}", n % 1000);
+                                let t0 = Instant::now();
+                                client.put(key.as_bytes(), &value).await?;
+                                h.record(t0.elapsed().as_nanos() as u64).ok();
+                                n += 1;
+                            }
+                            anyhow::Ok((n, h))
+                        })
+                    })
+                    .collect();
+                let mut total = 0;
+                let mut h = histogram();
+                for t in tasks {
+                    let (n, ht) = t.await??;
+                    total += n;
+                    h.add(&ht).ok();
+                }
+                let row = Row {
+                    replicas: r,
+                    concurrency: c,
+                    writes_per_sec: total as f64 / args.seconds,
+                    latency: Latency::of(&h),
+                };
+                eprintln!("  {c} writers: {:.0} writes/s, p50 {:.2} ms", row.writes_per_sec, row.latency.p50_us / 1e3);
+                rows.push(row);
+            }
+            anyhow::Ok(())
+        })?;
+        drop(nodes);
+    }
+    println!("ε = {} ms; single-key writes through the client over loopback gRPC", args.epsilon_ms);
+    println!();
+    println!("| replicas | writers | writes/s | p50 ms | p99 ms |");
+    println!("|---:|---:|---:|---:|---:|");
+    for r in &rows {
+        println!(
+            "| {} | {} | {:.0} | {:.2} | {:.2} |",
+            r.replicas,
+            r.concurrency,
+            r.writes_per_sec,
+            r.latency.p50_us / 1e3,
+            r.latency.p99_us / 1e3
+        );
+    }
+    Ok(())
+}
+
+/// CPU seconds (user + system) a process has used, from `/proc/<pid>/stat`.
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+    let rest = stat.rsplit_once(')').context("malformed /proc stat")?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>()? + f[12].parse::<f64>()?;
+    // Linux reports these in USER_HZ ticks, 100 per second on every architecture it supports.
+    Ok(ticks / 100.0)
+}
+
+/// `meridian bench idle`.
+pub fn idle(args: IdleArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let tmp = tempfile::tempdir()?;
+    let nodes = spawn_cluster(tmp.path(), 3, 4)?;
+    let started = Instant::now();
+    rt.block_on(async {
+        let client = Client::connect(nodes.iter().map(|n| n.addr.clone())).await?;
+        wait_replicated(&client, 3, Duration::from_secs(120)).await?;
+        for i in 1..args.groups {
+            let key = format!("g{i:06}");
+            client.split(key.as_bytes()).await.with_context(|| format!("split {i}"))?;
+            if i % 100 == 0 {
+                eprintln!("  {i} ranges created");
+            }
+        }
+        wait_replicated(&client, 3, Duration::from_secs(600)).await?;
+        anyhow::Ok(())
+    })?;
+    eprintln!("{} ranges on 3 nodes after {:.0?}; letting it settle", args.groups + 1, started.elapsed());
+    std::thread::sleep(Duration::from_secs(15));
+    let before: Vec<f64> = nodes.iter().map(|n| cpu_seconds(n.child.id())).collect::<anyhow::Result<_>>()?;
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs_f64(args.seconds));
+    let wall = t0.elapsed().as_secs_f64();
+    let after: Vec<f64> = nodes.iter().map(|n| cpu_seconds(n.child.id())).collect::<anyhow::Result<_>>()?;
+    println!("{} ranges (×3 replicas) on 3 nodes, idle for {wall:.0} s:", args.groups + 1);
+    println!();
+    println!("| node | CPU (% of one core) |");
+    println!("|---:|---:|");
+    for (i, (b, a)) in before.iter().zip(&after).enumerate() {
+        println!("| n{} | {:.1} % |", i + 1, (a - b) / wall * 100.0);
+    }
+    Ok(())
+}
