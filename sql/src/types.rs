@@ -1,0 +1,289 @@
+//! SQL values and types.
+//!
+//! Five types (DESIGN.md §7), each with one Rust representation:
+//!
+//! | SQL names                                   | [`DataType`] | [`Value`]           |
+//! |---------------------------------------------|--------------|---------------------|
+//! | `INT`, `INTEGER`, `BIGINT`, `INT8`          | `Int`        | `Int(i64)`          |
+//! | `FLOAT`, `DOUBLE PRECISION`, `REAL`         | `Float`      | `Float(f64)`        |
+//! | `BOOL`, `BOOLEAN`                           | `Bool`       | `Bool(bool)`        |
+//! | `TEXT`, `VARCHAR`, `STRING`                 | `Text`       | `Text(String)`      |
+//! | `BYTES`, `BYTEA`                            | `Bytes`      | `Bytes(Vec<u8>)`    |
+//!
+//! Every integer type is 64 bits (PostgreSQL's `INT` is 32; Meridian has one integer type, like
+//! CockroachDB). `REAL` is stored as a 64-bit float too.
+//!
+//! **Order.** [`Value::sql_cmp`] is the SQL comparison: `NULL` compares as unknown (`None`), `Int`
+//! and `Float` compare numerically, `-0.0 = 0.0`, and `NaN` equals itself and is greater than every
+//! other number (PostgreSQL's rule). [`Value::sort_cmp`] extends it to a total order with `NULL`
+//! greatest, which `ORDER BY`, `GROUP BY` and `MIN`/`MAX` use. The key encoding
+//! (`encoding::key`) preserves exactly this order — a property test checks it.
+
+use std::cmp::Ordering;
+use std::fmt;
+
+use crate::error::{Result, SqlError, SqlState};
+
+/// A column's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub enum DataType {
+    /// 64-bit signed integer.
+    Int,
+    /// 64-bit IEEE 754 float.
+    Float,
+    /// Boolean.
+    Bool,
+    /// UTF-8 text.
+    Text,
+    /// Arbitrary bytes.
+    Bytes,
+}
+
+impl DataType {
+    /// Whether arithmetic applies to the type.
+    pub fn is_numeric(self) -> bool {
+        matches!(self, DataType::Int | DataType::Float)
+    }
+}
+
+impl fmt::Display for DataType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DataType::Int => "INT",
+            DataType::Float => "FLOAT",
+            DataType::Bool => "BOOL",
+            DataType::Text => "TEXT",
+            DataType::Bytes => "BYTES",
+        })
+    }
+}
+
+/// A result or table column: its name and type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    /// The column's name (for computed columns PostgreSQL's `?column?`).
+    pub name: String,
+    /// The column's type.
+    pub ty: DataType,
+}
+
+/// One SQL value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// SQL NULL: unknown, of any type.
+    Null,
+    /// An `INT`.
+    Int(i64),
+    /// A `FLOAT`.
+    Float(f64),
+    /// A `BOOL`.
+    Bool(bool),
+    /// A `TEXT`.
+    Text(String),
+    /// A `BYTES`.
+    Bytes(Vec<u8>),
+}
+
+impl Value {
+    /// The value's type; `None` for NULL, which has every type.
+    pub fn data_type(&self) -> Option<DataType> {
+        match self {
+            Value::Null => None,
+            Value::Int(_) => Some(DataType::Int),
+            Value::Float(_) => Some(DataType::Float),
+            Value::Bool(_) => Some(DataType::Bool),
+            Value::Text(_) => Some(DataType::Text),
+            Value::Bytes(_) => Some(DataType::Bytes),
+        }
+    }
+
+    /// Whether the value is NULL.
+    pub fn is_null(&self) -> bool {
+        matches!(self, Value::Null)
+    }
+
+    /// SQL comparison: `None` when either side is NULL or the types do not compare (the binder
+    /// rejects such comparisons before anything runs).
+    pub fn sql_cmp(&self, other: &Value) -> Option<Ordering> {
+        match (self, other) {
+            (Value::Int(a), Value::Int(b)) => Some(a.cmp(b)),
+            (Value::Float(a), Value::Float(b)) => Some(float_cmp(*a, *b)),
+            // Mixed comparisons go through f64: exact for |i| ≤ 2^53, the nearest float beyond.
+            (Value::Int(a), Value::Float(b)) => Some(float_cmp(*a as f64, *b)),
+            (Value::Float(a), Value::Int(b)) => Some(float_cmp(*a, *b as f64)),
+            (Value::Bool(a), Value::Bool(b)) => Some(a.cmp(b)),
+            (Value::Text(a), Value::Text(b)) => Some(a.as_bytes().cmp(b.as_bytes())),
+            (Value::Bytes(a), Value::Bytes(b)) => Some(a.cmp(b)),
+            _ => None,
+        }
+    }
+
+    /// Total order for sorting and grouping: [`Value::sql_cmp`], with NULL equal to NULL and
+    /// greater than everything (PostgreSQL's `NULLS LAST` for ascending order). Values of types that
+    /// do not compare order by type, so the order stays total even on a bug.
+    pub fn sort_cmp(&self, other: &Value) -> Ordering {
+        match (self, other) {
+            (Value::Null, Value::Null) => Ordering::Equal,
+            (Value::Null, _) => Ordering::Greater,
+            (_, Value::Null) => Ordering::Less,
+            _ => self.sql_cmp(other).unwrap_or_else(|| self.data_type().cmp(&other.data_type())),
+        }
+    }
+
+    /// The value as a SQL literal: `1`, `1.5`, `'it''s'`, `x'00ff'`, `TRUE`, `NULL`. Used in error
+    /// messages and test output, where `NULL` and `'NULL'` must look different.
+    pub fn literal(&self) -> String {
+        match self {
+            Value::Null => "NULL".to_string(),
+            Value::Int(i) => i.to_string(),
+            Value::Float(f) if f.is_finite() => format_float(*f),
+            Value::Float(f) => format!("'{}'::FLOAT", format_float(*f)),
+            Value::Bool(true) => "TRUE".to_string(),
+            Value::Bool(false) => "FALSE".to_string(),
+            Value::Text(s) => format!("'{}'", s.replace('\'', "''")),
+            Value::Bytes(b) => format!("x'{}'", hex(b)),
+        }
+    }
+
+    /// PostgreSQL's text output format (what `psql` prints and `pgwire` sends in text mode):
+    /// `t`/`f` for booleans, `\x…` hex for bytes, `Infinity`/`NaN` for special floats; `None` for
+    /// NULL.
+    pub fn pg_text(&self) -> Option<String> {
+        match self {
+            Value::Null => None,
+            Value::Bool(b) => Some(if *b { "t" } else { "f" }.to_string()),
+            other => Some(other.to_string()),
+        }
+    }
+}
+
+/// Plain rendering for people: text unquoted, bytes as `\x…`, NULL as `NULL`.
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Null => f.write_str("NULL"),
+            Value::Int(i) => write!(f, "{i}"),
+            Value::Float(x) => f.write_str(&format_float(*x)),
+            Value::Bool(b) => write!(f, "{b}"),
+            Value::Text(s) => f.write_str(s),
+            Value::Bytes(b) => write!(f, "\\x{}", hex(b)),
+        }
+    }
+}
+
+/// SQL order of floats: numeric, `-0.0 = 0.0`, NaN equal to itself and above everything.
+pub(crate) fn float_cmp(a: f64, b: f64) -> Ordering {
+    match (a.is_nan(), b.is_nan()) {
+        (true, true) => Ordering::Equal,
+        (true, false) => Ordering::Greater,
+        (false, true) => Ordering::Less,
+        (false, false) => a.partial_cmp(&b).expect("invariant: non-NaN floats are ordered"),
+    }
+}
+
+fn format_float(f: f64) -> String {
+    if f.is_nan() {
+        "NaN".to_string()
+    } else if f == f64::INFINITY {
+        "Infinity".to_string()
+    } else if f == f64::NEG_INFINITY {
+        "-Infinity".to_string()
+    } else {
+        format!("{f}")
+    }
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub(crate) fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
+}
+
+/// Parses PostgreSQL's text input format of `ty` (casts from TEXT, parameters sent as text).
+pub(crate) fn parse_text(text: &str, ty: DataType) -> Result<Value> {
+    let bad =
+        || SqlError::new(SqlState::InvalidTextRepresentation, format!("invalid input syntax for type {ty}: {text:?}"));
+    let trimmed = text.trim();
+    Ok(match ty {
+        DataType::Int => Value::Int(trimmed.parse().map_err(|_| {
+            if !trimmed.is_empty() && trimmed.trim_start_matches(['-', '+']).bytes().all(|b| b.is_ascii_digit()) {
+                SqlError::new(
+                    SqlState::NumericValueOutOfRange,
+                    format!("value {trimmed:?} is out of range for type INT"),
+                )
+            } else {
+                bad()
+            }
+        })?),
+        DataType::Float => Value::Float(match trimmed.to_ascii_lowercase().as_str() {
+            "infinity" | "+infinity" | "inf" => f64::INFINITY,
+            "-infinity" | "-inf" => f64::NEG_INFINITY,
+            "nan" => f64::NAN,
+            lower if lower.contains("inf") || lower.contains("nan") => return Err(bad()),
+            _ => trimmed.parse().map_err(|_| bad())?,
+        }),
+        DataType::Bool => Value::Bool(match trimmed.to_ascii_lowercase().as_str() {
+            "t" | "true" | "yes" | "y" | "on" | "1" => true,
+            "f" | "false" | "no" | "n" | "off" | "0" => false,
+            _ => return Err(bad()),
+        }),
+        DataType::Text => Value::Text(text.to_string()),
+        DataType::Bytes => match text.strip_prefix("\\x") {
+            Some(digits) => Value::Bytes(unhex(digits).ok_or_else(bad)?),
+            None => Value::Bytes(text.as_bytes().to_vec()),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn floats_compare_like_postgres() {
+        assert_eq!(float_cmp(-0.0, 0.0), Ordering::Equal);
+        assert_eq!(float_cmp(f64::NAN, f64::NAN), Ordering::Equal);
+        assert_eq!(float_cmp(f64::NAN, f64::INFINITY), Ordering::Greater);
+        assert_eq!(float_cmp(f64::NEG_INFINITY, -1e308), Ordering::Less);
+    }
+
+    #[test]
+    fn null_sorts_last_and_compares_unknown() {
+        assert_eq!(Value::Null.sql_cmp(&Value::Int(1)), None);
+        assert_eq!(Value::Null.sort_cmp(&Value::Int(1)), Ordering::Greater);
+        assert_eq!(Value::Int(2).sql_cmp(&Value::Float(1.5)), Some(Ordering::Greater));
+        assert_eq!(Value::Text("a".into()).sql_cmp(&Value::Int(1)), None);
+    }
+
+    #[test]
+    fn literals_are_unambiguous() {
+        assert_eq!(Value::Text("it's".into()).literal(), "'it''s'");
+        assert_eq!(Value::Text("NULL".into()).literal(), "'NULL'");
+        assert_eq!(Value::Null.literal(), "NULL");
+        assert_eq!(Value::Bytes(vec![0, 255]).literal(), "x'00ff'");
+        assert_eq!(Value::Float(1.0).literal(), "1");
+        assert_eq!(Value::Float(f64::NAN).literal(), "'NaN'::FLOAT");
+        assert_eq!(Value::Bool(true).pg_text().as_deref(), Some("t"));
+        assert_eq!(Value::Bytes(vec![1]).pg_text().as_deref(), Some("\\x01"));
+    }
+
+    #[test]
+    fn text_input_formats() {
+        assert_eq!(parse_text(" 42 ", DataType::Int).unwrap(), Value::Int(42));
+        assert_eq!(parse_text("abc", DataType::Int).unwrap_err().code, SqlState::InvalidTextRepresentation);
+        assert_eq!(
+            parse_text("99999999999999999999", DataType::Int).unwrap_err().code,
+            SqlState::NumericValueOutOfRange
+        );
+        assert_eq!(parse_text("t", DataType::Bool).unwrap(), Value::Bool(true));
+        assert_eq!(parse_text("\\x00ff", DataType::Bytes).unwrap(), Value::Bytes(vec![0, 255]));
+        assert_eq!(parse_text("\\x0", DataType::Bytes).unwrap_err().code, SqlState::InvalidTextRepresentation);
+        assert!(matches!(parse_text("-Infinity", DataType::Float).unwrap(), Value::Float(f) if f == f64::NEG_INFINITY));
+        assert_eq!(parse_text("infinityx", DataType::Float).unwrap_err().code, SqlState::InvalidTextRepresentation);
+    }
+}
