@@ -13,3 +13,66 @@
 //!
 //! Like the Paxos replica, every piece is a synchronous state machine driven by the node's
 //! shell. Built by issue 5.
+//!
+//! ## The pieces
+//!
+//! ```text
+//!                  group leader only                      every replica
+//!   ┌──────────────────────────────────────────┐   ┌───────────────────────────┐
+//!   │ locks::LockTable   2PL + wound-wait      │   │ safetime::SafeTime        │
+//!   │ timestamps::LeaderClock  s, p rules      │   │   t_paxos_safe, prepared  │
+//!   │ outcome::Coordinator  votes → decision   │   │   spans → t_safe(span)    │
+//!   └──────────────────────────────────────────┘   │ outcome::Participants     │
+//!              │ proposes TxnRecord                │   in-doubt inquiries      │
+//!              ▼                                   └───────────────────────────┘
+//!        group's Paxos log  ── applied records feed ───────────▲
+//! ```
+//!
+//! - [`meta`]: [`TxnId`] and [`TxnMeta`], whose order is the wound-wait priority.
+//! - [`span`]: [`Span`], a point key or a key range, shared by locks and safe time.
+//! - [`locks`]: the lock table; a new leader restores prepared transactions' locks.
+//! - [`timestamps`]: [`LeaderClock`], lease and commit-wait checks.
+//! - [`safetime`]: `t_safe` per key span, and the read timestamp of read-only transactions.
+//! - [`outcome`]: the Paxos records of two-phase commit and the coordinator and participant
+//!   state machines.
+//!
+//! ## Conventions
+//!
+//! - No piece reads a clock: `TT.now()` is an argument where a rule needs the interval, and
+//!   local timers (keepalives, prepare timeout, in-doubt inquiries) take `now: Timestamp`, for
+//!   which the node passes `TT.now().latest`.
+//! - Output order never depends on a hash map: every collection is a `BTreeMap`/`BTreeSet` or a
+//!   queue with an explicit order.
+//! - Every queue has a named bound (`locks::WAITERS_MAX`, `outcome::INQUIRIES_MAX`, …); a bound
+//!   hit is an [`Error`] the user can act on, a broken invariant is a panic saying which.
+//!
+//! Deliberately left out here (in the node, or later): the client-side retry loop, buffering
+//! writes, and routing; applying writes to storage; read-only transactions across groups
+//! negotiating `s_read` from every group's `LastTS()` (§4.1.4; like Spanner we take the simpler
+//! `TT.now().latest`);
+//! schema-change transactions (§4.2.3).
+
+pub mod error;
+pub mod locks;
+pub mod meta;
+pub mod outcome;
+pub mod safetime;
+pub mod span;
+pub mod timestamps;
+
+pub use error::{Error, Result};
+pub use locks::{Acquired, LockTable, Mode};
+pub use meta::{TxnId, TxnMeta};
+pub use outcome::{Coordinator, Decision, Participant, ParticipantState, Participants, TxnRecord};
+pub use safetime::SafeTime;
+pub use span::Span;
+pub use timestamps::LeaderClock;
+
+#[cfg(test)]
+pub(crate) mod test_codec {
+    /// Serialises with postcard (the node's record encoding) and back.
+    pub fn roundtrip<T: serde::Serialize + serde::de::DeserializeOwned>(v: &T) -> T {
+        let bytes = postcard::to_allocvec(v).expect("serialisable");
+        postcard::from_bytes(&bytes).expect("deserialisable")
+    }
+}
