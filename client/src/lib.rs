@@ -49,6 +49,9 @@ pub enum ClientError {
     /// A write's outcome is unknown: it may or may not have committed.
     #[error("outcome unknown: {0}")]
     Ambiguous(String),
+    /// The transaction was aborted (wounded, timed out, lost its locks): re-run it.
+    #[error("transaction aborted, retry it: {0}")]
+    Aborted(String),
     /// The cluster could not serve the request before the deadline.
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -286,6 +289,7 @@ impl Client {
             Kind::KeyOutOfRange | Kind::RangeNotFound => Outcome::Retry { refresh: true, why: message },
             Kind::Unavailable | Kind::Timeout | Kind::Unspecified => Outcome::Retry { refresh: false, why: message },
             Kind::Ambiguous => Outcome::Fail(ClientError::Ambiguous(message)),
+            Kind::Aborted => Outcome::Fail(ClientError::Aborted(message)),
             Kind::Invalid => Outcome::Fail(ClientError::Invalid(message)),
         }
     }

@@ -122,6 +122,9 @@ struct Row {
     replicas: usize,
     concurrency: usize,
     writes_per_sec: f64,
+    /// Writes that failed or whose outcome is unknown (leader changes, splits): counted, not
+    /// retried, and not in the latency histogram.
+    errors: u64,
     latency: Latency,
 }
 
@@ -149,29 +152,36 @@ pub fn replicate(args: ReplicateArgs) -> anyhow::Result<()> {
                         tokio::spawn(async move {
                             let mut h = histogram();
                             let start = Instant::now();
-                            let mut n = 0u64;
+                            let (mut n, mut errors, mut i) = (0u64, 0u64, 0u64);
                             while start.elapsed() < d {
-                                let key = format!("bench/{t}/{}", n % 1000);
+                                let key = format!("bench/{t}/{}", i % 1000);
+                                i += 1;
                                 let t0 = Instant::now();
-                                client.put(key.as_bytes(), &value).await?;
-                                h.record(t0.elapsed().as_nanos() as u64).ok();
-                                n += 1;
+                                match client.put(key.as_bytes(), &value).await {
+                                    Ok(_) => {
+                                        h.record(t0.elapsed().as_nanos() as u64).ok();
+                                        n += 1;
+                                    }
+                                    Err(_) => errors += 1,
+                                }
                             }
-                            anyhow::Ok((n, h))
+                            anyhow::Ok((n, errors, h))
                         })
                     })
                     .collect();
-                let mut total = 0;
+                let (mut total, mut errors) = (0, 0);
                 let mut h = histogram();
                 for t in tasks {
-                    let (n, ht) = t.await??;
+                    let (n, e, ht) = t.await??;
                     total += n;
+                    errors += e;
                     h.add(&ht).ok();
                 }
                 let row = Row {
                     replicas: r,
                     concurrency: c,
                     writes_per_sec: total as f64 / args.seconds,
+                    errors,
                     latency: Latency::of(&h),
                 };
                 eprintln!("  {c} writers: {:.0} writes/s, p50 {:.2} ms", row.writes_per_sec, row.latency.p50_us / 1e3);
@@ -183,16 +193,17 @@ pub fn replicate(args: ReplicateArgs) -> anyhow::Result<()> {
     }
     println!("ε = {} ms; single-key writes through the client over loopback gRPC", args.epsilon_ms);
     println!();
-    println!("| replicas | writers | writes/s | p50 ms | p99 ms |");
-    println!("|---:|---:|---:|---:|---:|");
+    println!("| replicas | writers | writes/s | p50 ms | p99 ms | failed |");
+    println!("|---:|---:|---:|---:|---:|---:|");
     for r in &rows {
         println!(
-            "| {} | {} | {:.0} | {:.2} | {:.2} |",
+            "| {} | {} | {:.0} | {:.2} | {:.2} | {} |",
             r.replicas,
             r.concurrency,
             r.writes_per_sec,
             r.latency.p50_us / 1e3,
-            r.latency.p99_us / 1e3
+            r.latency.p99_us / 1e3,
+            r.errors
         );
     }
     Ok(())

@@ -8,6 +8,8 @@ use meridian_storage::Slot;
 use meridian_truetime::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use meridian_txn::TxnMeta;
+
 use super::cmd::{KeyWrite, VersionRow};
 
 /// Most rows a scan returns in one response.
@@ -98,6 +100,33 @@ pub enum Request {
     },
     /// This node's view of itself and its replicas.
     Status,
+    /// Read `key` in read-write transaction `txn`: the range's leader takes a shared lock first
+    /// (Spanner §4.2.1), waiting or wounding by wound-wait, then reads the newest version.
+    TxnGet {
+        /// The transaction.
+        txn: TxnMeta,
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// Commit `txn` when everything it read and writes lies in one range: the single-group fast
+    /// path of Spanner §4.2.1 (exclusive locks, one Paxos write, commit wait; no 2PC).
+    TxnCommit {
+        /// The transaction.
+        txn: TxnMeta,
+        /// Keys it read (their shared locks must still be held, or it aborts).
+        reads: Vec<Vec<u8>>,
+        /// The leader epoch its reads saw ([`Response::TxnValue`]), if it read.
+        read_epoch: Option<u64>,
+        /// Its buffered writes.
+        writes: Vec<KeyWrite>,
+    },
+    /// Give up `txn` in the range holding `key`, releasing its locks there.
+    TxnAbort {
+        /// The transaction.
+        txn: TxnMeta,
+        /// Any key of the range.
+        key: Vec<u8>,
+    },
 }
 
 impl Request {
@@ -123,6 +152,16 @@ pub enum Response {
         value: Option<Vec<u8>>,
         /// Version timestamp (zero if the key never existed).
         ts: Timestamp,
+    },
+    /// A transactional read: the value, its version, and the leader's epoch (ballot round)
+    /// under which the shared lock was taken.
+    TxnValue {
+        /// The value.
+        value: Option<Vec<u8>>,
+        /// Version timestamp (zero if the key never existed).
+        ts: Timestamp,
+        /// The leader's epoch; the commit names it so a leader change aborts the transaction.
+        epoch: u64,
     },
     /// Scan results.
     Rows {
@@ -209,12 +248,16 @@ pub enum ApiError {
     /// No answer within the deadline.
     #[error("timed out: {0}")]
     Timeout(String),
+    /// The transaction is aborted (wounded, idle too long, its locks lost to a leader change):
+    /// re-run it from the start.
+    #[error("transaction aborted, retry it: {0}")]
+    Aborted(String),
 }
 
 impl ApiError {
     /// Whether retrying the same request (after refreshing routes) can succeed.
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, ApiError::Invalid(_) | ApiError::Ambiguous(_))
+        !matches!(self, ApiError::Invalid(_) | ApiError::Ambiguous(_) | ApiError::Aborted(_))
     }
 }
 

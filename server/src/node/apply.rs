@@ -114,7 +114,11 @@ impl NodeCore {
 
     fn apply_cmd(&mut self, now: TTInterval, gid: GroupId, cmd: GroupCmd, batch: &mut WriteBatch) {
         match cmd {
-            GroupCmd::Write { ts, writes, from } => {
+            GroupCmd::Write { ts, writes, from, txn } => {
+                if let Some(id) = txn {
+                    // Its locks go once the write is applied (after this batch).
+                    self.applied_txns.push((gid, id));
+                }
                 let g = self.groups.get_mut(&gid).expect("applying group exists");
                 let mine = (from.0 == self.ident.node).then_some(from.1);
                 if let Some(o) = mine {

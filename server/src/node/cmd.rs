@@ -5,6 +5,7 @@ use meridian_shard::paxos::{Msg, NodeId};
 use meridian_shard::range::{LeaderHint, NodeInfo, RangeDescriptor};
 use meridian_storage::Slot;
 use meridian_truetime::Timestamp;
+use meridian_txn::TxnId;
 use serde::{Deserialize, Serialize};
 
 use super::api::{Request, Response};
@@ -42,6 +43,9 @@ pub enum GroupCmd {
         writes: Vec<KeyWrite>,
         /// The proposing node and its origin, to answer after apply.
         from: (NodeId, Origin),
+        /// The read-write transaction committing here, whose locks the leader releases once
+        /// the write is applied (None: a plain write).
+        txn: Option<TxnId>,
     },
     /// Split at `at`: this range keeps `[start, at)`; `right` (a new group, same replicas)
     /// takes `[at, end)`.

@@ -440,6 +440,7 @@ impl NodeCore {
                 self.forward(now, o, Request::Merge { group: into }, target);
             }
         }
+        self.expire_txns(now);
         self.auto_split(now, &leading);
         if self.opts.placement && !self.draining {
             self.place(now, &leading);

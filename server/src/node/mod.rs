@@ -22,6 +22,7 @@ pub mod api;
 mod apply;
 pub mod cmd;
 mod manage;
+mod txn;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -195,6 +196,8 @@ struct Group {
     leader_reported: Option<u64>,
     /// When this replica was created by applying a split (local time), if it was.
     split_at: Option<Timestamp>,
+    /// Locks and parked requests of read-write transactions (leader only).
+    txns: txn::GroupTxns,
 }
 
 struct Forward {
@@ -245,6 +248,10 @@ pub struct NodeCore {
     book_dirty: bool,
     /// Nodes the shell could not reach, and since when (local time).
     unreachable: BTreeMap<NodeId, Timestamp>,
+    /// Last id given to a lock request or commit of a read-write transaction.
+    txn_req: u64,
+    /// Transactions whose write was applied here: their locks go after the apply.
+    applied_txns: Vec<(GroupId, meridian_txn::TxnId)>,
 }
 
 impl NodeCore {
@@ -402,6 +409,8 @@ impl NodeCore {
             draining: false,
             book_dirty: false,
             unreachable: BTreeMap::new(),
+            txn_req: 0,
+            applied_txns: Vec::new(),
         };
         if let Some(raw) = core.engine.get(Cf::Meta, BOOK_KEY)? {
             let (nodes, meta): (Vec<NodeInfo>, Option<RangeDescriptor>) =
@@ -574,6 +583,11 @@ impl NodeCore {
             Request::Freeze { group, into } => self.serve_freeze(now, origin, group, into),
             Request::MoveReplica { group, from, to } => self.start_move(now, origin, group, from, to),
             Request::TransferLeader { group, to } => self.serve_transfer(now, origin, group, to),
+            Request::TxnGet { txn, key } => self.serve_txn_get(now, origin, txn, key),
+            Request::TxnCommit { txn, reads, read_epoch, writes } => {
+                self.serve_txn_commit(now, origin, txn, reads, read_epoch, writes)
+            }
+            Request::TxnAbort { txn, key } => self.serve_txn_abort(now, origin, txn, key),
             Request::RangeLookup { .. }
             | Request::ClusterView
             | Request::Join { .. }
@@ -692,32 +706,12 @@ impl NodeCore {
                 )),
             );
         }
-        let me = self.ident.node;
-        let g = self.groups.get_mut(&gid).expect("found above");
-        // Spanner §4.1.2 (start rule): s ≥ TT.now().latest, and above every timestamp this leader
-        // assigned (monotonic within the lease); inside the lease (§4.1.1).
-        let ts = now.latest.max(g.last_assigned.next());
-        if g.replica.role() != Role::Leader {
-            let e = self.not_leader(gid);
-            return self.fail(now, origin, e);
-        }
-        if !g.replica.can_assign(now, ts) {
-            return self.fail(
-                now,
-                origin,
-                ApiError::Unavailable(format!("range {gid}: the leader has no lease covering {ts}")),
-            );
-        }
-        let cmd = GroupCmd::Write { ts, writes, from: (me, origin) };
-        match propose(g, &cmd) {
-            Ok(()) => {
-                g.replica.note_assigned(ts);
-                g.last_assigned = ts;
-                g.proposed.insert(origin, ts);
-                self.dirty.insert(gid);
-            }
-            Err(e) => self.fail(now, origin, e),
-        }
+        // A plain write is an implicit transaction: it takes the exclusive locks a read-write
+        // transaction would, so it never slips under a reader's shared lock (Spanner §4.2.1).
+        self.txn_req += 1;
+        let id = meridian_txn::TxnId((u128::from(self.ident.node.0) << 64) | u128::from(self.txn_req));
+        let txn = meridian_txn::TxnMeta { id, start: now.latest };
+        self.serve_txn_commit(now, origin, txn, Vec::new(), None, writes);
     }
 
     /// What this node last knew about the range that held `key` (a replica it no longer has
@@ -772,6 +766,9 @@ impl NodeCore {
             }
             if !out.apply.is_empty() {
                 self.apply(now, gid, out.apply);
+                for (g, id) in std::mem::take(&mut self.applied_txns) {
+                    self.release_txn(now, g, id);
+                }
             }
             for ev in out.events {
                 self.on_event(now, gid, ev);
@@ -853,6 +850,7 @@ impl NodeCore {
                     );
                 }
                 self.ops.abort_group(gid);
+                self.txns_lost_leadership(now, gid);
             }
             Event::Dropped(_) => {}
             Event::LeaseAcquired { ballot, .. } => {
@@ -996,6 +994,7 @@ impl Group {
             writes_recent: 0,
             leader_reported: None,
             split_at: None,
+            txns: txn::GroupTxns::default(),
         }
     }
 }

@@ -295,6 +295,29 @@ impl ClusterSim {
         self.run_until(until);
     }
 
+    /// Sends `request` to `node` without waiting; [`ClusterSim::reply`] collects the answer.
+    pub fn submit(&mut self, node: NodeId, request: Request) -> u64 {
+        let id = self.next_req;
+        self.next_req += 1;
+        self.schedule(Duration::from_micros(100), Ev::Client { node, id, request });
+        id
+    }
+
+    /// Runs until request `id` is answered or `timeout` passes.
+    pub fn reply(&mut self, id: u64, timeout: Duration) -> Option<Response> {
+        let deadline = self.now.saturating_add(timeout);
+        loop {
+            if let Some(r) = self.replies.remove(&id) {
+                return Some(r);
+            }
+            if self.now >= deadline {
+                return None;
+            }
+            let step = self.now.saturating_add(Duration::from_millis(5)).min(deadline);
+            self.run_until(step);
+        }
+    }
+
     /// Sends `request` to `node` and runs until it is answered or `timeout` passes.
     pub fn call(&mut self, node: NodeId, request: Request, timeout: Duration) -> Option<Response> {
         let id = self.next_req;

@@ -444,3 +444,96 @@ fn a_replica_moved_away_and_back_is_recreated_from_a_newer_descriptor() {
     assert!(hosted, "{away} hosts {} again", user.id);
     check_all(&mut sim, &written, "after moving away and back");
 }
+
+/// The node leading the range of `key`.
+fn leader_of(sim: &mut ClusterSim, key: &[u8]) -> NodeId {
+    for _ in 0..40 {
+        let d = ranges(sim).into_iter().find(|d| d.contains(key)).expect("a range holds the key");
+        let found = d.config.voters.iter().copied().find(|n| {
+            sim.nodes[n].core.is_some()
+                && sim.core(*n).status(sim.tt(*n)).groups.iter().any(|g| g.desc.id == d.id && g.role == "Leader")
+        });
+        if let Some(n) = found {
+            return n;
+        }
+        sim.run_for(Duration::from_millis(200));
+    }
+    panic!("no leader for {key:?}");
+}
+
+fn txn(id: u128, start_ms: u64) -> meridian_txn::TxnMeta {
+    meridian_txn::TxnMeta {
+        id: meridian_txn::TxnId(id),
+        start: meridian_truetime::Timestamp::from_nanos(start_ms * 1_000_000),
+    }
+}
+
+#[test]
+fn read_write_transactions_lock_wound_wait_and_commit_in_one_range() {
+    let mut sim = ClusterSim::new(21, NodeOptions { rebalance: false, ..opts() });
+    sim.run_for(Duration::from_secs(1));
+    for _ in 0..2 {
+        sim.join(NodeId(1)).expect("join");
+    }
+    wait_replicated(&mut sim, 3);
+    put(&mut sim, "x", "10");
+    let l = leader_of(&mut sim, b"x");
+    let (old, young) = (txn(1, 1), txn(2, 2));
+    let tget = |t, k: &str| Request::TxnGet { txn: t, key: k.as_bytes().to_vec() };
+    let commit = |t, reads: &[&str], epoch, writes: &[(&str, &str)]| Request::TxnCommit {
+        txn: t,
+        reads: reads.iter().map(|k| k.as_bytes().to_vec()).collect(),
+        read_epoch: epoch,
+        writes: writes.iter().map(|(k, v)| (k.as_bytes().to_vec(), Some(v.as_bytes().to_vec()))).collect(),
+    };
+    // The young transaction reads x (shared lock).
+    let Some(Response::TxnValue { value, epoch, .. }) = sim.call(l, tget(young, "x"), Duration::from_secs(1)) else {
+        panic!("young read x")
+    };
+    assert_eq!(value.as_deref(), Some(&b"10"[..]));
+    // A plain write of x waits for the young reader's lock (it may not slip under it).
+    let plain = sim.submit(l, Request::Write { writes: vec![(b"x".to_vec(), Some(b"99".to_vec()))] });
+    assert_eq!(sim.reply(plain, Duration::from_millis(500)), None, "the write waits for the shared lock");
+    // The old transaction wants to write x: wound-wait wounds the younger holder, so the old one
+    // proceeds and the young one is aborted.
+    let old_commit = sim.submit(l, commit(old, &[], None, &[("x", "20")]));
+    let r = sim.reply(old_commit, Duration::from_secs(2));
+    assert!(matches!(r, Some(Response::Written { .. })), "the older transaction commits: {r:?}");
+    // The wounded transaction cannot commit, nor read again under its old id.
+    let r = sim.call(l, commit(young, &["x"], Some(epoch), &[("y", "1")]), Duration::from_secs(1));
+    assert!(matches!(r, Some(Response::Error(ApiError::Aborted(_)))), "wounded: {r:?}");
+    let r = sim.call(l, tget(young, "x"), Duration::from_secs(1));
+    assert!(matches!(r, Some(Response::Error(ApiError::Aborted(_)))), "aborted stays aborted: {r:?}");
+    // The plain write went through after the old transaction's locks were released.
+    let r = sim.reply(plain, Duration::from_secs(2));
+    assert!(matches!(r, Some(Response::Written { .. })), "the plain write proceeds: {r:?}");
+    assert_eq!(get(&mut sim, "x").as_deref(), Some("99"));
+    // A younger transaction waits for an older holder instead of wounding it.
+    let (a, b) = (txn(3, 3), txn(4, 4));
+    let Some(Response::TxnValue { epoch: ea, .. }) = sim.call(l, tget(a, "x"), Duration::from_secs(1)) else {
+        panic!("a reads x")
+    };
+    let b_commit = sim.submit(l, commit(b, &[], None, &[("x", "b")]));
+    assert_eq!(sim.reply(b_commit, Duration::from_millis(500)), None, "the younger writer waits");
+    let r = sim.call(l, commit(a, &["x"], Some(ea), &[("y", "a")]), Duration::from_secs(2));
+    assert!(matches!(r, Some(Response::Written { .. })), "the older reader commits: {r:?}");
+    let r = sim.reply(b_commit, Duration::from_secs(2));
+    assert!(matches!(r, Some(Response::Written { .. })), "then the younger writer: {r:?}");
+    assert_eq!(get(&mut sim, "x").as_deref(), Some("b"));
+    assert_eq!(get(&mut sim, "y").as_deref(), Some("a"));
+    // A commit naming another leader's epoch aborts (its read locks died with that leader).
+    let c = txn(5, 5);
+    let Some(Response::TxnValue { epoch: ec, .. }) = sim.call(l, tget(c, "y"), Duration::from_secs(1)) else {
+        panic!("c reads y")
+    };
+    let r = sim.call(l, commit(c, &["y"], Some(ec + 1), &[("y", "c")]), Duration::from_secs(1));
+    assert!(matches!(r, Some(Response::Error(ApiError::Aborted(_)))), "stale epoch: {r:?}");
+    // An abandoned transaction's locks expire, so a writer is not blocked for ever.
+    let d = txn(6, 6);
+    let Some(Response::TxnValue { .. }) = sim.call(l, tget(d, "z"), Duration::from_secs(1)) else {
+        panic!("d reads z")
+    };
+    let w = sim.submit(l, Request::Write { writes: vec![(b"z".to_vec(), Some(b"1".to_vec()))] });
+    let r = sim.reply(w, super::txn::TXN_IDLE_TIMEOUT * 3);
+    assert!(matches!(r, Some(Response::Written { .. })), "the abandoned lock expires: {r:?}");
+}

@@ -19,6 +19,7 @@ pub fn error_to_pb(e: &ApiError) -> pb::Error {
         ApiError::Ambiguous(_) => (Kind::Ambiguous, GroupId(0), None, None),
         ApiError::Invalid(_) => (Kind::Invalid, GroupId(0), None, None),
         ApiError::Timeout(_) => (Kind::Timeout, GroupId(0), None, None),
+        ApiError::Aborted(_) => (Kind::Aborted, GroupId(0), None, None),
     };
     pb::Error {
         kind: kind as i32,

@@ -1,0 +1,420 @@
+//! Read-write transactions at a range's leader: locks and the single-group commit.
+//!
+//! Spanner §4.2.1, as far as one range goes:
+//!
+//! ```text
+//!   TxnGet(txn, k) ──► shared lock on k (wound-wait) ──granted──► read newest ──► value, epoch
+//!                               │ waiting: parked until a release grants it
+//!                               └ wounds younger holders: they abort here at once
+//!   TxnCommit(txn, reads, writes)
+//!       ──► exclusive locks on every written key (waiting as above)
+//!       ──► every read lock still held, under the same leader (epoch), txn not aborted here
+//!       ──► mark prepared (no longer woundable) ──► s > TT.now().latest, > last assigned,
+//!           inside the lease (§4.1.2) ──► one Paxos write ──► applied: locks released
+//!       ──► commit wait until TT.after(s) ──► answer
+//! ```
+//!
+//! Plain writes (`Request::Write`) take the same exclusive locks as an implicit transaction, so
+//! they never slip under a reader's shared lock.
+//!
+//! **Aborted stays aborted.** A transaction wounded or expired here is released at once (so the
+//! older one proceeds) and remembered for [`ABORTED_TTL`]: any later request of it fails, so it
+//! cannot re-read a key after losing its lock and commit on a stale first read. Locks live only
+//! in the leader's memory; a new leader knows none of them, so a commit whose reads were taken
+//! under another leader (a different *epoch*, the leader's ballot round) aborts.
+//!
+//! Left for the next step: two-phase commit across ranges (the `meridian-txn` coordinator and
+//! participant machines), prepare records, lock rebuilding from them, and lock-free read-only
+//! transactions at safe time.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use meridian_shard::GroupId;
+use meridian_shard::paxos::Role;
+use meridian_shard::range;
+use meridian_truetime::{TTInterval, Timestamp};
+use meridian_txn::{Acquired, LockTable, Mode, Span, TxnId, TxnMeta};
+
+use super::api::{ApiError, Response};
+use super::cmd::{GroupCmd, KeyWrite, Origin};
+use super::{NodeCore, local_of, propose};
+
+/// A transaction idle this long at a leader (no request) is aborted and its locks released
+/// (the client vanished). Clients of long transactions send keepalives more often.
+pub const TXN_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an aborted transaction's id is remembered, so its late requests fail.
+pub const ABORTED_TTL: Duration = Duration::from_secs(60);
+/// Most aborted transactions remembered per range (the oldest are forgotten first).
+pub const ABORTED_REMEMBERED_MAX: usize = 100_000;
+/// Most keys a transaction reads or writes in one commit request.
+pub const TXN_KEYS_MAX: usize = 10_000;
+
+/// A lock request parked in the lock table.
+enum Wait {
+    /// A transactional read: answer once the shared lock is granted.
+    Get { origin: Origin, txn: TxnMeta, key: Vec<u8> },
+    /// One of a commit's exclusive locks.
+    Commit { commit: u64 },
+}
+
+/// A commit waiting for its exclusive locks.
+struct PendingCommit {
+    origin: Origin,
+    txn: TxnMeta,
+    reads: Vec<Vec<u8>>,
+    read_epoch: Option<u64>,
+    writes: Vec<KeyWrite>,
+    outstanding: usize,
+}
+
+/// The transaction state of one range's leader.
+#[derive(Default)]
+pub(super) struct GroupTxns {
+    locks: LockTable,
+    waits: BTreeMap<u64, Wait>,
+    commits: BTreeMap<u64, PendingCommit>,
+    /// Aborted here, and when (local time).
+    aborted: BTreeMap<TxnId, Timestamp>,
+}
+
+impl GroupTxns {
+    fn remember_aborted(&mut self, id: TxnId, at: Timestamp) {
+        if self.aborted.len() >= ABORTED_REMEMBERED_MAX
+            && let Some(oldest) = self.aborted.iter().min_by_key(|(_, t)| **t).map(|(id, _)| *id)
+        {
+            self.aborted.remove(&oldest);
+        }
+        self.aborted.insert(id, at);
+    }
+
+    /// Whether any transaction holds or waits for locks here.
+    pub(super) fn is_idle(&self) -> bool {
+        self.locks.is_empty() && self.waits.is_empty() && self.commits.is_empty()
+    }
+}
+
+impl NodeCore {
+    /// The range `key` belongs to, if this node leads it under a lease; else the error to answer.
+    fn txn_leader(&self, now: TTInterval, key: &[u8]) -> Result<GroupId, ApiError> {
+        range::check_user_key(key).map_err(ApiError::Invalid)?;
+        let Some(gid) = self.group_for_key(key) else {
+            return Err(ApiError::KeyOutOfRange { key: key.to_vec(), desc: self.last_known_desc(key).map(Box::new) });
+        };
+        if !self.groups[&gid].replica.can_serve_lease_read(now) {
+            return Err(self.read_refusal(gid));
+        }
+        Ok(gid)
+    }
+
+    /// Fails `txn`'s request if the transaction was aborted here; records its activity.
+    fn txn_admit(&mut self, now: TTInterval, gid: GroupId, txn: TxnMeta) -> Result<(), ApiError> {
+        let t = &mut self.groups.get_mut(&gid).expect("caller checked").txns;
+        if t.aborted.contains_key(&txn.id) {
+            return Err(ApiError::Aborted(format!("transaction {} was aborted in range {gid}", txn.id)));
+        }
+        t.locks.touch(txn.id, local_of(now));
+        Ok(())
+    }
+
+    pub(super) fn serve_txn_get(&mut self, now: TTInterval, origin: Origin, txn: TxnMeta, key: Vec<u8>) {
+        let gid = match self.txn_leader(now, &key) {
+            Ok(g) => g,
+            Err(e) => return self.fail(now, origin, e),
+        };
+        if let Err(e) = self.txn_admit(now, gid, txn) {
+            return self.fail(now, origin, e);
+        }
+        let req = self.next_txn_req();
+        let t = &mut self.groups.get_mut(&gid).expect("checked").txns;
+        match t.locks.acquire(txn, req, Span::key(key.clone()), Mode::Shared) {
+            Ok(Acquired::Granted) => self.answer_txn_get(now, gid, origin, key),
+            Ok(Acquired::Waiting { wounded }) => {
+                t.waits.insert(req, Wait::Get { origin, txn, key });
+                for w in wounded {
+                    self.abort_txn(now, gid, w, "wounded by an older transaction (wound-wait)");
+                }
+            }
+            Err(e) => self.txn_refused(now, gid, origin, txn.id, e),
+        }
+    }
+
+    fn answer_txn_get(&mut self, now: TTInterval, gid: GroupId, origin: Origin, key: Vec<u8>) {
+        let epoch = self.groups[&gid].replica.promised().round;
+        match self.mvcc.get_version(&key, Timestamp::MAX) {
+            Ok(v) => {
+                let (value, ts) = v.map_or((None, Timestamp::ZERO), |v| (v.value, v.ts));
+                self.respond(now, origin, Response::TxnValue { value, ts, epoch });
+            }
+            Err(e) => self.fail(now, origin, ApiError::Unavailable(format!("storage: {e}"))),
+        }
+    }
+
+    /// A lock-table refusal: a wounded transaction aborts; limits are reported as they are.
+    fn txn_refused(&mut self, now: TTInterval, gid: GroupId, origin: Origin, id: TxnId, e: meridian_txn::Error) {
+        if matches!(e, meridian_txn::Error::Wounded { .. }) {
+            self.abort_txn(now, gid, id, "wounded by an older transaction (wound-wait)");
+            return self.fail(now, origin, ApiError::Aborted(e.to_string()));
+        }
+        if e.retryable() {
+            return self.fail(now, origin, ApiError::Unavailable(e.to_string()));
+        }
+        self.fail(now, origin, ApiError::Invalid(e.to_string()))
+    }
+
+    pub(super) fn serve_txn_abort(&mut self, now: TTInterval, origin: Origin, txn: TxnMeta, key: Vec<u8>) {
+        let gid = match self.txn_leader(now, &key) {
+            Ok(g) => g,
+            Err(e) => return self.fail(now, origin, e),
+        };
+        self.abort_txn(now, gid, txn.id, "aborted by its client");
+        self.respond(now, origin, Response::Done { detail: format!("transaction {} aborted", txn.id) });
+    }
+
+    /// Commits `txn` through one Paxos write, or writes `writes` as an implicit transaction
+    /// (`reads` empty). Answers `origin` after the write is applied and commit-waited.
+    pub(super) fn serve_txn_commit(
+        &mut self,
+        now: TTInterval,
+        origin: Origin,
+        txn: TxnMeta,
+        reads: Vec<Vec<u8>>,
+        read_epoch: Option<u64>,
+        writes: Vec<KeyWrite>,
+    ) {
+        if reads.len() + writes.len() > TXN_KEYS_MAX {
+            return self.fail(
+                now,
+                origin,
+                ApiError::Invalid(format!("a transaction reads and writes at most {TXN_KEYS_MAX} keys per range")),
+            );
+        }
+        for k in reads.iter().chain(writes.iter().map(|(k, _)| k)) {
+            if let Err(e) = range::check_user_key(k) {
+                return self.fail(now, origin, ApiError::Invalid(e));
+            }
+        }
+        if let Some(len) =
+            writes.iter().filter_map(|(_, v)| v.as_ref().map(Vec::len)).find(|l| *l > meridian_storage::VALUE_SIZE_MAX)
+        {
+            return self.fail(
+                now,
+                origin,
+                ApiError::Invalid(format!(
+                    "value is {len} bytes; the limit is {} bytes",
+                    meridian_storage::VALUE_SIZE_MAX
+                )),
+            );
+        }
+        let first = writes.first().map(|(k, _)| k).or(reads.first()).cloned().unwrap_or_default();
+        let gid = match self.txn_leader(now, &first) {
+            Ok(g) => g,
+            Err(e) => return self.fail(now, origin, e),
+        };
+        let desc = self.groups[&gid].state.desc.clone();
+        if let Some(k) = reads.iter().chain(writes.iter().map(|(k, _)| k)).find(|k| !desc.contains(k)) {
+            return self.fail(
+                now,
+                origin,
+                ApiError::Invalid(format!(
+                    "key {} is not in range {gid} with {}; a transaction over several ranges needs two-phase commit",
+                    range::show_key(k),
+                    range::show_key(&first)
+                )),
+            );
+        }
+        if let Err(e) = self.txn_admit(now, gid, txn) {
+            return self.fail(now, origin, e);
+        }
+        let commit = self.next_txn_req();
+        let mut outstanding = 0;
+        let mut wounded = Vec::new();
+        for (k, _) in &writes {
+            let req = self.next_txn_req();
+            let t = &mut self.groups.get_mut(&gid).expect("checked").txns;
+            match t.locks.acquire(txn, req, Span::key(k.clone()), Mode::Exclusive) {
+                Ok(Acquired::Granted) => {}
+                Ok(Acquired::Waiting { wounded: w }) => {
+                    t.waits.insert(req, Wait::Commit { commit });
+                    outstanding += 1;
+                    wounded.extend(w);
+                }
+                Err(e) => {
+                    // Locks taken so far stay until the abort or expiry releases them.
+                    return self.txn_refused(now, gid, origin, txn.id, e);
+                }
+            }
+        }
+        let t = &mut self.groups.get_mut(&gid).expect("checked").txns;
+        t.commits.insert(commit, PendingCommit { origin, txn, reads, read_epoch, writes, outstanding });
+        for w in wounded {
+            self.abort_txn(now, gid, w, "wounded by an older transaction (wound-wait)");
+        }
+        if outstanding == 0 {
+            self.finish_commit(now, gid, commit);
+        }
+    }
+
+    /// Every exclusive lock of a commit is held: check the reads and propose the write.
+    fn finish_commit(&mut self, now: TTInterval, gid: GroupId, commit: u64) {
+        let me = self.ident.node;
+        let g = self.groups.get_mut(&gid).expect("caller checked");
+        let Some(c) = g.txns.commits.remove(&commit) else { return };
+        let epoch = g.replica.promised().round;
+        let why = if c.read_epoch.is_some_and(|e| e != epoch) && !c.reads.is_empty() {
+            Some("the range's leader changed since the transaction read (its read locks are gone)")
+        } else if c.reads.iter().any(|k| !g.txns.locks.holds(c.txn.id, &Span::key(k.clone()), Mode::Shared)) {
+            Some("a read lock was lost (wounded, expired or the leader changed)")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            self.abort_txn(now, gid, c.txn.id, why);
+            return self.fail(now, c.origin, ApiError::Aborted(format!("transaction {}: {why}", c.txn.id)));
+        }
+        if c.writes.is_empty() {
+            // Read-only use of a read-write transaction: its reads were consistent under its
+            // locks; release them (Spanner §4.2.1: locks are held until commit).
+            let ts = g.state.last_write_ts;
+            self.release_txn(now, gid, c.txn.id);
+            return self.respond(now, c.origin, Response::Written { ts });
+        }
+        if let Err(e) = g.txns.locks.mark_prepared(c.txn.id) {
+            return self.txn_refused(now, gid, c.origin, c.txn.id, e);
+        }
+        if g.replica.role() != Role::Leader {
+            let e = self.not_leader(gid);
+            self.release_txn(now, gid, c.txn.id);
+            return self.fail(now, c.origin, e);
+        }
+        // Spanner §4.1.2 (start rule): s > TT.now().latest and above every timestamp this leader
+        // assigned, inside its lease (§4.1.1).
+        let ts = now.latest.next().max(g.last_assigned.next());
+        if !g.replica.can_assign(now, ts) {
+            self.release_txn(now, gid, c.txn.id);
+            return self.fail(
+                now,
+                c.origin,
+                ApiError::Unavailable(format!("range {gid}: the leader has no lease covering {ts}")),
+            );
+        }
+        let g = self.groups.get_mut(&gid).expect("checked");
+        let cmd = GroupCmd::Write { ts, writes: c.writes, from: (me, c.origin), txn: Some(c.txn.id) };
+        match propose(g, &cmd) {
+            Ok(()) => {
+                g.replica.note_assigned(ts);
+                g.last_assigned = ts;
+                g.proposed.insert(c.origin, ts);
+                self.dirty.insert(gid);
+            }
+            Err(e) => {
+                self.release_txn(now, gid, c.txn.id);
+                self.fail(now, c.origin, e)
+            }
+        }
+    }
+
+    /// Releases `id`'s locks here (committed or aborted) and serves what that unblocks.
+    pub(super) fn release_txn(&mut self, now: TTInterval, gid: GroupId, id: TxnId) {
+        let Some(g) = self.groups.get_mut(&gid) else { return };
+        let granted = g.txns.locks.release(id);
+        self.on_granted(now, gid, granted);
+    }
+
+    /// Aborts `id` here: remembered as aborted, its parked requests failed, its locks released.
+    pub(super) fn abort_txn(&mut self, now: TTInterval, gid: GroupId, id: TxnId, why: &str) {
+        let Some(g) = self.groups.get_mut(&gid) else { return };
+        g.txns.remember_aborted(id, local_of(now));
+        let mut failed = Vec::new();
+        let commits: Vec<u64> = g.txns.commits.iter().filter(|(_, c)| c.txn.id == id).map(|(k, _)| *k).collect();
+        for c in commits {
+            let pc = g.txns.commits.remove(&c).expect("listed");
+            failed.push(pc.origin);
+        }
+        let gets: Vec<u64> = g
+            .txns
+            .waits
+            .iter()
+            .filter(|(_, w)| matches!(w, Wait::Get { txn, .. } if txn.id == id))
+            .map(|(k, _)| *k)
+            .collect();
+        for r in gets {
+            if let Some(Wait::Get { origin, .. }) = g.txns.waits.remove(&r) {
+                failed.push(origin);
+            }
+        }
+        // Commit waits of an aborted commit are dropped with it.
+        let live: std::collections::BTreeSet<u64> = g.txns.commits.keys().copied().collect();
+        g.txns.waits.retain(|_, w| !matches!(w, Wait::Commit { commit } if !live.contains(commit)));
+        for o in failed {
+            self.fail(now, o, ApiError::Aborted(format!("transaction {id}: {why}")));
+        }
+        self.release_txn(now, gid, id);
+    }
+
+    /// Serves lock requests the lock table granted.
+    fn on_granted(&mut self, now: TTInterval, gid: GroupId, granted: Vec<(TxnId, u64)>) {
+        for (_, req) in granted {
+            let Some(g) = self.groups.get_mut(&gid) else { return };
+            match g.txns.waits.remove(&req) {
+                Some(Wait::Get { origin, txn: _, key }) => {
+                    if g.replica.can_serve_lease_read(now) {
+                        self.answer_txn_get(now, gid, origin, key);
+                    } else {
+                        let e = self.read_refusal(gid);
+                        self.fail(now, origin, e);
+                    }
+                }
+                Some(Wait::Commit { commit }) => {
+                    let done = g.txns.commits.get_mut(&commit).map(|c| {
+                        c.outstanding -= 1;
+                        c.outstanding == 0
+                    });
+                    if done == Some(true) {
+                        self.finish_commit(now, gid, commit);
+                    }
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// The range's leader stepped down: its locks are gone (a new leader knows none), so every
+    /// parked request and every transaction holding locks here is aborted.
+    pub(super) fn txns_lost_leadership(&mut self, now: TTInterval, gid: GroupId) {
+        let Some(g) = self.groups.get_mut(&gid) else { return };
+        let t = std::mem::take(&mut g.txns);
+        for (_, w) in t.waits {
+            if let Wait::Get { origin, .. } = w {
+                self.fail(now, origin, ApiError::Aborted(format!("range {gid} changed leader; its locks are gone")));
+            }
+        }
+        for (_, c) in t.commits {
+            self.fail(now, c.origin, ApiError::Aborted(format!("range {gid} changed leader; its locks are gone")));
+        }
+    }
+
+    /// Housekeeping: abort transactions idle past [`TXN_IDLE_TIMEOUT`], forget old aborts.
+    pub(super) fn expire_txns(&mut self, now: TTInterval) {
+        let local = local_of(now);
+        let gids: Vec<GroupId> = self
+            .groups
+            .iter()
+            .filter(|(_, g)| !g.txns.is_idle() || !g.txns.aborted.is_empty())
+            .map(|(id, _)| *id)
+            .collect();
+        for gid in gids {
+            let g = self.groups.get_mut(&gid).expect("listed");
+            g.txns.aborted.retain(|_, at| local < at.saturating_add(ABORTED_TTL));
+            let expired = g.txns.locks.expired(local, TXN_IDLE_TIMEOUT);
+            for id in expired {
+                self.abort_txn(now, gid, id, "idle too long; its client is gone");
+            }
+        }
+    }
+
+    fn next_txn_req(&mut self) -> u64 {
+        self.txn_req += 1;
+        self.txn_req
+    }
+}
