@@ -2,6 +2,8 @@
 # Checks the system prerequisites of the build: a C++ compiler and libclang (RocksDB's C++ and
 # its bindgen bindings). Installs what is missing with apt-get when it may (root, or sudo
 # without a password); otherwise prints the exact command to run and fails.
+# Optional: psql and pgbench (postgresql-client), which the PostgreSQL-protocol tests drive when
+# present; installed alongside when possible, otherwise those tests say they were skipped.
 set -euo pipefail
 
 missing=()
@@ -17,7 +19,21 @@ have_libclang || missing+=(libclang-dev)
 command -v make >/dev/null 2>&1 || missing+=(make)
 command -v cargo >/dev/null 2>&1 || { echo "prereqs: cargo not found; install Rust from https://rustup.rs" >&2; exit 1; }
 
-[ ${#missing[@]} -eq 0 ] && exit 0
+optional=()
+{ command -v psql >/dev/null 2>&1 && command -v pgbench >/dev/null 2>&1; } || optional+=(postgresql-client)
+
+[ ${#missing[@]} -eq 0 ] && [ ${#optional[@]} -eq 0 ] && exit 0
+can_root=0
+if command -v apt-get >/dev/null 2>&1; then
+  if [ "$(id -u)" -eq 0 ] || { command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; }; then
+    can_root=1
+  fi
+fi
+if [ ${#missing[@]} -eq 0 ] && [ $can_root -eq 0 ]; then
+  echo "prereqs: optional ${optional[*]} not installed (psql/pgbench tests will be skipped)" >&2
+  exit 0
+fi
+missing+=("${optional[@]}")
 
 cmd="apt-get install -y --no-install-recommends ${missing[*]}"
 if command -v apt-get >/dev/null 2>&1; then

@@ -9,6 +9,7 @@
 mod bench;
 mod cluster;
 mod foundation;
+mod sql;
 
 use clap::{Parser, Subcommand};
 
@@ -44,6 +45,8 @@ enum Command {
         #[command(subcommand)]
         cmd: cluster::AdminCommand,
     },
+    /// SQL shell over the PostgreSQL protocol (`--addr`/`--url`), or `--local` in memory: interactive, `-e`, a file or stdin.
+    Sql(sql::SqlArgs),
     /// Walk through the storage foundation: TrueTime, MVCC on RocksDB, the Paxos log.
     Foundation(foundation::DemoArgs),
     /// Measure Meridian against the physical floor of this machine.
@@ -74,6 +77,7 @@ fn run() -> anyhow::Result<()> {
         Command::Status(args) => cluster::status(args),
         Command::Kv { addr, cmd } => cluster::kv(addr, cmd),
         Command::Admin { addr, cmd } => cluster::admin(addr, cmd),
+        Command::Sql(args) => sql::run(args),
         Command::Foundation(args) => foundation::run(args),
         Command::Bench(cmd) => bench::run(cmd),
     }

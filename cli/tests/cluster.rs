@@ -406,3 +406,70 @@ fn a_node_of_another_cluster_cannot_join() {
     assert!(!ok, "a node of cluster b must not start joined to cluster a:\n{out}");
     assert!(out.contains("belongs to cluster") && out.contains("empty --data-dir"), "clear error expected:\n{out}");
 }
+
+/// Read-write transactions through the client against real processes: concurrent
+/// read-modify-write increments never lose an update (shared locks, wound-wait, commit), and
+/// concurrent transfers between two accounts never change their sum as audits see it.
+#[test]
+fn read_write_transactions_lose_no_update_and_keep_the_sum() {
+    let cluster = ProcessCluster::start(BIN, 3, NodeArgs::default()).expect("start cluster");
+    let rt = rt();
+    rt.block_on(async {
+        let client =
+            Arc::new(Client::connect(cluster.addrs()).await.expect("connect").with_deadline(Duration::from_secs(20)));
+        wait_replicated(&client, 3).await;
+        client.put(b"acct/a", b"500").await.expect("seed a");
+        client.put(b"acct/b", b"500").await.expect("seed b");
+        let num = |v: Option<Vec<u8>>| -> i64 {
+            v.map(|v| String::from_utf8(v).expect("utf8").parse().expect("a number")).unwrap_or(0)
+        };
+        let mut tasks = Vec::new();
+        for w in 0..4u64 {
+            let client = client.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut done = (0u64, 0u64);
+                for i in 0..15u64 {
+                    // Increment a shared counter.
+                    client
+                        .read_write(async |t| {
+                            let n = num(t.get(b"acct/counter").await?);
+                            t.put(b"acct/counter", (n + 1).to_string().as_bytes());
+                            Ok(())
+                        })
+                        .await
+                        .expect("increment commits");
+                    done.0 += 1;
+                    // Move money one way or the other.
+                    let (from, to): (&[u8], &[u8]) =
+                        if (w + i) % 2 == 0 { (b"acct/a", b"acct/b") } else { (b"acct/b", b"acct/a") };
+                    client
+                        .read_write(async |t| {
+                            let (f, g) = (num(t.get(from).await?), num(t.get(to).await?));
+                            t.put(from, (f - 7).to_string().as_bytes());
+                            t.put(to, (g + 7).to_string().as_bytes());
+                            Ok(())
+                        })
+                        .await
+                        .expect("transfer commits");
+                    // Audit: both balances in one transaction.
+                    let (sum, _) = client
+                        .read_write(async |t| Ok(num(t.get(b"acct/a").await?) + num(t.get(b"acct/b").await?)))
+                        .await
+                        .expect("audit commits");
+                    assert_eq!(sum, 1000, "an audit saw money appear or vanish");
+                    done.1 += 1;
+                }
+                done
+            }));
+        }
+        let mut increments = 0;
+        for t in tasks {
+            increments += t.await.expect("worker").0;
+        }
+        let (counter, _) = client.get(b"acct/counter").await.expect("read counter");
+        assert_eq!(num(counter) as u64, increments, "every committed increment is counted once");
+        let (a, _) = client.get(b"acct/a").await.expect("a");
+        let (b, _) = client.get(b"acct/b").await.expect("b");
+        assert_eq!(num(a) + num(b), 1000);
+    });
+}

@@ -22,6 +22,10 @@
 //! Multi-key transactions arrive with the transaction layer (issue 5); until then a write may
 //! only touch keys of one range.
 
+mod txn;
+
+pub use txn::{TXN_ATTEMPTS_MAX, Txn};
+
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;

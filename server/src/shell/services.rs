@@ -140,6 +140,52 @@ impl pb::kv_server::Kv for Services {
         }))
     }
 
+    async fn txn_get(&self, req: GrpcRequest<pb::TxnGetRequest>) -> R<pb::TxnGetResponse> {
+        let r = req.into_inner();
+        let txn = match txn_from_pb(r.txn) {
+            Ok(t) => t,
+            Err(e) => {
+                return Ok(GrpcResponse::new(pb::TxnGetResponse {
+                    error: Some(error_to_pb(&e)),
+                    ..Default::default()
+                }));
+            }
+        };
+        Ok(GrpcResponse::new(match self.core.call(Request::TxnGet { txn, key: r.key }).await {
+            Response::TxnValue { value, ts, epoch } => pb::TxnGetResponse { value, ts: ts.nanos(), epoch, error: None },
+            Response::Error(e) => pb::TxnGetResponse { error: Some(error_to_pb(&e)), ..Default::default() },
+            other => pb::TxnGetResponse { error: Some(error_to_pb(&unexpected(&other))), ..Default::default() },
+        }))
+    }
+
+    async fn txn_commit(&self, req: GrpcRequest<pb::TxnCommitRequest>) -> R<pb::TxnCommitResponse> {
+        let r = req.into_inner();
+        let txn = match txn_from_pb(r.txn) {
+            Ok(t) => t,
+            Err(e) => return Ok(GrpcResponse::new(pb::TxnCommitResponse { ts: 0, error: Some(error_to_pb(&e)) })),
+        };
+        let writes = r.mutations.into_iter().map(|m| (m.key, m.value)).collect();
+        let request = Request::TxnCommit { txn, reads: r.reads, read_epoch: r.read_epoch, writes };
+        Ok(GrpcResponse::new(match self.core.call(request).await {
+            Response::Written { ts } => pb::TxnCommitResponse { ts: ts.nanos(), error: None },
+            Response::Error(e) => pb::TxnCommitResponse { ts: 0, error: Some(error_to_pb(&e)) },
+            other => pb::TxnCommitResponse { ts: 0, error: Some(error_to_pb(&unexpected(&other))) },
+        }))
+    }
+
+    async fn txn_abort(&self, req: GrpcRequest<pb::TxnAbortRequest>) -> R<pb::TxnAbortResponse> {
+        let r = req.into_inner();
+        let txn = match txn_from_pb(r.txn) {
+            Ok(t) => t,
+            Err(e) => return Ok(GrpcResponse::new(pb::TxnAbortResponse { error: Some(error_to_pb(&e)) })),
+        };
+        Ok(GrpcResponse::new(match self.core.call(Request::TxnAbort { txn, key: r.key }).await {
+            Response::Done { .. } => pb::TxnAbortResponse { error: None },
+            Response::Error(e) => pb::TxnAbortResponse { error: Some(error_to_pb(&e)) },
+            other => pb::TxnAbortResponse { error: Some(error_to_pb(&unexpected(&other))) },
+        }))
+    }
+
     async fn lookup_range(&self, req: GrpcRequest<pb::LookupRangeRequest>) -> R<pb::LookupRangeResponse> {
         let r = req.into_inner();
         Ok(GrpcResponse::new(match self.core.call(Request::RangeLookup { key: r.key, limit: r.limit.max(1) }).await {
@@ -228,4 +274,13 @@ impl pb::admin_server::Admin for Services {
             self.admin(Request::TransferLeader { group: GroupId(r.group), to: NodeId(r.to_node) }).await,
         ))
     }
+}
+
+/// A transaction's identity from the wire; a missing one is a client bug, not a panic.
+fn txn_from_pb(t: Option<pb::Txn>) -> Result<meridian_txn::TxnMeta, ApiError> {
+    let t = t.ok_or_else(|| ApiError::Invalid("the request names no transaction".into()))?;
+    Ok(meridian_txn::TxnMeta {
+        id: meridian_txn::TxnId((u128::from(t.id_hi) << 64) | u128::from(t.id_lo)),
+        start: meridian_truetime::Timestamp::from_nanos(t.start),
+    })
 }

@@ -1,0 +1,218 @@
+//! Read-write transactions from the client (Spanner §4.2.1).
+//!
+//! ```text
+//!   client.read_write(async |txn| { txn.get(k).await?; txn.put(k, v); Ok(..) })
+//!     attempt: new TxnId, the *same* start timestamp (its wound-wait priority survives retries)
+//!       get  ──► TxnGet at the range's leader (shared lock, may wait or wound)
+//!       put  ──► buffered here; a later get of the key reads the buffer
+//!       end  ──► TxnCommit at the leader: exclusive locks, one Paxos write, commit wait
+//!     aborted (wounded, expired, leader changed) ──► TxnAbort where it holds locks, back off,
+//!       re-run the whole closure — buffered writes are never replayed
+//! ```
+//!
+//! Today a transaction commits in one range; reads and writes that span ranges fail with a clear
+//! error until two-phase commit lands (issue 5).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use meridian_proto::v1 as pb;
+use meridian_shard::GroupId;
+use meridian_shard::range::{self, RangeDescriptor};
+use meridian_truetime::Timestamp;
+
+use crate::{Client, ClientError, Outcome};
+
+/// Most attempts of one `read_write` call (each after an abort).
+pub const TXN_ATTEMPTS_MAX: u32 = 50;
+/// Longest backoff between attempts.
+const BACKOFF_MAX: Duration = Duration::from_millis(200);
+
+/// A transaction in progress, handed to the closure of [`Client::read_write`].
+pub struct Txn<'c> {
+    client: &'c Client,
+    pb: pb::Txn,
+    /// Keys read, by range, with the leader epoch they were read under.
+    reads: BTreeMap<GroupId, (u64, BTreeSet<Vec<u8>>)>,
+    /// Buffered writes (`None` deletes).
+    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Where each read key's range starts (to send the abort there).
+    touched: BTreeMap<GroupId, Vec<u8>>,
+}
+
+impl Txn<'_> {
+    /// The value of `key` as this transaction sees it (its own buffered write first), holding a
+    /// shared lock on it until the transaction ends.
+    pub async fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, ClientError> {
+        if let Some(v) = self.writes.get(key) {
+            return Ok(v.clone());
+        }
+        range::check_user_key(key).map_err(ClientError::Invalid)?;
+        let (txn, client) = (self.pb, self.client);
+        let (value, epoch, desc) = client
+            .with_leader(key, |mut kv, desc| async move {
+                let r = kv.txn_get(pb::TxnGetRequest { txn: Some(txn), key: key.to_vec() }).await?.into_inner();
+                Ok(match r.error {
+                    None => Outcome::Done((r.value, r.epoch, desc)),
+                    Some(e) => client.on_error(&desc, e),
+                })
+            })
+            .await?;
+        self.touched.insert(desc.id, key.to_vec());
+        let entry = self.reads.entry(desc.id).or_insert_with(|| (epoch, BTreeSet::new()));
+        if entry.0 != epoch {
+            return Err(ClientError::Aborted(format!(
+                "range {} changed leader during the transaction; its read locks are gone",
+                desc.id
+            )));
+        }
+        entry.1.insert(key.to_vec());
+        Ok(value)
+    }
+
+    /// Buffers a write of `key`; it becomes visible to others only when the transaction commits.
+    pub fn put(&mut self, key: &[u8], value: &[u8]) {
+        self.writes.insert(key.to_vec(), Some(value.to_vec()));
+    }
+
+    /// Buffers a delete of `key`.
+    pub fn delete(&mut self, key: &[u8]) {
+        self.writes.insert(key.to_vec(), None);
+    }
+
+    /// Commits: one range → the single-group fast path. Returns the commit timestamp.
+    async fn commit(&mut self) -> Result<Timestamp, ClientError> {
+        for k in self.writes.keys() {
+            range::check_user_key(k).map_err(ClientError::Invalid)?;
+        }
+        let mut groups: BTreeSet<GroupId> = self.reads.keys().copied().collect();
+        let mut first: Option<Vec<u8>> = self.touched.values().next().cloned();
+        for k in self.writes.keys() {
+            let d = self.client.range_for(k).await?;
+            groups.insert(d.id);
+            first.get_or_insert_with(|| k.clone());
+        }
+        let Some(first) = first else { return Ok(Timestamp::ZERO) }; // touched nothing
+        if groups.len() > 1 {
+            return Err(ClientError::Invalid(format!(
+                "this transaction spans {} ranges; cross-range commit (two-phase commit) is not available yet",
+                groups.len()
+            )));
+        }
+        if let Some(g) = groups.first() {
+            // Whatever happens next, an abort must reach the range that may hold our locks.
+            self.touched.entry(*g).or_insert_with(|| first.clone());
+        }
+        let (read_epoch, reads) = self
+            .reads
+            .values()
+            .next()
+            .map(|(e, keys)| (Some(*e), keys.iter().cloned().collect::<Vec<_>>()))
+            .unwrap_or((None, Vec::new()));
+        let mutations: Vec<pb::Mutation> =
+            self.writes.iter().map(|(key, value)| pb::Mutation { key: key.clone(), value: value.clone() }).collect();
+        let (txn, client) = (self.pb, self.client);
+        client
+            .with_leader(&first, |mut kv, desc| {
+                let (reads, mutations) = (reads.clone(), mutations.clone());
+                async move {
+                    let r = kv
+                        .txn_commit(pb::TxnCommitRequest { txn: Some(txn), reads, read_epoch, mutations })
+                        .await?
+                        .into_inner();
+                    Ok(match r.error {
+                        None => Outcome::Done(Timestamp::from_nanos(r.ts)),
+                        Some(e) => client.on_error(&desc, e),
+                    })
+                }
+            })
+            .await
+    }
+
+    /// Releases what the transaction holds (best effort: unreleased locks expire).
+    async fn abort(&mut self) {
+        let (txn, client) = (self.pb, self.client);
+        for key in std::mem::take(&mut self.touched).into_values() {
+            let _ = client
+                .with_leader(&key, |mut kv, desc| {
+                    let key = key.clone();
+                    async move {
+                        let r = kv.txn_abort(pb::TxnAbortRequest { txn: Some(txn), key }).await?.into_inner();
+                        Ok(match r.error {
+                            None => Outcome::Done(()),
+                            Some(e) => client.on_error(&desc, e),
+                        })
+                    }
+                })
+                .await;
+        }
+    }
+}
+
+impl Client {
+    /// Runs `body` as a serializable read-write transaction and commits it, re-running the whole
+    /// body (with backoff) when the transaction is aborted — wounded by an older transaction,
+    /// idle too long, or its range's leader changed. Buffered writes are never replayed: each
+    /// attempt starts empty. Returns the body's result and the commit timestamp.
+    pub async fn read_write<T, F>(&self, mut body: F) -> Result<(T, Timestamp), ClientError>
+    where
+        F: AsyncFnMut(&mut Txn<'_>) -> Result<T, ClientError>,
+    {
+        let start = now_nanos();
+        let mut backoff = Duration::from_millis(2);
+        let mut last = String::new();
+        for attempt in 0..TXN_ATTEMPTS_MAX {
+            let id = fresh_id(start, attempt);
+            let mut txn = Txn {
+                client: self,
+                pb: pb::Txn { id_hi: (id >> 64) as u64, id_lo: id as u64, start },
+                reads: BTreeMap::new(),
+                writes: BTreeMap::new(),
+                touched: BTreeMap::new(),
+            };
+            let outcome = match body(&mut txn).await {
+                Ok(v) => txn.commit().await.map(|ts| (v, ts)),
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(done) => return Ok(done),
+                Err(ClientError::Aborted(why)) => {
+                    last = why;
+                    txn.abort().await;
+                    // Jittered exponential backoff, so retried rivals do not collide again.
+                    let jitter = Duration::from_micros(u64::from(now_nanos() as u32 % 1_000));
+                    tokio::time::sleep(backoff + jitter).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+                Err(e) => {
+                    txn.abort().await;
+                    return Err(e);
+                }
+            }
+        }
+        Err(ClientError::Aborted(format!("gave up after {TXN_ATTEMPTS_MAX} attempts; last: {last}")))
+    }
+
+    /// The range of `key` from the route cache, or from the meta range.
+    async fn range_for(&self, key: &[u8]) -> Result<RangeDescriptor, ClientError> {
+        if let Some(d) = self.routes().cache.lookup(key).cloned() {
+            return Ok(d);
+        }
+        self.range_of(key).await
+    }
+}
+
+fn now_nanos() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}
+
+/// A transaction id unique across clients with overwhelming probability: the start time, the
+/// attempt, the process and a per-process counter, mixed.
+fn fresh_id(start: u64, attempt: u32) -> u128 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let hi = start ^ (u64::from(std::process::id()) << 32);
+    let lo = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(attempt) ^ now_nanos();
+    (u128::from(hi) << 64) | u128::from(lo)
+}
