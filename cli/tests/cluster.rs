@@ -431,10 +431,12 @@ fn read_write_transactions_lose_no_update_and_keep_the_sum() {
                 for i in 0..15u64 {
                     // Increment a shared counter.
                     client
-                        .read_write(async |t| {
-                            let n = num(t.get(b"acct/counter").await?);
-                            t.put(b"acct/counter", (n + 1).to_string().as_bytes());
-                            Ok(())
+                        .read_write(|t| {
+                            Box::pin(async move {
+                                let n = num(t.get(b"acct/counter").await?);
+                                t.put(b"acct/counter", (n + 1).to_string().as_bytes());
+                                Ok(())
+                            })
                         })
                         .await
                         .expect("increment commits");
@@ -443,17 +445,21 @@ fn read_write_transactions_lose_no_update_and_keep_the_sum() {
                     let (from, to): (&[u8], &[u8]) =
                         if (w + i) % 2 == 0 { (b"acct/a", b"acct/b") } else { (b"acct/b", b"acct/a") };
                     client
-                        .read_write(async |t| {
-                            let (f, g) = (num(t.get(from).await?), num(t.get(to).await?));
-                            t.put(from, (f - 7).to_string().as_bytes());
-                            t.put(to, (g + 7).to_string().as_bytes());
-                            Ok(())
+                        .read_write(|t| {
+                            Box::pin(async move {
+                                let (f, g) = (num(t.get(from).await?), num(t.get(to).await?));
+                                t.put(from, (f - 7).to_string().as_bytes());
+                                t.put(to, (g + 7).to_string().as_bytes());
+                                Ok(())
+                            })
                         })
                         .await
                         .expect("transfer commits");
                     // Audit: both balances in one transaction.
                     let (sum, _) = client
-                        .read_write(async |t| Ok(num(t.get(b"acct/a").await?) + num(t.get(b"acct/b").await?)))
+                        .read_write(|t| {
+                            Box::pin(async move { Ok(num(t.get(b"acct/a").await?) + num(t.get(b"acct/b").await?)) })
+                        })
                         .await
                         .expect("audit commits");
                     assert_eq!(sum, 1000, "an audit saw money appear or vanish");

@@ -21,15 +21,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The closure may run several times (after a wound or a leader change); each run starts
     // from scratch, and only the run that commits counts.
     let ((), ts) = client
-        .read_write(async |txn| {
-            let alice = balance(txn.get(b"acct/alice").await?)?;
-            let bob = balance(txn.get(b"acct/bob").await?)?;
-            if alice < 30 {
-                return Err(ClientError::Invalid("insufficient funds".into()));
-            }
-            txn.put(b"acct/alice", (alice - 30).to_string().as_bytes());
-            txn.put(b"acct/bob", (bob + 30).to_string().as_bytes());
-            Ok(())
+        .read_write(|txn| {
+            Box::pin(async move {
+                let alice = balance(txn.get(b"acct/alice").await?)?;
+                let bob = balance(txn.get(b"acct/bob").await?)?;
+                if alice < 30 {
+                    return Err(ClientError::Invalid("insufficient funds".into()));
+                }
+                txn.put(b"acct/alice", (alice - 30).to_string().as_bytes());
+                txn.put(b"acct/bob", (bob + 30).to_string().as_bytes());
+                Ok(())
+            })
         })
         .await?;
     println!("transferred 30 from alice to bob, committed at {ts}");

@@ -24,7 +24,7 @@
 
 mod txn;
 
-pub use txn::{TXN_ATTEMPTS_MAX, Txn};
+pub use txn::{TXN_ATTEMPTS_MAX, Txn, TxnFuture};
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -1,7 +1,7 @@
 //! Read-write transactions from the client (Spanner §4.2.1).
 //!
 //! ```text
-//!   client.read_write(async |txn| { txn.get(k).await?; txn.put(k, v); Ok(..) })
+//!   client.read_write(|txn| Box::pin(async move { txn.get(k).await?; txn.put(k, v); Ok(..) }))
 //!     attempt: new TxnId, the *same* start timestamp (its wound-wait priority survives retries)
 //!       get  ──► TxnGet at the range's leader (shared lock, may wait or wound)
 //!       put  ──► buffered here; a later get of the key reads the buffer
@@ -14,6 +14,8 @@
 //! error until two-phase commit lands (issue 5).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::pin::Pin;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use meridian_proto::v1 as pb;
@@ -27,6 +29,10 @@ use crate::{Client, ClientError, Outcome};
 pub const TXN_ATTEMPTS_MAX: u32 = 50;
 /// Longest backoff between attempts.
 const BACKOFF_MAX: Duration = Duration::from_millis(200);
+
+/// What the body of [`Client::read_write`] returns: a boxed, `Send` future borrowing the
+/// transaction (boxed so that `read_write` itself stays `Send` and can run in `tokio::spawn`).
+pub type TxnFuture<'t, T> = Pin<Box<dyn Future<Output = Result<T, ClientError>> + Send + 't>>;
 
 /// A transaction in progress, handed to the closure of [`Client::read_write`].
 pub struct Txn<'c> {
@@ -154,9 +160,23 @@ impl Client {
     /// body (with backoff) when the transaction is aborted — wounded by an older transaction,
     /// idle too long, or its range's leader changed. Buffered writes are never replayed: each
     /// attempt starts empty. Returns the body's result and the commit timestamp.
+    ///
+    /// ```no_run
+    /// # async fn f(client: meridian_client::Client) -> Result<(), meridian_client::ClientError> {
+    /// let (old, ts) = client
+    ///     .read_write(|txn| {
+    ///         Box::pin(async move {
+    ///             let old = txn.get(b"k").await?;
+    ///             txn.put(b"k", b"new");
+    ///             Ok(old)
+    ///         })
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn read_write<T, F>(&self, mut body: F) -> Result<(T, Timestamp), ClientError>
     where
-        F: AsyncFnMut(&mut Txn<'_>) -> Result<T, ClientError>,
+        F: for<'t, 'c> FnMut(&'t mut Txn<'c>) -> TxnFuture<'t, T>,
     {
         let start = now_nanos();
         let mut backoff = Duration::from_millis(2);
