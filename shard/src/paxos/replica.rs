@@ -98,8 +98,6 @@ struct Peer {
     last_progress: Timestamp,
     /// When we last asked the shell for a snapshot for this peer.
     snapshot_asked: Option<Timestamp>,
-    /// The chosen prefix we last told this peer about.
-    chosen_sent: Slot,
 }
 
 #[derive(Debug)]
@@ -775,7 +773,6 @@ impl Replica {
                         last_send: Timestamp::ZERO,
                         last_progress: Timestamp::ZERO,
                         snapshot_asked: None,
-                        chosen_sent: Slot(0),
                     });
                 }
             }
@@ -918,7 +915,6 @@ impl Replica {
                         last_send: Timestamp::ZERO,
                         last_progress: t,
                         snapshot_asked: None,
-                        chosen_sent: Slot(0),
                     },
                 )
             })
@@ -1139,13 +1135,9 @@ impl Replica {
             // Lease renewal asks more often than the heartbeat, but never more than once per
             // `retransmit`, or a leader without a lease would ping-pong at network speed.
             let interval = if renew { self.opts.retransmit.min(self.opts.heartbeat) } else { self.opts.heartbeat };
-            // Followers learn a newly chosen prefix at once, not at the next heartbeat: they apply
-            // sooner (follower reads, splits creating groups everywhere).
-            let news = chosen > p.chosen_sent && p.matched >= Slot(p.chosen_sent.0 + 1);
-            if entries.is_empty() && !news && t < p.last_send.saturating_add(interval) {
+            if entries.is_empty() && t < p.last_send.saturating_add(interval) {
                 continue;
             }
-            p.chosen_sent = chosen;
             if let (Some((first, _)), Some((last, _))) = (entries.first(), entries.last()) {
                 p.sent_from = p.sent_from.min(*first);
                 p.next = Slot(last.0 + 1);
