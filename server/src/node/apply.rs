@@ -223,17 +223,16 @@ impl NodeCore {
     /// Every descriptor in the local meta replica's applied state (plus what `batch` adds is not
     /// visible: callers apply one command at a time).
     pub(super) fn meta_descriptors(&self) -> Vec<RangeDescriptor> {
-        let (lo, hi) = range::meta_desc_span();
-        self.mvcc
-            .scan(&lo, Some(&hi), Timestamp::MAX, usize::MAX)
-            .expect("meta reads succeed or the node cannot continue")
-            .into_iter()
-            .filter_map(|(_, v)| postcard::from_bytes(&v).ok())
-            .collect()
+        self.meta_records(range::meta_desc_span())
     }
 
+    /// Every node in the local meta replica's applied state.
     pub(super) fn meta_nodes(&self) -> Vec<NodeInfo> {
-        let (lo, hi) = range::meta_node_span();
+        self.meta_records(range::meta_node_span())
+    }
+
+    /// The newest records of one meta-range table (descriptors, nodes), decoded.
+    fn meta_records<T: serde::de::DeserializeOwned>(&self, (lo, hi): (Vec<u8>, Vec<u8>)) -> Vec<T> {
         self.mvcc
             .scan(&lo, Some(&hi), Timestamp::MAX, usize::MAX)
             .expect("meta reads succeed or the node cannot continue")
