@@ -479,3 +479,183 @@ fn read_write_transactions_lose_no_update_and_keep_the_sum() {
         assert_eq!(num(a) + num(b), 1000);
     });
 }
+
+/// Accounts of the bank test, spread over four ranges so most transfers cross ranges.
+const ACCOUNTS: usize = 16;
+const INITIAL: i64 = 100;
+
+fn account(i: usize) -> Vec<u8> {
+    format!("bank/{i:02}").into_bytes()
+}
+
+fn balance(v: Option<Vec<u8>>) -> i64 {
+    v.map(|v| String::from_utf8(v).expect("utf8").parse().expect("a number")).unwrap_or(0)
+}
+
+/// Every account's balance summed, and the smallest, read in `ro`'s snapshot.
+fn sum_accounts<'t>(ro: &'t mut meridian_client::ReadOnly<'_>) -> meridian_client::TxnFuture<'t, (i64, i64)> {
+    Box::pin(async move {
+        let rows = ro.scan(b"bank/", b"bank/~", ACCOUNTS + 1).await?;
+        assert_eq!(rows.len(), ACCOUNTS, "every account is in the snapshot");
+        let balances: Vec<i64> = rows.into_iter().map(|(_, v)| balance(Some(v))).collect();
+        Ok((balances.iter().sum(), balances.iter().copied().min().unwrap_or(0)))
+    })
+}
+
+/// Sums every account in one lock-free snapshot (`stale`: a bounded-staleness one).
+async fn audit(client: &Client, stale: bool) -> Result<(i64, i64), ClientError> {
+    let r = if stale {
+        client.snapshot_stale(Duration::from_millis(500), sum_accounts).await
+    } else {
+        client.read_only(sum_accounts).await
+    };
+    r.map(|(v, _)| v)
+}
+
+#[test]
+fn bank_transfers_across_ranges_keep_the_total_while_leaders_are_killed() {
+    let mut cluster = ProcessCluster::start(BIN, 3, NodeArgs::default()).expect("start cluster");
+    let rt = rt();
+    rt.block_on(async {
+        let client =
+            Arc::new(Client::connect(cluster.addrs()).await.expect("connect").with_deadline(Duration::from_secs(20)));
+        wait_replicated(&client, 3).await;
+        for i in 0..ACCOUNTS {
+            client.put(&account(i), INITIAL.to_string().as_bytes()).await.expect("seed an account");
+        }
+        for i in [4, 8, 12] {
+            client.split(&account(i)).await.expect("split the accounts");
+        }
+        eventually(Duration::from_secs(30), "the accounts to span four ranges", || async {
+            let descs = wait_replicated(&client, 3).await;
+            (descs
+                .iter()
+                .filter(|d| {
+                    d.start.as_slice() < &b"bank/~"[..] && (d.end.is_empty() || d.end.as_slice() > &b"bank/"[..])
+                })
+                .count()
+                >= 4)
+                .then_some(())
+        })
+        .await;
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut workers = Vec::new();
+        for w in 0..4u64 {
+            let (client, stop) = (client.clone(), stop.clone());
+            workers.push(tokio::spawn(async move {
+                // (ledger key, from, to, amount) of every acknowledged transfer; and unknowns.
+                let mut acked = Vec::new();
+                let mut unknown = 0u64;
+                let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ w;
+                let mut seq = 0u64;
+                while !stop.load(Ordering::Relaxed) && seq < 10_000 {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let from = (x % ACCOUNTS as u64) as usize;
+                    let to = (from + 1 + (x >> 8) as usize % (ACCOUNTS - 1)) % ACCOUNTS;
+                    let amount = 1 + (x >> 20) as i64 % 10;
+                    // Each transfer also writes its ledger entry, in the same transaction.
+                    let ledger = format!("ledger/{w}/{seq:06}");
+                    let entry = format!("{from},{to},{amount}");
+                    let r = client
+                        .read_write(|t| {
+                            let (ledger, entry) = (ledger.clone(), entry.clone());
+                            Box::pin(async move {
+                                let f = balance(t.get(&account(from)).await?);
+                                let g = balance(t.get(&account(to)).await?);
+                                if f >= amount {
+                                    t.put(&account(from), (f - amount).to_string().as_bytes());
+                                    t.put(&account(to), (g + amount).to_string().as_bytes());
+                                    t.put(ledger.as_bytes(), entry.as_bytes());
+                                }
+                                Ok(f >= amount)
+                            })
+                        })
+                        .await;
+                    match r {
+                        Ok((true, _)) => acked.push(ledger),
+                        Ok((false, _)) => {}
+                        // The outcome of these is unknown to the client: the ledger says.
+                        Err(ClientError::Ambiguous(_) | ClientError::Unavailable(_) | ClientError::Transport(_)) => {
+                            unknown += 1
+                        }
+                        Err(ClientError::Aborted(_)) => {}
+                        Err(e) => panic!("transfer: {e}"),
+                    }
+                    seq += 1;
+                }
+                (acked, unknown)
+            }));
+        }
+        let auditor = {
+            let (client, stop) = (client.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut audits = 0;
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) && n < 100_000 {
+                    n += 1;
+                    match audit(&client, n.is_multiple_of(3)).await {
+                        Ok((sum, min)) => {
+                            assert_eq!(sum, ACCOUNTS as i64 * INITIAL, "an audit saw money appear or vanish");
+                            assert!(min >= 0, "an audit saw a negative balance");
+                            audits += 1;
+                        }
+                        Err(ClientError::Unavailable(_) | ClientError::Transport(_)) => {}
+                        Err(e) => panic!("audit: {e}"),
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                audits
+            })
+        };
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        // Kill the leaders of two of the accounts' ranges in turn (each is a coordinator of some
+        // transfers and a participant of others), and bring them back.
+        for start in [account(4), account(12)] {
+            let victim = eventually(Duration::from_secs(20), "a leader of an accounts range", || {
+                leader_of(&cluster, &client, &start)
+            })
+            .await;
+            cluster.kill(victim);
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            cluster.restart(victim).expect("restart the killed node");
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
+        stop.store(true, Ordering::Relaxed);
+        let mut acked = Vec::new();
+        let mut unknown = 0;
+        for w in workers {
+            let (a, u) = w.await.expect("worker");
+            acked.extend(a);
+            unknown += u;
+        }
+        let audits = auditor.await.expect("auditor");
+        eprintln!("bank: {} transfers acknowledged, {unknown} unknown, {audits} audits", acked.len());
+        assert!(acked.len() > 20, "transfers made progress ({} acknowledged)", acked.len());
+        assert!(audits > 5, "audits ran ({audits})");
+
+        // Every acknowledged transfer is in the ledger, and the balances are exactly the initial
+        // ones moved by the ledger's transfers (acknowledged, plus whichever unknown committed).
+        let (ledger, _) = client
+            .read_only(|ro| Box::pin(async move { ro.scan(b"ledger/", b"ledger/~", 1_000_000).await }))
+            .await
+            .expect("read the ledger");
+        let entries: BTreeMap<Vec<u8>, Vec<u8>> = ledger.into_iter().collect();
+        for k in &acked {
+            assert!(entries.contains_key(k.as_bytes()), "acknowledged transfer {k} is lost");
+        }
+        let mut expect = [INITIAL; ACCOUNTS];
+        for v in entries.values() {
+            let f: Vec<i64> =
+                String::from_utf8(v.clone()).expect("utf8").split(',').map(|p| p.parse().expect("n")).collect();
+            expect[f[0] as usize] -= f[2];
+            expect[f[1] as usize] += f[2];
+        }
+        for (i, want) in expect.iter().enumerate() {
+            let (v, _) = client.get(&account(i)).await.expect("read an account");
+            assert_eq!(balance(v), *want, "account {i} matches the ledger");
+        }
+    });
+}

@@ -22,8 +22,10 @@
 //! Multi-key transactions arrive with the transaction layer (issue 5); until then a write may
 //! only touch keys of one range.
 
+mod read;
 mod txn;
 
+pub use read::ReadOnly;
 pub use txn::{TXN_ATTEMPTS_MAX, Txn, TxnFuture};
 
 use std::collections::HashMap;

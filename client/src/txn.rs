@@ -5,13 +5,14 @@
 //!     attempt: new TxnId, the *same* start timestamp (its wound-wait priority survives retries)
 //!       get  ──► TxnGet at the range's leader (shared lock, may wait or wound)
 //!       put  ──► buffered here; a later get of the key reads the buffer
-//!       end  ──► TxnCommit at the leader: exclusive locks, one Paxos write, commit wait
+//!       end  ──► one range: TxnCommit at the leader: exclusive locks, one Paxos write, commit wait
+//!                several: TxnCommit(prepare) at every other range, then TxnCommit(coordinate)
 //!     aborted (wounded, expired, leader changed) ──► TxnAbort where it holds locks, back off,
 //!       re-run the whole closure — buffered writes are never replayed
 //! ```
 //!
-//! Today a transaction commits in one range; reads and writes that span ranges fail with a clear
-//! error until two-phase commit lands (issue 5).
+//! A transaction that wrote to several ranges commits by two-phase commit: the range of its
+//! first written key coordinates, the others prepare first (see [`Txn::commit`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -44,6 +45,20 @@ pub struct Txn<'c> {
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     /// Where each read key's range starts (to send the abort there).
     touched: BTreeMap<GroupId, Vec<u8>>,
+}
+
+/// What a transaction sends one range at commit.
+struct Part {
+    key: Vec<u8>,
+    reads: Vec<Vec<u8>>,
+    read_epoch: Option<u64>,
+    writes: Vec<pb::Mutation>,
+}
+
+impl Part {
+    fn new(key: Vec<u8>) -> Self {
+        Part { key, reads: Vec::new(), read_epoch: None, writes: Vec::new() }
+    }
 }
 
 impl Txn<'_> {
@@ -86,46 +101,77 @@ impl Txn<'_> {
         self.writes.insert(key.to_vec(), None);
     }
 
-    /// Commits: one range → the single-group fast path. Returns the commit timestamp.
+    /// Commits. One range: the single-group fast path (one Paxos write). Several ranges and
+    /// writes: two-phase commit — every range but the coordinator (the range of the first
+    /// written key) prepares, then the coordinator commits at `s ≥` every prepare timestamp
+    /// and tells the others (Spanner §4.2.1). Several ranges and no writes: each range checks
+    /// that its read locks were held throughout and releases them. Returns the timestamp.
     async fn commit(&mut self) -> Result<Timestamp, ClientError> {
         for k in self.writes.keys() {
             range::check_user_key(k).map_err(ClientError::Invalid)?;
         }
-        let mut groups: BTreeSet<GroupId> = self.reads.keys().copied().collect();
-        let mut first: Option<Vec<u8>> = self.touched.values().next().cloned();
-        for k in self.writes.keys() {
+        // Per range: a key to route by, the reads (with their epoch) and the writes.
+        let mut parts: BTreeMap<GroupId, Part> = BTreeMap::new();
+        for (gid, (epoch, keys)) in &self.reads {
+            let p = parts.entry(*gid).or_insert_with(|| Part::new(keys.first().cloned().unwrap_or_default()));
+            p.read_epoch = Some(*epoch);
+            p.reads = keys.iter().cloned().collect();
+        }
+        let mut coordinator = None;
+        for (k, v) in &self.writes {
             let d = self.client.range_for(k).await?;
-            groups.insert(d.id);
-            first.get_or_insert_with(|| k.clone());
+            coordinator.get_or_insert(d.id);
+            parts
+                .entry(d.id)
+                .or_insert_with(|| Part::new(k.clone()))
+                .writes
+                .push(pb::Mutation { key: k.clone(), value: v.clone() });
         }
-        let Some(first) = first else { return Ok(Timestamp::ZERO) }; // touched nothing
-        if groups.len() > 1 {
-            return Err(ClientError::Invalid(format!(
-                "this transaction spans {} ranges; cross-range commit (two-phase commit) is not available yet",
-                groups.len()
-            )));
+        if parts.is_empty() {
+            return Ok(Timestamp::ZERO); // touched nothing
         }
-        if let Some(g) = groups.first() {
-            // Whatever happens next, an abort must reach the range that may hold our locks.
-            self.touched.entry(*g).or_insert_with(|| first.clone());
+        for (gid, p) in &parts {
+            // Whatever happens next, an abort must reach every range that may hold our locks.
+            self.touched.entry(*gid).or_insert_with(|| p.key.clone());
         }
-        let (read_epoch, reads) = self
-            .reads
-            .values()
-            .next()
-            .map(|(e, keys)| (Some(*e), keys.iter().cloned().collect::<Vec<_>>()))
-            .unwrap_or((None, Vec::new()));
-        let mutations: Vec<pb::Mutation> =
-            self.writes.iter().map(|(key, value)| pb::Mutation { key: key.clone(), value: value.clone() }).collect();
+        let Some(coordinator) = coordinator.filter(|_| parts.len() > 1) else {
+            // One range, or reads only: every range commits on its own.
+            let commits = parts.into_values().map(|p| self.send_commit(p, None, Vec::new(), Timestamp::ZERO));
+            let stamps = futures::future::try_join_all(commits).await?;
+            return Ok(stamps.into_iter().max().unwrap_or(Timestamp::ZERO));
+        };
+        let coord = parts.remove(&coordinator).expect("the coordinator wrote");
+        let participants: Vec<u64> = parts.keys().map(|g| g.0).collect();
+        let prepares =
+            parts.into_values().map(|p| self.send_commit(p, Some(coordinator.0), Vec::new(), Timestamp::ZERO));
+        let prepared = futures::future::try_join_all(prepares).await?;
+        let max = prepared.into_iter().max().unwrap_or(Timestamp::ZERO);
+        self.send_commit(coord, None, participants, max).await
+    }
+
+    /// One `TxnCommit` to the leader of `part`'s range.
+    async fn send_commit(
+        &self,
+        part: Part,
+        coordinator: Option<u64>,
+        participants: Vec<u64>,
+        prepare_ts_max: Timestamp,
+    ) -> Result<Timestamp, ClientError> {
         let (txn, client) = (self.pb, self.client);
+        let req = pb::TxnCommitRequest {
+            txn: Some(txn),
+            reads: part.reads,
+            read_epoch: part.read_epoch,
+            mutations: part.writes,
+            coordinator,
+            participants,
+            prepare_ts_max: prepare_ts_max.nanos(),
+        };
         client
-            .with_leader(&first, |mut kv, desc| {
-                let (reads, mutations) = (reads.clone(), mutations.clone());
+            .with_leader(&part.key, |mut kv, desc| {
+                let req = req.clone();
                 async move {
-                    let r = kv
-                        .txn_commit(pb::TxnCommitRequest { txn: Some(txn), reads, read_epoch, mutations })
-                        .await?
-                        .into_inner();
+                    let r = kv.txn_commit(req).await?.into_inner();
                     Ok(match r.error {
                         None => Outcome::Done(Timestamp::from_nanos(r.ts)),
                         Some(e) => client.on_error(&desc, e),

@@ -8,7 +8,7 @@ use meridian_storage::Slot;
 use meridian_truetime::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use meridian_txn::TxnMeta;
+use meridian_txn::{TxnId, TxnMeta};
 
 use super::cmd::{KeyWrite, VersionRow};
 
@@ -119,6 +119,39 @@ pub enum Request {
         read_epoch: Option<u64>,
         /// Its buffered writes.
         writes: Vec<KeyWrite>,
+        /// One range alone, a 2PC participant's prepare, or the coordinator's commit.
+        role: CommitRole,
+    },
+    /// Two-phase commit: the coordinator tells participant `group` the outcome of `txn`
+    /// (`Some(s)`: committed at `s`). Answered once the participant logged it.
+    TxnResolve {
+        /// The participant range.
+        group: GroupId,
+        /// The transaction.
+        txn: TxnId,
+        /// Commit timestamp, or `None`: aborted.
+        commit_ts: Option<Timestamp>,
+    },
+    /// Two-phase commit: a participant in doubt asks coordinator `group` for `txn`'s outcome.
+    /// A coordinator that never decided logs an abort first (presumed abort).
+    TxnInquire {
+        /// The coordinator range.
+        group: GroupId,
+        /// The transaction.
+        txn: TxnId,
+    },
+    /// A lock-free read at a timestamp (read-only transactions and snapshot reads, Spanner
+    /// §4.1.3-4): the key `start` alone, or the rows of `[start, end)` in one range. Served by
+    /// any replica whose safe time has reached the read timestamp.
+    Read {
+        /// The key, or the first key of a scan.
+        start: Vec<u8>,
+        /// `None`: read `start` only; `Some(end)`: scan to `end` (empty: the range's end).
+        end: Option<Vec<u8>>,
+        /// Most rows (scans).
+        limit: u32,
+        /// The read timestamp; `None`: the leader picks `TT.now().latest`.
+        ts: Option<Timestamp>,
     },
     /// Give up `txn` in the range holding `key`, releasing its locks there.
     TxnAbort {
@@ -126,6 +159,27 @@ pub enum Request {
         txn: TxnMeta,
         /// Any key of the range.
         key: Vec<u8>,
+    },
+}
+
+/// What a [`Request::TxnCommit`] asks of its range.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommitRole {
+    /// Everything the transaction touched is in this range: commit in one Paxos write.
+    Single,
+    /// Two-phase commit, participant: prepare (locks, a prepare record) and answer with the
+    /// prepare timestamp ([`Response::Prepared`]). `coordinator` decides the outcome.
+    Prepare {
+        /// The coordinator range.
+        coordinator: GroupId,
+    },
+    /// Two-phase commit, coordinator: every participant prepared; decide and commit at
+    /// `s ≥ prepare_ts_max`, then tell the participants.
+    Coordinate {
+        /// The other ranges, all prepared.
+        participants: Vec<GroupId>,
+        /// The largest prepare timestamp among them.
+        prepare_ts_max: Timestamp,
     },
 }
 
@@ -199,6 +253,27 @@ pub enum Response {
         desc: RangeDescriptor,
         /// Every version in it.
         data: Vec<VersionRow>,
+    },
+    /// A participant prepared at `ts` (two-phase commit).
+    Prepared {
+        /// The prepare timestamp.
+        ts: Timestamp,
+    },
+    /// A coordinator's answer to an inquiry: `None` while still undecided.
+    Outcome {
+        /// `Some(Some(s))`: committed at `s`; `Some(None)`: aborted; `None`: undecided.
+        decision: Option<Option<Timestamp>>,
+    },
+    /// A lock-free read's rows (deleted keys left out) at `read_ts`.
+    ReadAt {
+        /// Rows in key order.
+        rows: Vec<(Vec<u8>, Vec<u8>)>,
+        /// The range's descriptor, so the client knows where the next range starts.
+        desc: RangeDescriptor,
+        /// True if `limit` cut the scan short.
+        truncated: bool,
+        /// The timestamp the read saw the database at.
+        read_ts: Timestamp,
     },
     /// An administrative request completed.
     Done {

@@ -34,6 +34,19 @@ pub(super) fn versions_of(core: &NodeCore, desc: &RangeDescriptor) -> Vec<Versio
         .collect()
 }
 
+/// Applies a committed transaction's `writes` at `ts` to `g`'s range (sizes were checked when
+/// the command was proposed).
+pub(super) fn write_at(batch: &mut WriteBatch, writes: &[(Vec<u8>, Option<Vec<u8>>)], ts: Timestamp, g: &mut Group) {
+    for (k, v) in writes {
+        match v {
+            Some(v) => mvcc::put(batch, k, ts, v).expect("checked at proposal"),
+            None => mvcc::delete(batch, k, ts).expect("checked at proposal"),
+        }
+    }
+    g.state.last_write_ts = g.state.last_write_ts.max(ts);
+    g.writes_recent += 1;
+}
+
 fn delete_span(batch: &mut WriteBatch, desc: &RangeDescriptor) {
     let (lo, hi) = mvcc::encoded_range(&desc.start, desc.end_bound());
     batch.delete_range(Cf::Data, lo, hi.unwrap_or_else(|| vec![0xFF; 9]));
@@ -137,21 +150,33 @@ impl NodeCore {
                     }
                     return;
                 }
-                for (k, v) in &writes {
-                    match v {
-                        Some(v) => mvcc::put(batch, k, ts, v).expect("checked at proposal"),
-                        None => mvcc::delete(batch, k, ts).expect("checked at proposal"),
-                    }
-                }
-                g.state.last_write_ts = g.state.last_write_ts.max(ts);
-                g.writes_recent += 1;
+                write_at(batch, &writes, ts, g);
                 if let Some(o) = mine {
                     self.commit_wait.insert((ts, o), Response::Written { ts });
                 }
             }
             GroupCmd::Split { at, right, from } => self.apply_split(now, gid, at, right, from, batch),
+            GroupCmd::Prepare { txn, coordinator, prepare_ts, writes, locks, from } => {
+                let p = super::cmd::PreparedTxn { txn, coordinator, prepare_ts, writes, locks };
+                self.apply_prepare(now, gid, p, from);
+            }
+            GroupCmd::Decide { txn, commit_ts, participants, writes, at, from } => {
+                let d = super::cmd::Decided { commit_ts, participants, at };
+                self.apply_decide(now, gid, d, (txn, writes), from, batch);
+            }
+            GroupCmd::Resolve { txn, commit_ts, from } => self.apply_resolve(now, gid, txn, commit_ts, from, batch),
+            GroupCmd::Forget { txns } => self.apply_forget(gid, txns),
             GroupCmd::Freeze { into, from } => {
                 let g = self.groups.get_mut(&gid).expect("applying group exists");
+                if !g.state.prepared.is_empty() || !g.state.decisions.is_empty() {
+                    // A range in the middle of two-phase commit keeps its id until it is done:
+                    // participants ask for outcomes by group.
+                    if let Some(o) = self.mine(from) {
+                        let e = ApiError::Unavailable(format!("{gid} has transactions in two-phase commit; retry"));
+                        self.fail(now, o, e);
+                    }
+                    return;
+                }
                 g.state.frozen_into = Some(into);
                 if let Some(o) = self.mine(from) {
                     let desc = self.groups[&gid].state.desc.clone();
@@ -272,7 +297,9 @@ impl NodeCore {
             && right.start == at
             && right.end == left.end
             && right.config == left.config
-            && right.generation == left.generation + 1;
+            && right.generation == left.generation + 1
+            // A prepared transaction's writes stay in the range that prepared them.
+            && g.state.prepared.values().all(|p| p.writes.iter().all(|(k, _)| *k < at));
         if !valid {
             if let Some(o) = (from.0 == me).then_some(from.1) {
                 let detail = format!(
@@ -290,7 +317,7 @@ impl NodeCore {
         let leading = g.replica.role() == Role::Leader;
         let last_ts = g.state.last_write_ts;
         // The right half: same replicas, its data already on this node, an empty log.
-        let state = RangeState { desc: right.clone(), applied: Slot(0), last_write_ts: last_ts, frozen_into: None };
+        let state = RangeState::new(right.clone(), last_ts);
         batch.put(Cf::Meta, range_state_key(right.id), postcard::to_allocvec(&state).expect("encodes"));
         let durable = meridian_shard::paxos::Durable { config: right.config.clone(), ..Default::default() };
         let mut replica = Replica::restart(me, self.opts.paxos.clone(), self.seed ^ right.id.0, durable);
@@ -388,8 +415,7 @@ impl NodeCore {
         if self.groups.values().any(|g| g.state.desc.overlaps(&desc.start, &desc.end)) {
             return; // an older replica of this span is still here; it must go first
         }
-        let state =
-            RangeState { desc: desc.clone(), applied: Slot(0), last_write_ts: Timestamp::ZERO, frozen_into: None };
+        let state = RangeState::new(desc.clone(), Timestamp::ZERO);
         let mut b = WriteBatch::new();
         delete_span(&mut b, &desc);
         b.put(Cf::Meta, range_state_key(desc.id), postcard::to_allocvec(&state).expect("encodes"));

@@ -1,11 +1,13 @@
 //! Commands a range's Paxos log carries, and the messages nodes exchange.
 
+use std::collections::BTreeMap;
+
 use meridian_shard::GroupId;
 use meridian_shard::paxos::{Msg, NodeId};
 use meridian_shard::range::{LeaderHint, NodeInfo, RangeDescriptor};
 use meridian_storage::Slot;
 use meridian_truetime::Timestamp;
-use meridian_txn::TxnId;
+use meridian_txn::{Mode, Span, TxnId, TxnMeta};
 use serde::{Deserialize, Serialize};
 
 use super::api::{Request, Response};
@@ -91,6 +93,54 @@ pub enum GroupCmd {
         /// The proposing node and origin.
         from: (NodeId, Origin),
     },
+    /// Two-phase commit, at a participant: the transaction prepared here at `prepare_ts`
+    /// (Spanner §4.2.1 "logs a prepare record through Paxos"). Its writes wait in the range
+    /// state until the outcome; a new leader restores its locks from it.
+    Prepare {
+        /// The transaction.
+        txn: TxnMeta,
+        /// The coordinator group to ask for the outcome.
+        coordinator: GroupId,
+        /// Prepare timestamp (above every timestamp this leader assigned).
+        prepare_ts: Timestamp,
+        /// Writes to apply at the commit timestamp if it commits.
+        writes: Vec<KeyWrite>,
+        /// Every lock it holds here.
+        locks: Vec<(Span, Mode)>,
+        /// The proposing node and origin (answered with the prepare timestamp).
+        from: (NodeId, Origin),
+    },
+    /// Two-phase commit, at the coordinator: the decision. `commit_ts: Some(s)` commits at `s`
+    /// (with this group's own writes); `None` aborts (presumed abort after an inquiry). The
+    /// first decision logged for a transaction wins; a later one is ignored.
+    Decide {
+        /// The transaction.
+        txn: TxnId,
+        /// The commit timestamp, or `None` for abort.
+        commit_ts: Option<Timestamp>,
+        /// The other groups, told the outcome after commit wait.
+        participants: Vec<GroupId>,
+        /// This group's writes.
+        writes: Vec<KeyWrite>,
+        /// Coordinator-local time of the decision (to forget old aborts).
+        at: Timestamp,
+        /// The proposing node and origin.
+        from: (NodeId, Origin),
+    },
+    /// Two-phase commit, at a participant: the outcome of a prepared transaction.
+    Resolve {
+        /// The transaction.
+        txn: TxnId,
+        /// Commit at this timestamp, or abort.
+        commit_ts: Option<Timestamp>,
+        /// The proposing node and origin.
+        from: (NodeId, Origin),
+    },
+    /// Coordinator: forget decisions every participant has learned (or old aborts).
+    Forget {
+        /// The transactions.
+        txns: Vec<TxnId>,
+    },
     /// Meta range only: record who leads `group`.
     PutLeader {
         /// Write timestamp.
@@ -149,4 +199,48 @@ pub struct RangeState {
     pub last_write_ts: Timestamp,
     /// Set once the range froze for a merge into this group.
     pub frozen_into: Option<GroupId>,
+    /// Transactions prepared here, waiting for their outcome (participant side of 2PC).
+    pub prepared: BTreeMap<TxnId, PreparedTxn>,
+    /// Outcomes this range decided as coordinator, kept until every participant learned them.
+    pub decisions: BTreeMap<TxnId, Decided>,
+}
+
+impl RangeState {
+    /// A fresh state for `desc` with nothing applied.
+    pub fn new(desc: RangeDescriptor, last_write_ts: Timestamp) -> Self {
+        RangeState {
+            desc,
+            applied: Slot(0),
+            last_write_ts,
+            frozen_into: None,
+            prepared: BTreeMap::new(),
+            decisions: BTreeMap::new(),
+        }
+    }
+}
+
+/// A prepared transaction at a participant (from [`GroupCmd::Prepare`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreparedTxn {
+    /// The transaction.
+    pub txn: TxnMeta,
+    /// Where its outcome is decided.
+    pub coordinator: GroupId,
+    /// Its prepare timestamp: its commit timestamp will be at least this.
+    pub prepare_ts: Timestamp,
+    /// Writes to apply if it commits.
+    pub writes: Vec<KeyWrite>,
+    /// Its locks, restored by a new leader.
+    pub locks: Vec<(Span, Mode)>,
+}
+
+/// A coordinator's logged decision (from [`GroupCmd::Decide`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decided {
+    /// Commit timestamp, or `None`: aborted.
+    pub commit_ts: Option<Timestamp>,
+    /// The participants to tell.
+    pub participants: Vec<GroupId>,
+    /// Coordinator-local time of the decision.
+    pub at: Timestamp,
 }

@@ -20,6 +20,7 @@ use meridian_shard::paxos::{NodeId, Role};
 use meridian_shard::range::{self, LeaderHint, META_GROUP, NodeInfo, RangeDescriptor};
 use meridian_storage::Slot;
 use meridian_truetime::{TTInterval, Timestamp};
+use meridian_txn::TxnId;
 
 use super::api::{ApiError, Request, Response};
 use super::cmd::{GroupCmd, Origin};
@@ -46,6 +47,10 @@ pub(super) enum Internal {
     View,
     /// The right neighbour of `left` froze: propose the merge.
     Frozen { left: GroupId, origin: Origin },
+    /// A participant's decision came back (two-phase commit).
+    Resolved { coordinator: GroupId, txn: TxnId, participant: GroupId },
+    /// A coordinator answered an in-doubt participant's inquiry.
+    Inquiry { gid: GroupId, txn: TxnId, coordinator: GroupId },
     /// Fire and forget.
     Ignore,
 }
@@ -91,7 +96,7 @@ impl NodeCore {
         }
     }
 
-    fn internal(&mut self, kind: Internal) -> Origin {
+    pub(super) fn internal(&mut self, kind: Internal) -> Origin {
         let id = self.next_internal;
         self.next_internal += 1;
         self.internal.insert(id, kind);
@@ -130,6 +135,10 @@ impl NodeCore {
                 }
             }
             (Internal::Frozen { origin, .. }, Response::Error(e)) => self.fail(now, origin, e),
+            (Internal::Resolved { coordinator, txn, participant }, r) => {
+                self.on_resolved(coordinator, txn, participant, r)
+            }
+            (Internal::Inquiry { gid, txn, coordinator }, r) => self.on_inquired(now, gid, txn, coordinator, r),
             _ => {}
         }
     }
@@ -439,6 +448,14 @@ impl NodeCore {
                 let o = self.internal(Internal::Ignore);
                 self.forward(now, o, Request::Merge { group: into }, target);
             }
+        }
+        for gid in &leading {
+            self.twopc_housekeeping(now, *gid);
+        }
+        let parked: Vec<GroupId> =
+            self.groups.iter().filter(|(_, g)| !g.parked_reads.is_empty()).map(|(id, _)| *id).collect();
+        for gid in parked {
+            self.retry_parked_reads(now, gid);
         }
         self.expire_txns(now);
         self.auto_split(now, &leading);

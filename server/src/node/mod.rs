@@ -22,6 +22,8 @@ pub mod api;
 mod apply;
 pub mod cmd;
 mod manage;
+mod read;
+mod twopc;
 mod txn;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -32,7 +34,7 @@ use bytes::Bytes;
 use meridian_shard::GroupId;
 use meridian_shard::paxos::{self, Command, Config, Event, NodeId, Options, Outbox, ProposeError, Replica, Role};
 use meridian_shard::range::{self, META_GROUP, NodeInfo, RangeDescriptor};
-use meridian_storage::{Cf, Engine, LogStore, MetaTag, Mvcc, Slot, WriteBatch};
+use meridian_storage::{Cf, Engine, LogStore, MetaTag, Mvcc, WriteBatch};
 use meridian_truetime::{TTInterval, Timestamp};
 use serde::{Deserialize, Serialize};
 
@@ -198,6 +200,8 @@ struct Group {
     split_at: Option<Timestamp>,
     /// Locks and parked requests of read-write transactions (leader only).
     txns: txn::GroupTxns,
+    /// Lock-free reads waiting for safe time.
+    parked_reads: Vec<read::ParkedRead>,
 }
 
 struct Forward {
@@ -252,6 +256,10 @@ pub struct NodeCore {
     txn_req: u64,
     /// Transactions whose write was applied here: their locks go after the apply.
     applied_txns: Vec<(GroupId, meridian_txn::TxnId)>,
+    /// Coordinator decisions to send to participants once `TT.after(ts)` (commit wait).
+    resolve_wait: BTreeSet<(Timestamp, GroupId, meridian_txn::TxnId)>,
+    /// Leaders of groups not hosted here, learned from refusals.
+    leader_hints: BTreeMap<GroupId, NodeId>,
 }
 
 impl NodeCore {
@@ -302,7 +310,7 @@ impl NodeCore {
             &postcard::to_allocvec(&info).expect("encodes"),
         )?;
         for d in [&meta, &user] {
-            let st = RangeState { desc: d.clone(), applied: Slot(0), last_write_ts: ts, frozen_into: None };
+            let st = RangeState::new(d.clone(), ts);
             b.put(Cf::Meta, range_state_key(d.id), postcard::to_allocvec(&st).expect("encodes"));
         }
         engine.write(b, true)?;
@@ -411,6 +419,8 @@ impl NodeCore {
             unreachable: BTreeMap::new(),
             txn_req: 0,
             applied_txns: Vec::new(),
+            resolve_wait: BTreeSet::new(),
+            leader_hints: BTreeMap::new(),
         };
         if let Some(raw) = core.engine.get(Cf::Meta, BOOK_KEY)? {
             let (nodes, meta): (Vec<NodeInfo>, Option<RangeDescriptor>) =
@@ -584,9 +594,12 @@ impl NodeCore {
             Request::MoveReplica { group, from, to } => self.start_move(now, origin, group, from, to),
             Request::TransferLeader { group, to } => self.serve_transfer(now, origin, group, to),
             Request::TxnGet { txn, key } => self.serve_txn_get(now, origin, txn, key),
-            Request::TxnCommit { txn, reads, read_epoch, writes } => {
-                self.serve_txn_commit(now, origin, txn, reads, read_epoch, writes)
+            Request::TxnCommit { txn, reads, read_epoch, writes, role } => {
+                self.serve_txn_commit(now, origin, txn, (reads, read_epoch), writes, role)
             }
+            Request::TxnResolve { group, txn, commit_ts } => self.serve_txn_resolve(now, origin, group, txn, commit_ts),
+            Request::TxnInquire { group, txn } => self.serve_txn_inquire(now, origin, group, txn),
+            Request::Read { start, end, limit, ts } => self.serve_read(now, origin, start, end, limit, ts),
             Request::TxnAbort { txn, key } => self.serve_txn_abort(now, origin, txn, key),
             Request::RangeLookup { .. }
             | Request::ClusterView
@@ -610,6 +623,9 @@ impl NodeCore {
         if !self.groups[&gid].replica.can_serve_lease_read(now) {
             return self.fail(now, origin, self.read_refusal(gid));
         }
+        if let Some(e) = self.prepared_refusal(gid, &meridian_txn::Span::key(key.clone())) {
+            return self.fail(now, origin, e);
+        }
         match self.mvcc.get_version(&key, Timestamp::MAX) {
             Ok(v) => {
                 let (value, ts) = match v {
@@ -620,6 +636,17 @@ impl NodeCore {
             }
             Err(e) => self.fail(now, origin, ApiError::Unavailable(format!("storage: {e}"))),
         }
+    }
+
+    /// A newest-value read must not miss a transaction that committed elsewhere and is still
+    /// prepared here (its outcome is on its way): the client retries shortly.
+    fn prepared_refusal(&self, gid: GroupId, span: &meridian_txn::Span) -> Option<ApiError> {
+        let g = &self.groups[&gid];
+        let p = g.state.prepared.values().find(|p| p.writes.iter().any(|(k, _)| span.contains_key(k)))?;
+        Some(ApiError::Unavailable(format!(
+            "range {gid}: transaction {} is committing keys read here; retry",
+            p.txn.id
+        )))
     }
 
     /// Why a replica cannot serve a lease read: not the leader, or the leader without a lease.
@@ -642,6 +669,11 @@ impl NodeCore {
         };
         if !self.groups[&gid].replica.can_serve_lease_read(now) {
             return self.fail(now, origin, self.read_refusal(gid));
+        }
+        if let Some(e) =
+            self.prepared_refusal(gid, &meridian_txn::Span::Range { start: start.clone(), end: end.clone() })
+        {
+            return self.fail(now, origin, e);
         }
         let desc = self.groups[&gid].state.desc.clone();
         // Clip to the range: the client continues in the next range itself.
@@ -711,7 +743,7 @@ impl NodeCore {
         self.txn_req += 1;
         let id = meridian_txn::TxnId((u128::from(self.ident.node.0) << 64) | u128::from(self.txn_req));
         let txn = meridian_txn::TxnMeta { id, start: now.latest };
-        self.serve_txn_commit(now, origin, txn, Vec::new(), None, writes);
+        self.serve_txn_commit(now, origin, txn, (Vec::new(), None), writes, api::CommitRole::Single);
     }
 
     /// What this node last knew about the range that held `key` (a replica it no longer has
@@ -769,6 +801,7 @@ impl NodeCore {
                 for (g, id) in std::mem::take(&mut self.applied_txns) {
                     self.release_txn(now, g, id);
                 }
+                self.retry_parked_reads(now, gid);
             }
             for ev in out.events {
                 self.on_event(now, gid, ev);
@@ -797,7 +830,8 @@ impl NodeCore {
         if let Some(t) = self.ticks.values().min() {
             next = next.min(*t);
         }
-        if let Some(((ts, _), _)) = self.commit_wait.first_key_value() {
+        let first_wait = self.commit_wait.first_key_value().map(|((ts, _), _)| *ts);
+        if let Some(ts) = first_wait.into_iter().chain(self.resolve_wait.first().map(|w| w.0)).min() {
             // TT.after(ts) holds once earliest > ts: that is local time ts + 1ns + ε.
             next = next.min(ts.next().saturating_add(now.width() / 2));
         }
@@ -836,6 +870,7 @@ impl NodeCore {
             let ((_, origin), resp) = self.commit_wait.pop_first().expect("checked non-empty");
             self.respond(now, origin, resp);
         }
+        self.release_resolve_waits(now);
     }
 
     fn on_event(&mut self, now: TTInterval, gid: GroupId, ev: Event) {
@@ -995,6 +1030,7 @@ impl Group {
             leader_reported: None,
             split_at: None,
             txns: txn::GroupTxns::default(),
+            parked_reads: Vec::new(),
         }
     }
 }

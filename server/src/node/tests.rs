@@ -80,7 +80,8 @@ fn get(sim: &mut ClusterSim, k: &str) -> Option<String> {
 }
 
 fn ranges(sim: &mut ClusterSim) -> Vec<RangeDescriptor> {
-    match sim.call(NodeId(1), Request::ClusterView, Duration::from_secs(3)) {
+    let live = *sim.nodes.iter().find(|(_, n)| n.core.is_some()).map(|(id, _)| id).expect("a node is up");
+    match sim.call(live, Request::ClusterView, Duration::from_secs(3)) {
         Some(Response::Ranges { descs, .. }) => descs,
         other => panic!("cluster view: {other:?}"),
     }
@@ -481,6 +482,7 @@ fn read_write_transactions_lock_wound_wait_and_commit_in_one_range() {
     let (old, young) = (txn(1, 1), txn(2, 2));
     let tget = |t, k: &str| Request::TxnGet { txn: t, key: k.as_bytes().to_vec() };
     let commit = |t, reads: &[&str], epoch, writes: &[(&str, &str)]| Request::TxnCommit {
+        role: crate::node::api::CommitRole::Single,
         txn: t,
         reads: reads.iter().map(|k| k.as_bytes().to_vec()).collect(),
         read_epoch: epoch,
@@ -536,4 +538,138 @@ fn read_write_transactions_lock_wound_wait_and_commit_in_one_range() {
     let w = sim.submit(l, Request::Write { writes: vec![(b"z".to_vec(), Some(b"1".to_vec()))] });
     let r = sim.reply(w, super::txn::TXN_IDLE_TIMEOUT * 3);
     assert!(matches!(r, Some(Response::Written { .. })), "the abandoned lock expires: {r:?}");
+}
+
+/// A transactional request of `t` to the leader of `key`'s range (following leader changes).
+fn txn_call(sim: &mut ClusterSim, key: &str, request: Request) -> Response {
+    route(sim, key.as_bytes(), request)
+}
+
+fn commit_req(
+    t: meridian_txn::TxnMeta,
+    reads: &[&str],
+    epoch: Option<u64>,
+    writes: &[(&str, &str)],
+    role: crate::node::api::CommitRole,
+) -> Request {
+    Request::TxnCommit {
+        txn: t,
+        reads: reads.iter().map(|k| k.as_bytes().to_vec()).collect(),
+        read_epoch: epoch,
+        writes: writes.iter().map(|(k, v)| (k.as_bytes().to_vec(), Some(v.as_bytes().to_vec()))).collect(),
+        role,
+    }
+}
+
+/// The value of `k` in a lock-free read at `ts` (None: the leader picks the timestamp).
+fn read_at(
+    sim: &mut ClusterSim,
+    k: &str,
+    ts: Option<meridian_truetime::Timestamp>,
+) -> (Option<String>, meridian_truetime::Timestamp) {
+    match route(sim, k.as_bytes(), Request::Read { start: k.as_bytes().to_vec(), end: None, limit: 1, ts }) {
+        Response::ReadAt { rows, read_ts, .. } => {
+            (rows.into_iter().next().map(|(_, v)| String::from_utf8(v).expect("utf8")), read_ts)
+        }
+        other => panic!("read {k}: {other:?}"),
+    }
+}
+
+#[test]
+fn two_phase_commit_keeps_prepared_transactions_across_leader_failover_and_presumes_abort() {
+    use crate::node::api::CommitRole;
+    let mut sim = ClusterSim::new(33, NodeOptions { rebalance: false, ..opts() });
+    sim.run_for(Duration::from_secs(1));
+    for _ in 0..2 {
+        sim.join(NodeId(1)).expect("join");
+    }
+    wait_replicated(&mut sim, 3);
+    match route(&mut sim, b"m", Request::Split { key: b"m".to_vec() }) {
+        Response::Done { .. } => {}
+        other => panic!("split: {other:?}"),
+    }
+    sim.run_for(Duration::from_secs(2));
+    put(&mut sim, "a", "100");
+    put(&mut sim, "z", "100");
+    let descs = ranges(&mut sim);
+    let left = descs.iter().find(|d| d.contains(b"a")).expect("left").id;
+    let right = descs.iter().find(|d| d.contains(b"z")).expect("right").id;
+    assert_ne!(left, right);
+    // Different leaders for the two ranges, so the participant's can die alone.
+    let ll = leader_of(&mut sim, b"a");
+    let other = NodeId(if ll.0 == 1 { 2 } else { 1 });
+    match route(&mut sim, b"z", Request::TransferLeader { group: right, to: other }) {
+        Response::Done { .. } => {}
+        r => panic!("transfer: {r:?}"),
+    }
+    sim.run_for(Duration::from_secs(2));
+    assert_ne!(leader_of(&mut sim, b"z"), leader_of(&mut sim, b"a"));
+
+    // T moves 50 from z to a: reads both under locks, z's range prepares, a's range coordinates.
+    let t = txn(10, 10);
+    let Response::TxnValue { epoch: ea, .. } = txn_call(&mut sim, "a", Request::TxnGet { txn: t, key: b"a".to_vec() })
+    else {
+        panic!("read a")
+    };
+    let Response::TxnValue { epoch: ez, .. } = txn_call(&mut sim, "z", Request::TxnGet { txn: t, key: b"z".to_vec() })
+    else {
+        panic!("read z")
+    };
+    let prep = commit_req(t, &["z"], Some(ez), &[("z", "50")], CommitRole::Prepare { coordinator: left });
+    let Response::Prepared { ts: p } = txn_call(&mut sim, "z", prep.clone()) else { panic!("prepare") };
+    // A repeated prepare answers with the same prepare timestamp.
+    assert_eq!(txn_call(&mut sim, "z", prep), Response::Prepared { ts: p });
+
+    // The participant's leader dies while T is prepared. Its successor restores T's locks from
+    // the prepare record: a conflicting write waits instead of slipping in.
+    let pl = leader_of(&mut sim, b"z");
+    sim.crash(pl);
+    sim.run_for(Duration::from_secs(3));
+    let pl2 = leader_of(&mut sim, b"z");
+    assert_ne!(pl, pl2);
+    let w = sim.submit(pl2, Request::Write { writes: vec![(b"z".to_vec(), Some(b"blind".to_vec()))] });
+    assert_eq!(sim.reply(w, Duration::from_millis(300)), None, "the write waits for T's restored lock");
+    sim.restart(pl);
+
+    // The coordinator commits at s ≥ p; the participant applies at s after commit wait.
+    let coord = commit_req(
+        t,
+        &["a"],
+        Some(ea),
+        &[("a", "150")],
+        CommitRole::Coordinate { participants: vec![right], prepare_ts_max: p },
+    );
+    let r = txn_call(&mut sim, "a", coord.clone());
+    let Response::Written { ts: s } = r else { panic!("coordinator commit: {r:?}") };
+    assert!(s >= p, "commit ts {s} ≥ prepare ts {p}");
+    // A retried commit gets the logged decision, not a second execution.
+    assert_eq!(txn_call(&mut sim, "a", coord), Response::Written { ts: s });
+    let r = sim.reply(w, Duration::from_secs(5));
+    assert!(matches!(r, Some(Response::Written { ts }) if ts > s), "the blind write follows T: {r:?}");
+    assert_eq!(read_at(&mut sim, "a", Some(s)).0.as_deref(), Some("150"));
+    assert_eq!(read_at(&mut sim, "z", Some(s)).0.as_deref(), Some("50"), "z at T's commit timestamp");
+    assert_eq!(read_at(&mut sim, "z", Some(s.prev())).0.as_deref(), Some("100"), "z just before T");
+    assert_eq!(get(&mut sim, "z").as_deref(), Some("blind"));
+
+    // U prepares at z's range and its client vanishes before the commit: the participant asks
+    // the coordinator, which never decided, logs an abort; U's locks go.
+    let u = txn(11, 11);
+    let prep = commit_req(u, &[], None, &[("z", "lost")], CommitRole::Prepare { coordinator: left });
+    let Response::Prepared { ts: pu } = txn_call(&mut sim, "z", prep) else { panic!("prepare U") };
+    let zl = leader_of(&mut sim, b"z");
+    let w = sim.submit(zl, Request::Write { writes: vec![(b"z".to_vec(), Some(b"after-u".to_vec()))] });
+    let r = sim.reply(w, super::twopc::IN_DOUBT_AFTER * 4);
+    assert!(matches!(r, Some(Response::Written { .. })), "U is presumed aborted and releases z: {r:?}");
+    // A late commit of U finds the abort decision.
+    let late = commit_req(
+        u,
+        &[],
+        None,
+        &[("a", "u")],
+        CommitRole::Coordinate { participants: vec![right], prepare_ts_max: pu },
+    );
+    let r = txn_call(&mut sim, "a", late);
+    assert!(matches!(r, Response::Error(ApiError::Aborted(_))), "the decision never flips: {r:?}");
+    assert_eq!(get(&mut sim, "z").as_deref(), Some("after-u"));
+    assert_eq!(get(&mut sim, "a").as_deref(), Some("150"));
 }

@@ -27,7 +27,7 @@
 //! participant machines), prepare records, lock rebuilding from them, and lock-free read-only
 //! transactions at safe time.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use meridian_shard::GroupId;
@@ -36,7 +36,7 @@ use meridian_shard::range;
 use meridian_truetime::{TTInterval, Timestamp};
 use meridian_txn::{Acquired, LockTable, Mode, Span, TxnId, TxnMeta};
 
-use super::api::{ApiError, Response};
+use super::api::{ApiError, CommitRole, Response};
 use super::cmd::{GroupCmd, KeyWrite, Origin};
 use super::{NodeCore, local_of, propose};
 
@@ -65,6 +65,7 @@ struct PendingCommit {
     reads: Vec<Vec<u8>>,
     read_epoch: Option<u64>,
     writes: Vec<KeyWrite>,
+    role: CommitRole,
     outstanding: usize,
 }
 
@@ -76,6 +77,14 @@ pub(super) struct GroupTxns {
     commits: BTreeMap<u64, PendingCommit>,
     /// Aborted here, and when (local time).
     aborted: BTreeMap<TxnId, Timestamp>,
+    /// The leader epoch whose lock table holds every prepared transaction's locks.
+    pub(super) restored_epoch: Option<u64>,
+    /// Participant: prepared transactions and when (local time) their coordinator was last
+    /// asked (or the prepare was first seen here).
+    pub(super) in_doubt: BTreeMap<TxnId, Timestamp>,
+    /// Coordinator: participants that acknowledged a decision, and when the decision was last
+    /// sent to the others (local time).
+    pub(super) resolving: BTreeMap<TxnId, (BTreeSet<GroupId>, Timestamp)>,
 }
 
 impl GroupTxns {
@@ -92,11 +101,21 @@ impl GroupTxns {
     pub(super) fn is_idle(&self) -> bool {
         self.locks.is_empty() && self.waits.is_empty() && self.commits.is_empty()
     }
+
+    /// Whether `id` is marked prepared here (its prepare record or decision is on its way).
+    pub(super) fn is_preparing(&self, id: TxnId) -> bool {
+        self.locks.txn(id).is_some_and(|t| t.prepared)
+    }
+
+    /// Whether `id` holds locks or waits for them here (a commit not yet decided).
+    pub(super) fn is_active(&self, id: TxnId) -> bool {
+        self.locks.txn(id).is_some() || self.commits.values().any(|c| c.txn.id == id)
+    }
 }
 
 impl NodeCore {
     /// The range `key` belongs to, if this node leads it under a lease; else the error to answer.
-    fn txn_leader(&self, now: TTInterval, key: &[u8]) -> Result<GroupId, ApiError> {
+    fn txn_leader(&mut self, now: TTInterval, key: &[u8]) -> Result<GroupId, ApiError> {
         range::check_user_key(key).map_err(ApiError::Invalid)?;
         let Some(gid) = self.group_for_key(key) else {
             return Err(ApiError::KeyOutOfRange { key: key.to_vec(), desc: self.last_known_desc(key).map(Box::new) });
@@ -104,7 +123,25 @@ impl NodeCore {
         if !self.groups[&gid].replica.can_serve_lease_read(now) {
             return Err(self.read_refusal(gid));
         }
+        self.restore_prepared_locks(gid);
         Ok(gid)
+    }
+
+    /// A leader able to serve (every earlier leader's entry applied) first takes back the locks
+    /// of every transaction prepared here (Spanner §4.2.1: prepared transactions stay prepared
+    /// across leader changes), before it grants any new lock.
+    pub(super) fn restore_prepared_locks(&mut self, gid: GroupId) {
+        let Some(g) = self.groups.get_mut(&gid) else { return };
+        let epoch = g.replica.promised().round;
+        if g.txns.restored_epoch == Some(epoch) || g.replica.role() != Role::Leader {
+            return;
+        }
+        for p in g.state.prepared.values() {
+            if g.txns.locks.txn(p.txn.id).is_none() {
+                g.txns.locks.restore(p.txn, p.locks.clone());
+            }
+        }
+        g.txns.restored_epoch = Some(epoch);
     }
 
     /// Fails `txn`'s request if the transaction was aborted here; records its activity.
@@ -167,6 +204,17 @@ impl NodeCore {
             Ok(g) => g,
             Err(e) => return self.fail(now, origin, e),
         };
+        let g = &self.groups[&gid];
+        if g.state.prepared.contains_key(&txn.id) || g.txns.is_preparing(txn.id) {
+            // Prepared: only the coordinator may say it aborted (the client may have sent the
+            // commit and lost the answer). Ask it now rather than after the in-doubt timeout.
+            self.inquire_now(now, gid, txn.id);
+            return self.respond(
+                now,
+                origin,
+                Response::Done { detail: format!("transaction {} is prepared; its coordinator decides", txn.id) },
+            );
+        }
         self.abort_txn(now, gid, txn.id, "aborted by its client");
         self.respond(now, origin, Response::Done { detail: format!("transaction {} aborted", txn.id) });
     }
@@ -178,9 +226,9 @@ impl NodeCore {
         now: TTInterval,
         origin: Origin,
         txn: TxnMeta,
-        reads: Vec<Vec<u8>>,
-        read_epoch: Option<u64>,
+        (reads, read_epoch): (Vec<Vec<u8>>, Option<u64>),
         writes: Vec<KeyWrite>,
+        role: CommitRole,
     ) {
         if reads.len() + writes.len() > TXN_KEYS_MAX {
             return self.fail(
@@ -223,6 +271,37 @@ impl NodeCore {
                 )),
             );
         }
+        // A repeated request (the client retried after a lost answer) gets the logged answer.
+        let st = &self.groups[&gid].state;
+        match &role {
+            CommitRole::Single => {}
+            CommitRole::Prepare { coordinator } => {
+                if *coordinator == gid {
+                    return self.fail(now, origin, ApiError::Invalid("a coordinator does not prepare".into()));
+                }
+                if let Some(p) = st.prepared.get(&txn.id) {
+                    let ts = p.prepare_ts;
+                    return self.respond(now, origin, Response::Prepared { ts });
+                }
+            }
+            CommitRole::Coordinate { participants, .. } => {
+                if participants.is_empty() || participants.contains(&gid) {
+                    return self.fail(
+                        now,
+                        origin,
+                        ApiError::Invalid("two-phase commit needs participants other than the coordinator".into()),
+                    );
+                }
+                if let Some(d) = st.decisions.get(&txn.id) {
+                    return match d.commit_ts {
+                        Some(ts) => {
+                            self.commit_wait.insert((ts, origin), Response::Written { ts });
+                        }
+                        None => self.fail(now, origin, ApiError::Aborted(format!("transaction {} aborted", txn.id))),
+                    };
+                }
+            }
+        }
         if let Err(e) = self.txn_admit(now, gid, txn) {
             return self.fail(now, origin, e);
         }
@@ -246,7 +325,7 @@ impl NodeCore {
             }
         }
         let t = &mut self.groups.get_mut(&gid).expect("checked").txns;
-        t.commits.insert(commit, PendingCommit { origin, txn, reads, read_epoch, writes, outstanding });
+        t.commits.insert(commit, PendingCommit { origin, txn, reads, read_epoch, writes, role, outstanding });
         for w in wounded {
             self.abort_txn(now, gid, w, "wounded by an older transaction (wound-wait)");
         }
@@ -255,7 +334,8 @@ impl NodeCore {
         }
     }
 
-    /// Every exclusive lock of a commit is held: check the reads and propose the write.
+    /// Every exclusive lock of a commit is held: check the reads and propose the write (one
+    /// range), the prepare record (participant) or the decision (coordinator).
     fn finish_commit(&mut self, now: TTInterval, gid: GroupId, commit: u64) {
         let me = self.ident.node;
         let g = self.groups.get_mut(&gid).expect("caller checked");
@@ -270,9 +350,10 @@ impl NodeCore {
         };
         if let Some(why) = why {
             self.abort_txn(now, gid, c.txn.id, why);
+            self.decide_abort_if_coordinator(now, gid, c.txn.id, &c.role);
             return self.fail(now, c.origin, ApiError::Aborted(format!("transaction {}: {why}", c.txn.id)));
         }
-        if c.writes.is_empty() {
+        if c.writes.is_empty() && c.role == CommitRole::Single {
             // Read-only use of a read-write transaction: its reads were consistent under its
             // locks; release them (Spanner §4.2.1: locks are held until commit).
             let ts = g.state.last_write_ts;
@@ -280,6 +361,7 @@ impl NodeCore {
             return self.respond(now, c.origin, Response::Written { ts });
         }
         if let Err(e) = g.txns.locks.mark_prepared(c.txn.id) {
+            self.decide_abort_if_coordinator(now, gid, c.txn.id, &c.role);
             return self.txn_refused(now, gid, c.origin, c.txn.id, e);
         }
         if g.replica.role() != Role::Leader {
@@ -288,10 +370,16 @@ impl NodeCore {
             return self.fail(now, c.origin, e);
         }
         // Spanner §4.1.2 (start rule): s > TT.now().latest and above every timestamp this leader
-        // assigned, inside its lease (§4.1.1).
-        let ts = now.latest.next().max(g.last_assigned.next());
+        // assigned, inside its lease (§4.1.1). A prepare timestamp is above every timestamp the
+        // participant assigned; a commit timestamp is at least every prepare timestamp (§4.2.1).
+        let floor = match &c.role {
+            CommitRole::Coordinate { prepare_ts_max, .. } => *prepare_ts_max,
+            _ => Timestamp::ZERO,
+        };
+        let ts = now.latest.next().max(g.last_assigned.next()).max(floor);
         if !g.replica.can_assign(now, ts) {
             self.release_txn(now, gid, c.txn.id);
+            self.decide_abort_if_coordinator(now, gid, c.txn.id, &c.role);
             return self.fail(
                 now,
                 c.origin,
@@ -299,7 +387,26 @@ impl NodeCore {
             );
         }
         let g = self.groups.get_mut(&gid).expect("checked");
-        let cmd = GroupCmd::Write { ts, writes: c.writes, from: (me, c.origin), txn: Some(c.txn.id) };
+        let from = (me, c.origin);
+        let cmd = match c.role {
+            CommitRole::Single => GroupCmd::Write { ts, writes: c.writes, from, txn: Some(c.txn.id) },
+            CommitRole::Prepare { coordinator } => GroupCmd::Prepare {
+                txn: c.txn,
+                coordinator,
+                prepare_ts: ts,
+                writes: c.writes,
+                locks: g.txns.locks.locks_of(c.txn.id),
+                from,
+            },
+            CommitRole::Coordinate { participants, .. } => GroupCmd::Decide {
+                txn: c.txn.id,
+                commit_ts: Some(ts),
+                participants,
+                writes: c.writes,
+                at: local_of(now),
+                from,
+            },
+        };
         match propose(g, &cmd) {
             Ok(()) => {
                 g.replica.note_assigned(ts);
@@ -327,9 +434,11 @@ impl NodeCore {
         g.txns.remember_aborted(id, local_of(now));
         let mut failed = Vec::new();
         let commits: Vec<u64> = g.txns.commits.iter().filter(|(_, c)| c.txn.id == id).map(|(k, _)| *k).collect();
+        let mut roles = Vec::new();
         for c in commits {
             let pc = g.txns.commits.remove(&c).expect("listed");
             failed.push(pc.origin);
+            roles.push(pc.role);
         }
         let gets: Vec<u64> = g
             .txns
@@ -350,6 +459,9 @@ impl NodeCore {
             self.fail(now, o, ApiError::Aborted(format!("transaction {id}: {why}")));
         }
         self.release_txn(now, gid, id);
+        for role in roles {
+            self.decide_abort_if_coordinator(now, gid, id, &role);
+        }
     }
 
     /// Serves lock requests the lock table granted.

@@ -6,11 +6,12 @@ use meridian_proto::v1 as pb;
 use meridian_shard::GroupId;
 use meridian_shard::paxos::NodeId;
 use meridian_shard::range::META_GROUP;
-use meridian_truetime::SimTrueTime;
+use meridian_truetime::{SimTrueTime, Timestamp};
 use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
 
 use super::convert::{error_to_pb, ranges_to_pb, status_to_pb};
 use super::{CoreHandle, GRPC_MESSAGE_MAX, PEER_FORMAT};
+use crate::node::api::CommitRole;
 use crate::node::{ApiError, PeerMsg, Request, Response};
 
 /// The services of one node.
@@ -165,9 +166,23 @@ impl pb::kv_server::Kv for Services {
             Err(e) => return Ok(GrpcResponse::new(pb::TxnCommitResponse { ts: 0, error: Some(error_to_pb(&e)) })),
         };
         let writes = r.mutations.into_iter().map(|m| (m.key, m.value)).collect();
-        let request = Request::TxnCommit { txn, reads: r.reads, read_epoch: r.read_epoch, writes };
+        let role = match (r.coordinator, r.participants.is_empty()) {
+            (None, true) => CommitRole::Single,
+            (Some(c), true) => CommitRole::Prepare { coordinator: GroupId(c) },
+            (None, false) => CommitRole::Coordinate {
+                participants: r.participants.into_iter().map(GroupId).collect(),
+                prepare_ts_max: Timestamp::from_nanos(r.prepare_ts_max),
+            },
+            (Some(_), false) => {
+                let e = ApiError::Invalid("a commit is either a prepare or a coordinator's commit, not both".into());
+                return Ok(GrpcResponse::new(pb::TxnCommitResponse { ts: 0, error: Some(error_to_pb(&e)) }));
+            }
+        };
+        let request = Request::TxnCommit { txn, reads: r.reads, read_epoch: r.read_epoch, writes, role };
         Ok(GrpcResponse::new(match self.core.call(request).await {
-            Response::Written { ts } => pb::TxnCommitResponse { ts: ts.nanos(), error: None },
+            Response::Written { ts } | Response::Prepared { ts } => {
+                pb::TxnCommitResponse { ts: ts.nanos(), error: None }
+            }
             Response::Error(e) => pb::TxnCommitResponse { ts: 0, error: Some(error_to_pb(&e)) },
             other => pb::TxnCommitResponse { ts: 0, error: Some(error_to_pb(&unexpected(&other))) },
         }))
@@ -183,6 +198,22 @@ impl pb::kv_server::Kv for Services {
             Response::Done { .. } => pb::TxnAbortResponse { error: None },
             Response::Error(e) => pb::TxnAbortResponse { error: Some(error_to_pb(&e)) },
             other => pb::TxnAbortResponse { error: Some(error_to_pb(&unexpected(&other))) },
+        }))
+    }
+
+    async fn read(&self, req: GrpcRequest<pb::ReadRequest>) -> R<pb::ReadResponse> {
+        let r = req.into_inner();
+        let request = Request::Read { start: r.start, end: r.end, limit: r.limit, ts: r.ts.map(Timestamp::from_nanos) };
+        Ok(GrpcResponse::new(match self.core.call(request).await {
+            Response::ReadAt { rows, desc, truncated, read_ts } => pb::ReadResponse {
+                rows: rows.into_iter().map(|(key, value)| pb::KeyValue { key, value }).collect(),
+                range: Some((&desc).into()),
+                truncated,
+                read_ts: read_ts.nanos(),
+                error: None,
+            },
+            Response::Error(e) => pb::ReadResponse { error: Some(error_to_pb(&e)), ..Default::default() },
+            other => pb::ReadResponse { error: Some(error_to_pb(&unexpected(&other))), ..Default::default() },
         }))
     }
 
@@ -281,6 +312,6 @@ fn txn_from_pb(t: Option<pb::Txn>) -> Result<meridian_txn::TxnMeta, ApiError> {
     let t = t.ok_or_else(|| ApiError::Invalid("the request names no transaction".into()))?;
     Ok(meridian_txn::TxnMeta {
         id: meridian_txn::TxnId((u128::from(t.id_hi) << 64) | u128::from(t.id_lo)),
-        start: meridian_truetime::Timestamp::from_nanos(t.start),
+        start: Timestamp::from_nanos(t.start),
     })
 }

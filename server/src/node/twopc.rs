@@ -1,0 +1,445 @@
+//! Two-phase commit across ranges (Spanner §4.2.1), on top of the lock handling of
+//! [`super::txn`].
+//!
+//! ```text
+//!   client                 participant leaders                 coordinator leader
+//!   ──────                 ───────────────────                 ──────────────────
+//!   TxnCommit(Prepare{c}) ─► X locks, reads checked, prepared
+//!                            p > every ts assigned here
+//!                            log Prepare{p, writes, locks} ─► Prepared{p} ─► client
+//!   TxnCommit(Coordinate{participants, max p}) ────────────────► X locks, reads checked
+//!                                                               s ≥ max p, > TT.now().latest,
+//!                                                               > every ts assigned, in lease
+//!                                                               log Decide{s} (first wins)
+//!   ◄──────────────────────────────── Written{s} after TT.after(s) (commit wait)
+//!                            log Resolve{s}: apply at s,  ◄──── TxnResolve{s} after TT.after(s)
+//!                            release locks ──────────────────► ack; all acked: log Forget
+//! ```
+//!
+//! **Recovery.** Everything a decision depends on is in a Paxos log: a participant's prepare
+//! record (its writes and locks, restored by the next leader), the coordinator's decision. A
+//! participant that hears nothing for [`IN_DOUBT_AFTER`] asks the coordinator group
+//! ([`Request::TxnInquire`]); a coordinator that has no decision and no live commit for the
+//! transaction logs an abort and answers with whatever decision its log holds first (presumed
+//! abort). Since the first `Decide` in the log wins on every replica, a commit racing an
+//! inquiry's abort resolves the same way everywhere, and a decision never flips. A client's
+//! abort never resolves a prepared participant directly (the client may have sent the commit,
+//! whose answer it lost); it makes the participant ask the coordinator at once.
+//!
+//! A coordinator remembers a decision until every participant acknowledged it and for at least
+//! [`DECISION_REMEMBERED`]: a client that retries its commit after losing the answer gets the
+//! logged answer, never a second execution.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use meridian_shard::GroupId;
+use meridian_shard::paxos::{NodeId, Role};
+use meridian_storage::WriteBatch;
+use meridian_truetime::{TTInterval, Timestamp};
+use meridian_txn::TxnId;
+
+use super::api::{ApiError, CommitRole, Request, Response};
+use super::apply::write_at;
+use super::cmd::{Decided, GroupCmd, KeyWrite, Origin, PreparedTxn};
+use super::manage::Internal;
+use super::{NodeCore, local_of, propose};
+
+/// A prepared participant that heard nothing this long asks its coordinator.
+pub const IN_DOUBT_AFTER: Duration = Duration::from_secs(2);
+/// How often a coordinator re-sends an unacknowledged decision.
+pub const RESOLVE_RETRY: Duration = Duration::from_secs(1);
+/// Shortest time a coordinator remembers a decision.
+pub const DECISION_REMEMBERED: Duration = Duration::from_secs(120);
+
+impl NodeCore {
+    /// The leader of `gid` able to answer for its log, or the refusal to send back.
+    fn serving_leader(&mut self, gid: GroupId) -> Result<(), ApiError> {
+        let Some(g) = self.groups.get(&gid) else { return Err(ApiError::RangeNotFound(gid)) };
+        if g.replica.role() != Role::Leader {
+            return Err(self.not_leader(gid));
+        }
+        Ok(())
+    }
+
+    /// A coordinator that gives up a commit before deciding logs the abort, so the prepared
+    /// participants learn it at once instead of after their in-doubt timeout.
+    pub(super) fn decide_abort_if_coordinator(&mut self, now: TTInterval, gid: GroupId, id: TxnId, role: &CommitRole) {
+        let CommitRole::Coordinate { participants, .. } = role else { return };
+        let me = self.ident.node;
+        let Some(g) = self.groups.get_mut(&gid) else { return };
+        if g.replica.role() != Role::Leader || g.state.decisions.contains_key(&id) {
+            return;
+        }
+        let cmd = GroupCmd::Decide {
+            txn: id,
+            commit_ts: None,
+            participants: participants.clone(),
+            writes: Vec::new(),
+            at: local_of(now),
+            from: (me, Origin::Internal(0)),
+        };
+        if propose(g, &cmd).is_ok() {
+            self.dirty.insert(gid);
+        }
+    }
+
+    /// Participant: the coordinator's outcome for a prepared transaction.
+    pub(super) fn serve_txn_resolve(
+        &mut self,
+        now: TTInterval,
+        origin: Origin,
+        gid: GroupId,
+        txn: TxnId,
+        commit_ts: Option<Timestamp>,
+    ) {
+        if let Err(e) = self.serving_leader(gid) {
+            return self.fail(now, origin, e);
+        }
+        if !self.groups[&gid].replica.can_serve_lease_read(now) {
+            // Earlier leaders' entries (perhaps this prepare) are not all applied yet.
+            return self.fail(now, origin, self.read_refusal(gid));
+        }
+        self.restore_prepared_locks(gid);
+        let g = self.groups.get_mut(&gid).expect("checked");
+        if !g.state.prepared.contains_key(&txn) {
+            if g.txns.is_preparing(txn) {
+                // Its prepare record is on its way: resolve it once applied (the coordinator
+                // re-sends).
+                let e = ApiError::Unavailable(format!("transaction {txn} is still preparing in range {gid}"));
+                return self.fail(now, origin, e);
+            }
+            // Already resolved; or, for an abort, not yet prepared: drop its locks.
+            if commit_ts.is_none() && g.txns.is_active(txn) {
+                self.abort_txn(now, gid, txn, "its coordinator aborted it");
+            }
+            return self.respond(now, origin, Response::Done { detail: format!("transaction {txn} resolved") });
+        }
+        self.propose_resolve(now, gid, txn, commit_ts, origin);
+    }
+
+    fn propose_resolve(
+        &mut self,
+        now: TTInterval,
+        gid: GroupId,
+        txn: TxnId,
+        commit_ts: Option<Timestamp>,
+        origin: Origin,
+    ) {
+        let me = self.ident.node;
+        let g = self.groups.get_mut(&gid).expect("caller checked");
+        if let Some(s) = commit_ts
+            && s > g.last_assigned
+        {
+            // Later writes here get timestamps above s, so t_paxos_safe stays monotonic.
+            g.last_assigned = s;
+        }
+        match propose(g, &GroupCmd::Resolve { txn, commit_ts, from: (me, origin) }) {
+            Ok(()) => {
+                self.dirty.insert(gid);
+            }
+            Err(e) => self.fail(now, origin, e),
+        }
+    }
+
+    /// Coordinator: a participant asks for the outcome of `txn`.
+    pub(super) fn serve_txn_inquire(&mut self, now: TTInterval, origin: Origin, gid: GroupId, txn: TxnId) {
+        if let Err(e) = self.serving_leader(gid) {
+            return self.fail(now, origin, e);
+        }
+        if !self.groups[&gid].replica.can_serve_lease_read(now) {
+            return self.fail(now, origin, self.read_refusal(gid));
+        }
+        let me = self.ident.node;
+        let g = self.groups.get_mut(&gid).expect("checked");
+        if let Some(d) = g.state.decisions.get(&txn) {
+            let decision = Some(d.commit_ts);
+            return self.respond(now, origin, Response::Outcome { decision });
+        }
+        if g.txns.is_active(txn) {
+            // Its commit may still come (or is in the log): ask again later.
+            return self.respond(now, origin, Response::Outcome { decision: None });
+        }
+        // Presumed abort: log it; the answer is whichever decision the log holds first.
+        let cmd = GroupCmd::Decide {
+            txn,
+            commit_ts: None,
+            participants: Vec::new(),
+            writes: Vec::new(),
+            at: local_of(now),
+            from: (me, origin),
+        };
+        match propose(g, &cmd) {
+            Ok(()) => {
+                self.dirty.insert(gid);
+            }
+            Err(e) => self.fail(now, origin, e),
+        }
+    }
+
+    // ----- applying the records (every replica) -----
+
+    pub(super) fn apply_prepare(&mut self, now: TTInterval, gid: GroupId, p: PreparedTxn, from: (NodeId, Origin)) {
+        let mine = (from.0 == self.ident.node).then_some(from.1);
+        let g = self.groups.get_mut(&gid).expect("applying group exists");
+        if let Some(o) = mine {
+            g.proposed.remove(&o);
+        }
+        if g.state.frozen_into.is_some() || p.writes.iter().any(|(k, _)| !g.state.desc.contains(k)) {
+            // The range changed between proposal and apply: not prepared anywhere.
+            if let Some(o) = mine {
+                let why = format!("range {gid} changed while transaction {} prepared", p.txn.id);
+                self.abort_txn(now, gid, p.txn.id, &why);
+                self.fail(now, o, ApiError::Aborted(why));
+            }
+            return;
+        }
+        let id = p.txn.id;
+        let ts = g.state.prepared.entry(id).or_insert(p).prepare_ts;
+        g.state.last_write_ts = g.state.last_write_ts.max(ts);
+        if g.replica.role() == Role::Leader {
+            g.txns.in_doubt.insert(id, local_of(now));
+        }
+        if let Some(o) = mine {
+            self.respond(now, o, Response::Prepared { ts });
+        }
+    }
+
+    pub(super) fn apply_decide(
+        &mut self,
+        now: TTInterval,
+        gid: GroupId,
+        d: Decided,
+        (txn, writes): (TxnId, Vec<KeyWrite>),
+        from: (NodeId, Origin),
+        batch: &mut WriteBatch,
+    ) {
+        let mine = (from.0 == self.ident.node).then_some(from.1).filter(|o| *o != Origin::Internal(0));
+        let asked_commit = d.commit_ts.is_some();
+        let g = self.groups.get_mut(&gid).expect("applying group exists");
+        if let Some(o) = mine {
+            g.proposed.remove(&o);
+        }
+        self.applied_txns.push((gid, txn));
+        let g = self.groups.get_mut(&gid).expect("applying group exists");
+        let decided = match g.state.decisions.get(&txn) {
+            Some(first) => first.commit_ts, // the first decision logged wins
+            None => {
+                let mut d = d;
+                if d.commit_ts.is_some()
+                    && (g.state.frozen_into.is_some() || writes.iter().any(|(k, _)| !g.state.desc.contains(k)))
+                {
+                    // The range changed between proposal and apply: abort, the same everywhere.
+                    d.commit_ts = None;
+                }
+                if let Some(s) = d.commit_ts {
+                    write_at(batch, &writes, s, g);
+                    if g.replica.role() == Role::Leader {
+                        // Participants learn the outcome once TT.after(s) (commit wait).
+                        self.resolve_wait.insert((s, gid, txn));
+                    }
+                } else if g.replica.role() == Role::Leader && !d.participants.is_empty() {
+                    self.resolve_wait.insert((Timestamp::ZERO, gid, txn));
+                }
+                let c = d.commit_ts;
+                g.state.decisions.insert(txn, d);
+                c
+            }
+        };
+        let Some(o) = mine else { return };
+        match (asked_commit, decided) {
+            (true, Some(ts)) => {
+                self.commit_wait.insert((ts, o), Response::Written { ts });
+            }
+            (true, None) => self.fail(now, o, ApiError::Aborted(format!("transaction {txn} was aborted"))),
+            (false, decision) => self.respond(now, o, Response::Outcome { decision: Some(decision) }),
+        }
+    }
+
+    pub(super) fn apply_resolve(
+        &mut self,
+        now: TTInterval,
+        gid: GroupId,
+        txn: TxnId,
+        commit_ts: Option<Timestamp>,
+        from: (NodeId, Origin),
+        batch: &mut WriteBatch,
+    ) {
+        let mine = (from.0 == self.ident.node).then_some(from.1);
+        let g = self.groups.get_mut(&gid).expect("applying group exists");
+        g.txns.in_doubt.remove(&txn);
+        if let Some(p) = g.state.prepared.remove(&txn) {
+            if let Some(s) = commit_ts {
+                // Splits and merges wait while anything is prepared, so the keys are ours.
+                write_at(batch, &p.writes, s, g);
+            }
+            self.applied_txns.push((gid, txn));
+        }
+        if let Some(o) = mine {
+            self.respond(now, o, Response::Done { detail: format!("transaction {txn} resolved") });
+        }
+    }
+
+    pub(super) fn apply_forget(&mut self, gid: GroupId, txns: Vec<TxnId>) {
+        let g = self.groups.get_mut(&gid).expect("applying group exists");
+        for t in txns {
+            g.state.decisions.remove(&t);
+            g.txns.resolving.remove(&t);
+        }
+    }
+
+    // ----- messages between groups -----
+
+    /// Where to send a request for group `gid`'s leader: this node, the leader it knows, or one
+    /// of the group's replicas.
+    fn group_target(&self, gid: GroupId) -> Option<NodeId> {
+        if let Some(g) = self.groups.get(&gid) {
+            if g.replica.role() == Role::Leader {
+                return Some(self.ident.node);
+            }
+            if let Some(l) = g.replica.leader_hint() {
+                return Some(l);
+            }
+        }
+        if let Some(l) = self.leader_hints.get(&gid) {
+            return Some(*l);
+        }
+        let view = self.view.as_ref()?;
+        if let Some(h) = view.leaders.get(&gid) {
+            return Some(h.node);
+        }
+        view.descs.iter().find(|d| d.id == gid).and_then(|d| d.config.voters.iter().next().copied())
+    }
+
+    /// Sends `request` to `gid`'s leader (here or forwarded); the answer goes to `kind`.
+    fn group_request(&mut self, now: TTInterval, gid: GroupId, request: Request, kind: Internal) {
+        let Some(target) = self.group_target(gid) else { return };
+        let o = self.internal(kind);
+        if target == self.ident.node {
+            self.handle_request(now, o, request);
+        } else {
+            self.forward(now, o, request, Some(target));
+        }
+    }
+
+    /// Coordinator: decisions whose commit wait is over go to their participants.
+    pub(super) fn release_resolve_waits(&mut self, now: TTInterval) {
+        while let Some((ts, gid, txn)) = self.resolve_wait.first().copied() {
+            if now.earliest <= ts {
+                break;
+            }
+            self.resolve_wait.pop_first();
+            self.send_resolves(now, gid, txn);
+        }
+    }
+
+    fn send_resolves(&mut self, now: TTInterval, gid: GroupId, txn: TxnId) {
+        let Some(g) = self.groups.get_mut(&gid) else { return };
+        if g.replica.role() != Role::Leader {
+            return;
+        }
+        let Some(d) = g.state.decisions.get(&txn).cloned() else { return };
+        let entry = g.txns.resolving.entry(txn).or_insert_with(|| (BTreeSet::new(), Timestamp::ZERO));
+        entry.1 = local_of(now);
+        let acked = entry.0.clone();
+        for p in d.participants.iter().filter(|p| !acked.contains(p)) {
+            let request = Request::TxnResolve { group: *p, txn, commit_ts: d.commit_ts };
+            self.group_request(now, *p, request, Internal::Resolved { coordinator: gid, txn, participant: *p });
+        }
+    }
+
+    /// A participant acknowledged (or refused) a decision.
+    pub(super) fn on_resolved(&mut self, coordinator: GroupId, txn: TxnId, participant: GroupId, r: Response) {
+        match r {
+            Response::Done { .. } => {}
+            Response::Error(ApiError::NotLeader { leader, .. }) => {
+                self.learn_leader(participant, leader);
+                return;
+            }
+            _ => return,
+        }
+        let Some(g) = self.groups.get_mut(&coordinator) else { return };
+        if let Some(entry) = g.txns.resolving.get_mut(&txn) {
+            entry.0.insert(participant);
+        }
+    }
+
+    /// A participant's inquiry came back.
+    pub(super) fn on_inquired(&mut self, now: TTInterval, gid: GroupId, txn: TxnId, coordinator: GroupId, r: Response) {
+        match r {
+            Response::Outcome { decision: Some(commit_ts) } => {
+                let Some(g) = self.groups.get(&gid) else { return };
+                if g.replica.role() == Role::Leader && g.state.prepared.contains_key(&txn) {
+                    self.propose_resolve(now, gid, txn, commit_ts, Origin::Internal(0));
+                }
+            }
+            Response::Error(ApiError::NotLeader { leader, .. }) => self.learn_leader(coordinator, leader),
+            _ => {}
+        }
+    }
+
+    fn learn_leader(&mut self, gid: GroupId, leader: Option<NodeId>) {
+        match leader {
+            Some(l) => {
+                self.leader_hints.insert(gid, l);
+            }
+            None => {
+                self.leader_hints.remove(&gid);
+            }
+        }
+    }
+
+    /// A client gave up a transaction that is prepared here: ask its coordinator now (the
+    /// client may have sent the commit, so only the coordinator can say it aborted).
+    pub(super) fn inquire_now(&mut self, now: TTInterval, gid: GroupId, txn: TxnId) {
+        let Some(g) = self.groups.get_mut(&gid) else { return };
+        let Some(p) = g.state.prepared.get(&txn) else { return };
+        let coordinator = p.coordinator;
+        g.txns.in_doubt.insert(txn, local_of(now));
+        self.group_request(
+            now,
+            coordinator,
+            Request::TxnInquire { group: coordinator, txn },
+            Internal::Inquiry { gid, txn, coordinator },
+        );
+    }
+
+    /// Housekeeping of a leader: ask about transactions in doubt, re-send unacknowledged
+    /// decisions, forget old aborts.
+    pub(super) fn twopc_housekeeping(&mut self, now: TTInterval, gid: GroupId) {
+        let local = local_of(now);
+        self.restore_prepared_locks(gid);
+        let Some(g) = self.groups.get_mut(&gid) else { return };
+        let mut ask = Vec::new();
+        for id in g.state.prepared.keys() {
+            let since = *g.txns.in_doubt.entry(*id).or_insert(local);
+            if local >= since.saturating_add(IN_DOUBT_AFTER) {
+                ask.push(*id);
+            }
+        }
+        let mut resend = Vec::new();
+        let mut forget = Vec::new();
+        for (id, d) in &g.state.decisions {
+            if d.commit_ts.is_some_and(|s| now.earliest <= s) {
+                continue; // still in commit wait
+            }
+            let (acked, last) = g.txns.resolving.get(id).map_or((0, Timestamp::ZERO), |r| (r.0.len(), r.1));
+            if acked < d.participants.len() {
+                if local >= last.saturating_add(RESOLVE_RETRY) {
+                    resend.push(*id);
+                }
+            } else if local >= d.at.saturating_add(DECISION_REMEMBERED) {
+                forget.push(*id);
+            }
+        }
+        if !forget.is_empty() && propose(g, &GroupCmd::Forget { txns: forget }).is_ok() {
+            self.dirty.insert(gid);
+        }
+        for txn in ask {
+            self.inquire_now(now, gid, txn);
+        }
+        for txn in resend {
+            self.send_resolves(now, gid, txn);
+        }
+    }
+}
