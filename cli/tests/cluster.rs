@@ -503,13 +503,12 @@ fn sum_accounts<'t>(ro: &'t mut meridian_client::ReadOnly<'_>) -> meridian_clien
 }
 
 /// Sums every account in one lock-free snapshot (`stale`: a bounded-staleness one).
-async fn audit(client: &Client, stale: bool) -> Result<(i64, i64), ClientError> {
-    let r = if stale {
+async fn audit(client: &Client, stale: bool) -> Result<((i64, i64), meridian_truetime::Timestamp), ClientError> {
+    if stale {
         client.snapshot_stale(Duration::from_millis(500), sum_accounts).await
     } else {
         client.read_only(sum_accounts).await
-    };
-    r.map(|(v, _)| v)
+    }
 }
 
 #[test]
@@ -540,12 +539,15 @@ fn bank_transfers_across_ranges_keep_the_total_while_leaders_are_killed() {
         .await;
 
         let stop = Arc::new(AtomicBool::new(false));
+        // Real time of the run, for the external-consistency check.
+        let epoch = Instant::now();
         let mut workers = Vec::new();
         for w in 0..4u64 {
             let (client, stop) = (client.clone(), stop.clone());
             workers.push(tokio::spawn(async move {
-                // (ledger key, from, to, amount) of every acknowledged transfer; and unknowns.
+                // Ledger keys of acknowledged transfers, their real-time spans and timestamps.
                 let mut acked = Vec::new();
+                let mut history = Vec::new();
                 let mut unknown = 0u64;
                 let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ w;
                 let mut seq = 0u64;
@@ -559,6 +561,7 @@ fn bank_transfers_across_ranges_keep_the_total_while_leaders_are_killed() {
                     // Each transfer also writes its ledger entry, in the same transaction.
                     let ledger = format!("ledger/{w}/{seq:06}");
                     let entry = format!("{from},{to},{amount}");
+                    let invoke_ns = epoch.elapsed().as_nanos() as u64;
                     let r = client
                         .read_write(|t| {
                             let (ledger, entry) = (ledger.clone(), entry.clone());
@@ -575,7 +578,15 @@ fn bank_transfers_across_ranges_keep_the_total_while_leaders_are_killed() {
                         })
                         .await;
                     match r {
-                        Ok((true, _)) => acked.push(ledger),
+                        Ok((true, ts)) => {
+                            history.push(meridian_check::external::Committed {
+                                id: ledger.clone(),
+                                invoke_ns,
+                                ack_ns: epoch.elapsed().as_nanos() as u64,
+                                ts: ts.nanos(),
+                            });
+                            acked.push(ledger)
+                        }
                         Ok((false, _)) => {}
                         // The outcome of these is unknown to the client: the ledger says.
                         Err(ClientError::Ambiguous(_) | ClientError::Unavailable(_) | ClientError::Transport(_)) => {
@@ -586,28 +597,41 @@ fn bank_transfers_across_ranges_keep_the_total_while_leaders_are_killed() {
                     }
                     seq += 1;
                 }
-                (acked, unknown)
+                (acked, unknown, history)
             }));
         }
         let auditor = {
             let (client, stop) = (client.clone(), stop.clone());
             tokio::spawn(async move {
                 let mut audits = 0;
+                let mut history = Vec::new();
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) && n < 100_000 {
                     n += 1;
-                    match audit(&client, n.is_multiple_of(3)).await {
-                        Ok((sum, min)) => {
+                    let stale = n.is_multiple_of(3);
+                    let invoke_ns = epoch.elapsed().as_nanos() as u64;
+                    match audit(&client, stale).await {
+                        Ok(((sum, min), ts)) => {
                             assert_eq!(sum, ACCOUNTS as i64 * INITIAL, "an audit saw money appear or vanish");
                             assert!(min >= 0, "an audit saw a negative balance");
                             audits += 1;
+                            if !stale {
+                                let ack_ns = epoch.elapsed().as_nanos() as u64;
+                                let id = format!("audit {n}");
+                                history.push(meridian_check::external::Committed {
+                                    id,
+                                    invoke_ns,
+                                    ack_ns,
+                                    ts: ts.nanos(),
+                                });
+                            }
                         }
                         Err(ClientError::Unavailable(_) | ClientError::Transport(_)) => {}
                         Err(e) => panic!("audit: {e}"),
                     }
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
-                audits
+                (audits, history)
             })
         };
         tokio::time::sleep(Duration::from_secs(3)).await;
@@ -626,12 +650,18 @@ fn bank_transfers_across_ranges_keep_the_total_while_leaders_are_killed() {
         stop.store(true, Ordering::Relaxed);
         let mut acked = Vec::new();
         let mut unknown = 0;
+        let (audits, mut history) = auditor.await.expect("auditor");
         for w in workers {
-            let (a, u) = w.await.expect("worker");
+            let (a, u, h) = w.await.expect("worker");
             acked.extend(a);
             unknown += u;
+            history.extend(h);
         }
-        let audits = auditor.await.expect("auditor");
+        // Every transfer or audit that began after another was acknowledged has the larger
+        // timestamp (commit wait, Spanner §4.1.2).
+        if let Err(v) = meridian_check::external::check(&history) {
+            panic!("{v}");
+        }
         eprintln!("bank: {} transfers acknowledged, {unknown} unknown, {audits} audits", acked.len());
         assert!(acked.len() > 20, "transfers made progress ({} acknowledged)", acked.len());
         assert!(audits > 5, "audits ran ({audits})");

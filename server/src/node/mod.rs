@@ -80,6 +80,9 @@ pub struct NodeOptions {
     pub forward_timeout: Duration,
     /// A node unreachable this long is considered dead: its replicas are replaced.
     pub dead_after: Duration,
+    /// **Unsafe, for tests only**: answer commits without commit wait, breaking external
+    /// consistency (the external-consistency checker must then find violations).
+    pub unsafe_skip_commit_wait: bool,
 }
 
 impl Default for NodeOptions {
@@ -94,6 +97,7 @@ impl Default for NodeOptions {
             housekeeping: Duration::from_secs(2),
             forward_timeout: Duration::from_secs(2),
             dead_after: Duration::from_secs(30),
+            unsafe_skip_commit_wait: false,
         }
     }
 }
@@ -864,7 +868,7 @@ impl NodeCore {
     fn release_commit_waits(&mut self, now: TTInterval) {
         // Spanner §4.1.2: no one may see the effects of a commit at s before TT.after(s).
         while let Some(((ts, _), _)) = self.commit_wait.first_key_value() {
-            if now.earliest <= *ts {
+            if now.earliest <= *ts && !self.opts.unsafe_skip_commit_wait {
                 break;
             }
             let ((_, origin), resp) = self.commit_wait.pop_first().expect("checked non-empty");

@@ -165,6 +165,11 @@ impl ClusterSim {
         TTInterval::new(local.saturating_sub(self.epsilon), local.saturating_add(self.epsilon))
     }
 
+    /// Sets every node's clock uncertainty ε (TrueTime's half-width).
+    pub fn set_epsilon(&mut self, epsilon: Duration) {
+        self.epsilon = epsilon;
+    }
+
     /// `TT.now()` at `node`.
     pub fn tt(&self, node: NodeId) -> TTInterval {
         self.tt_with(self.nodes[&node].offset_ns)

@@ -575,35 +575,41 @@ fn read_at(
     }
 }
 
-#[test]
-fn two_phase_commit_keeps_prepared_transactions_across_leader_failover_and_presumes_abort() {
-    use crate::node::api::CommitRole;
-    let mut sim = ClusterSim::new(33, NodeOptions { rebalance: false, ..opts() });
+/// Three nodes, the keyspace split at "m", the two halves led by different nodes. Returns the
+/// left and right ranges and the left one's leader.
+fn two_ranges_apart(sim: &mut ClusterSim) -> (meridian_shard::GroupId, meridian_shard::GroupId, NodeId) {
     sim.run_for(Duration::from_secs(1));
     for _ in 0..2 {
         sim.join(NodeId(1)).expect("join");
     }
-    wait_replicated(&mut sim, 3);
-    match route(&mut sim, b"m", Request::Split { key: b"m".to_vec() }) {
+    wait_replicated(sim, 3);
+    match route(sim, b"m", Request::Split { key: b"m".to_vec() }) {
         Response::Done { .. } => {}
         other => panic!("split: {other:?}"),
     }
     sim.run_for(Duration::from_secs(2));
-    put(&mut sim, "a", "100");
-    put(&mut sim, "z", "100");
-    let descs = ranges(&mut sim);
+    let descs = ranges(sim);
     let left = descs.iter().find(|d| d.contains(b"a")).expect("left").id;
     let right = descs.iter().find(|d| d.contains(b"z")).expect("right").id;
-    assert_ne!(left, right);
-    // Different leaders for the two ranges, so the participant's can die alone.
-    let ll = leader_of(&mut sim, b"a");
+    let ll = leader_of(sim, b"a");
     let other = NodeId(if ll.0 == 1 { 2 } else { 1 });
-    match route(&mut sim, b"z", Request::TransferLeader { group: right, to: other }) {
+    match route(sim, b"z", Request::TransferLeader { group: right, to: other }) {
         Response::Done { .. } => {}
         r => panic!("transfer: {r:?}"),
     }
     sim.run_for(Duration::from_secs(2));
-    assert_ne!(leader_of(&mut sim, b"z"), leader_of(&mut sim, b"a"));
+    assert_ne!(leader_of(sim, b"z"), leader_of(sim, b"a"));
+    (left, right, ll)
+}
+
+#[test]
+fn two_phase_commit_keeps_prepared_transactions_across_leader_failover_and_presumes_abort() {
+    use crate::node::api::CommitRole;
+    let mut sim = ClusterSim::new(33, NodeOptions { rebalance: false, ..opts() });
+    // Different leaders for the two ranges, so the participant's can die alone.
+    let (left, right, _) = two_ranges_apart(&mut sim);
+    put(&mut sim, "a", "100");
+    put(&mut sim, "z", "100");
 
     // T moves 50 from z to a: reads both under locks, z's range prepares, a's range coordinates.
     let t = txn(10, 10);
@@ -672,4 +678,45 @@ fn two_phase_commit_keeps_prepared_transactions_across_leader_failover_and_presu
     assert!(matches!(r, Response::Error(ApiError::Aborted(_))), "the decision never flips: {r:?}");
     assert_eq!(get(&mut sim, "z").as_deref(), Some("after-u"));
     assert_eq!(get(&mut sim, "a").as_deref(), Some("150"));
+}
+
+/// Sequential writes alternating between two ranges led by different nodes, the left leader's
+/// clock `offset_ns` off true time (ε = 50 ms): each write starts after the previous one was
+/// acknowledged, so external consistency demands increasing timestamps.
+fn alternating_writes(seed: u64, skip_commit_wait: bool, offset_ns: i64) -> Vec<meridian_check::external::Committed> {
+    let mut sim =
+        ClusterSim::new(seed, NodeOptions { rebalance: false, unsafe_skip_commit_wait: skip_commit_wait, ..opts() });
+    sim.set_epsilon(Duration::from_millis(50));
+    let (_, _, ll) = two_ranges_apart(&mut sim);
+    sim.nodes.get_mut(&ll).expect("left leader").offset_ns = offset_ns;
+    sim.run_for(Duration::from_millis(500));
+    let mut history = Vec::new();
+    for i in 0..30u64 {
+        let k = if i % 2 == 0 { "a" } else { "z" };
+        let invoke_ns = sim.now.nanos();
+        let w = Request::Write { writes: vec![(k.as_bytes().to_vec(), Some(i.to_string().into_bytes()))] };
+        let Response::Written { ts } = route(&mut sim, k.as_bytes(), w) else { panic!("write {i}") };
+        history.push(meridian_check::external::Committed {
+            id: format!("w{i}@{k}"),
+            invoke_ns,
+            ack_ns: sim.now.nanos(),
+            ts: ts.nanos(),
+        });
+    }
+    history
+}
+
+#[test]
+fn commit_wait_gives_external_consistency_and_the_checker_catches_its_absence() {
+    use meridian_check::external::check;
+    // Clocks within ε: every write acknowledged before the next began has the smaller timestamp.
+    let good = alternating_writes(41, false, -40_000_000);
+    assert_eq!(check(&good), Ok(()), "correct build");
+    // Commit wait skipped (test-only switch): a write answered before TT.after(s) lets the next
+    // write, at a node whose clock is behind, take a smaller timestamp.
+    let v = check(&alternating_writes(41, true, -40_000_000)).expect_err("no commit wait must be caught");
+    eprintln!("{v}");
+    // A clock further off than ε breaks it even with commit wait.
+    let v = check(&alternating_writes(41, false, -150_000_000)).expect_err("clock beyond ε must be caught");
+    eprintln!("{v}");
 }
