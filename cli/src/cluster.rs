@@ -43,6 +43,9 @@ pub struct StartArgs {
     /// placing replicas by hand (`meridian admin move`).
     #[arg(long)]
     pub no_rebalance: bool,
+    /// Serve SQL over the PostgreSQL protocol on this address (`psql`, drivers, `pgbench`).
+    #[arg(long, env = "MERIDIAN_PG_LISTEN")]
+    pub pg_listen: Option<SocketAddr>,
 }
 
 impl StartArgs {
@@ -70,6 +73,7 @@ impl StartArgs {
             epsilon: Duration::from_millis(self.epsilon_ms),
             options,
             rocks: Default::default(),
+            pg_advertise: self.pg_listen.map(|a| a.to_string()),
         })
     }
 }
@@ -97,13 +101,63 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async move {
         let node = Node::start(cfg).await.context("starting the node")?;
+        let pg = match args.pg_listen {
+            Some(listen) => Some(PgGateway::start(node.addr.to_string(), listen).await?),
+            None => None,
+        };
+        if let Some(pg) = &pg {
+            println!("SQL (PostgreSQL protocol) on {}", pg.url());
+        }
         // Scripts wait for this line.
         println!("node {} of cluster {} listening on {}", node.node_id, node.cluster_id, node.addr);
         shutdown_signal().await;
         eprintln!("shutting down: handing leaderships to other replicas");
+        if let Some(pg) = pg {
+            pg.stop().await;
+        }
         node.shutdown(Duration::from_secs(5)).await;
         Ok(())
     })
+}
+
+/// SQL over the PostgreSQL protocol, run as transactions through a cluster (this node's own
+/// gRPC address: it routes each statement's reads and writes to the ranges' leaders).
+pub struct PgGateway {
+    /// The bound address.
+    pub addr: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PgGateway {
+    /// Binds `listen` and serves until [`PgGateway::stop`].
+    pub async fn start(node_addr: String, listen: SocketAddr) -> anyhow::Result<PgGateway> {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("binding the PostgreSQL port {listen}"))?;
+        let addr = listener.local_addr()?;
+        let client = std::sync::Arc::new(Client::connect([node_addr]).await?);
+        let store = std::sync::Arc::new(meridian_client::ClusterKv::new(client));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            meridian_pg::serve(listener, store, meridian_pg::PgOptions::default(), async {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        Ok(PgGateway { addr, stop, task })
+    }
+
+    /// A `postgresql://` URL for `psql` and drivers.
+    pub fn url(&self) -> String {
+        format!("postgresql://root@{}/meridian?sslmode=disable", self.addr)
+    }
+
+    /// Stops accepting and ends the connections.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
 }
 
 /// Arguments of `meridian status`.
@@ -267,7 +321,18 @@ pub struct DemoArgs {
     /// First gRPC port (nodes use consecutive ports; 0 picks free ones).
     #[arg(long, default_value_t = 0)]
     pub base_port: u16,
+    /// First PostgreSQL port (nodes use consecutive ports; 0 picks free ones).
+    #[arg(long, default_value_t = 0)]
+    pub pg_port: u16,
+    /// Statements to run in the SQL shell, then exit (repeatable), instead of an interactive
+    /// shell.
+    #[arg(short = 'e', long = "execute", value_name = "SQL")]
+    pub execute: Vec<String>,
 }
+
+/// The demo's sample table, split across ranges by id.
+const DEMO_TABLE: &str = "CREATE TABLE accounts (id INT PRIMARY KEY, owner TEXT, balance INT)";
+const DEMO_OWNERS: [&str; 8] = ["ann", "bob", "cat", "dan", "eve", "fay", "gus", "hal"];
 
 /// Split points spreading `n` ranges over lowercase-letter keys.
 fn split_points(n: usize) -> Vec<Vec<u8>> {
@@ -301,6 +366,7 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
                 lease_ms: lease.as_millis() as u64,
                 replication: 3.min(args.nodes),
                 no_rebalance: false,
+                pg_listen: None,
             }
         };
         let mut nodes = vec![Node::start(mk(0, vec![]).config()?).await?];
@@ -332,21 +398,76 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
             anyhow::ensure!(tokio::time::Instant::now() < deadline, "the cluster did not become ready within 120 s");
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        print!("{}", render_status(&client).await?);
+        if args.exit_after_ready {
+            print!("{}", render_status(&client).await?);
+        }
         println!(
             "Cluster ready: {} nodes, {} user ranges + the meta range, each replicated {want}× with a leader holding its lease.",
             args.nodes, args.ranges
         );
-        if !args.exit_after_ready {
-            println!("Connect with: meridian status --addr {first}   (Ctrl-C to stop)");
-            shutdown_signal().await;
+        let mut gateways = Vec::new();
+        for (i, n) in nodes.iter().enumerate() {
+            let port = if args.pg_port == 0 { 0 } else { args.pg_port + i as u16 };
+            gateways.push(PgGateway::start(n.addr.to_string(), SocketAddr::from(([127, 0, 0, 1], port))).await?);
         }
+        let shell_result = if args.exit_after_ready {
+            Ok(())
+        } else {
+            let client = std::sync::Arc::new(client);
+            create_demo_table(&client).await?;
+            let url = gateways[0].url();
+            println!("SQL: the table `accounts` is spread over {} ranges. Connect with psql too:", DEMO_OWNERS.len() / 2);
+            println!("  psql \"{url}\"");
+            println!("Status: meridian status --addr {first}");
+            let sql = crate::sql::SqlArgs {
+                url: Some(url),
+                addr: String::new(),
+                user: "root".into(),
+                local: false,
+                execute: args.execute.clone(),
+                file: None,
+            };
+            // The shell runs its own runtime on its own thread; the nodes keep running on this one.
+            let shell = std::thread::spawn(move || crate::sql::run(sql));
+            tokio::task::spawn_blocking(move || shell.join())
+                .await
+                .context("the SQL shell")?
+                .map_err(|_| anyhow::anyhow!("the SQL shell panicked"))?
+        };
         println!("Stopping: handing leaderships away and shutting down.");
+        for g in gateways {
+            g.stop().await;
+        }
         for n in nodes {
             n.shutdown(Duration::from_secs(2)).await;
         }
-        Ok(())
+        shell_result
     })
+}
+
+/// Creates the demo's `accounts` table (unless it exists) and splits it across ranges.
+async fn create_demo_table(client: &std::sync::Arc<Client>) -> anyhow::Result<()> {
+    let store = std::sync::Arc::new(meridian_client::ClusterKv::new(client.clone()));
+    let mut session = meridian_sql::Session::new(store);
+    let exists = session.execute("SELECT COUNT(*) FROM accounts").await.into_iter().all(|r| r.is_ok());
+    if !exists {
+        let rows: Vec<String> =
+            DEMO_OWNERS.iter().enumerate().map(|(i, o)| format!("({}, '{o}', 100)", i + 1)).collect();
+        for stmt in [DEMO_TABLE.to_string(), format!("INSERT INTO accounts VALUES {}", rows.join(", "))] {
+            if let Some(Err(e)) = session.execute(&stmt).await.into_iter().next() {
+                anyhow::bail!("creating the demo table: {e}");
+            }
+        }
+    }
+    session.close().await;
+    // Rows of the first table are keyed by its id and the primary key: split between owners.
+    for id in (3..=DEMO_OWNERS.len() as i64).step_by(2) {
+        let mut key = meridian_sql::keys::table_prefix(meridian_sql::keys::FIRST_TABLE_ID);
+        meridian_sql::encoding::key::encode(&mut key, &meridian_sql::Value::Int(id));
+        // Already split (a reused --data-dir) is fine.
+        let _ = client.split(&key).await;
+    }
+    Ok(())
 }
 
 /// `meridian kv …`: the key-value API from the command line.

@@ -14,6 +14,13 @@ use meridian_tests::process::{NodeArgs, ProcessCluster};
 
 const BIN: &str = env!("CARGO_BIN_EXE_meridian");
 
+/// Runs the tests of this file one at a time: each starts several node processes, and on two
+/// cores concurrent clusters starve each other's leases into spurious leader changes.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
 }
@@ -40,6 +47,14 @@ async fn wait_replicated(client: &Client, n: usize) -> Vec<RangeDescriptor> {
         descs.iter().all(|d| d.config.voters.len() == n && d.config.learners.is_empty()).then_some(descs)
     })
     .await
+}
+
+/// A client of `cluster` (20 s deadline per request), once every range has three replicas.
+async fn replicated_client(cluster: &ProcessCluster) -> Arc<Client> {
+    let client =
+        Arc::new(Client::connect(cluster.addrs()).await.expect("connect").with_deadline(Duration::from_secs(20)));
+    wait_replicated(&client, 3).await;
+    client
 }
 
 /// The node (index into the cluster) whose replica holds the lease of the range starting at
@@ -112,6 +127,7 @@ async fn check_acked(client: &Client, acked: &BTreeMap<String, String>) {
 
 #[test]
 fn three_processes_serve_writes_reads_scans_and_status() {
+    let _serial = serial();
     let cluster = ProcessCluster::start(BIN, 3, NodeArgs::default()).expect("start cluster");
     let rt = rt();
     rt.block_on(async {
@@ -134,12 +150,11 @@ fn three_processes_serve_writes_reads_scans_and_status() {
 
 #[test]
 fn kill_9_of_a_leader_loses_nothing_acknowledged_and_the_node_catches_up() {
+    let _serial = serial();
     let mut cluster = ProcessCluster::start(BIN, 3, NodeArgs::default()).expect("start cluster");
     let rt = rt();
     rt.block_on(async {
-        let client =
-            Arc::new(Client::connect(cluster.addrs()).await.expect("connect").with_deadline(Duration::from_secs(20)));
-        wait_replicated(&client, 3).await;
+        let client = replicated_client(&cluster).await;
         let writers = Writers::start(client.clone(), 3, "w");
         tokio::time::sleep(Duration::from_secs(2)).await;
         let victim =
@@ -173,6 +188,7 @@ fn kill_9_of_a_leader_loses_nothing_acknowledged_and_the_node_catches_up() {
 
 #[test]
 fn split_move_and_merge_under_traffic_keep_every_acknowledged_write() {
+    let _serial = serial();
     // Rebalancing off: it would keep moving the halves' replicas apart while the test lines
     // them up for the merge.
     let args = NodeArgs { no_rebalance: true, ..NodeArgs::default() };
@@ -305,6 +321,7 @@ async fn raw_call(addr: &str, path: &'static str, body: Vec<u8>) -> Result<Vec<u
 
 #[test]
 fn bad_input_gets_clear_errors_and_never_hurts_the_node() {
+    let _serial = serial();
     let cluster = ProcessCluster::start(BIN, 1, NodeArgs { replication: 1, ..NodeArgs::default() }).expect("start");
     let addr = cluster.nodes[0].addr.clone();
     let rt = rt();
@@ -398,6 +415,7 @@ fn bad_input_gets_clear_errors_and_never_hurts_the_node() {
 
 #[test]
 fn a_node_of_another_cluster_cannot_join() {
+    let _serial = serial();
     let a = ProcessCluster::start(BIN, 1, NodeArgs { replication: 1, ..NodeArgs::default() }).expect("cluster a");
     let mut b = ProcessCluster::start(BIN, 1, NodeArgs { replication: 1, ..NodeArgs::default() }).expect("cluster b");
     b.stop(0).expect("stop b");
@@ -412,12 +430,11 @@ fn a_node_of_another_cluster_cannot_join() {
 /// concurrent transfers between two accounts never change their sum as audits see it.
 #[test]
 fn read_write_transactions_lose_no_update_and_keep_the_sum() {
+    let _serial = serial();
     let cluster = ProcessCluster::start(BIN, 3, NodeArgs::default()).expect("start cluster");
     let rt = rt();
     rt.block_on(async {
-        let client =
-            Arc::new(Client::connect(cluster.addrs()).await.expect("connect").with_deadline(Duration::from_secs(20)));
-        wait_replicated(&client, 3).await;
+        let client = replicated_client(&cluster).await;
         client.put(b"acct/a", b"500").await.expect("seed a");
         client.put(b"acct/b", b"500").await.expect("seed b");
         let num = |v: Option<Vec<u8>>| -> i64 {
@@ -513,12 +530,11 @@ async fn audit(client: &Client, stale: bool) -> Result<((i64, i64), meridian_tru
 
 #[test]
 fn bank_transfers_across_ranges_keep_the_total_while_leaders_are_killed() {
+    let _serial = serial();
     let mut cluster = ProcessCluster::start(BIN, 3, NodeArgs::default()).expect("start cluster");
     let rt = rt();
     rt.block_on(async {
-        let client =
-            Arc::new(Client::connect(cluster.addrs()).await.expect("connect").with_deadline(Duration::from_secs(20)));
-        wait_replicated(&client, 3).await;
+        let client = replicated_client(&cluster).await;
         for i in 0..ACCOUNTS {
             client.put(&account(i), INITIAL.to_string().as_bytes()).await.expect("seed an account");
         }
@@ -668,10 +684,30 @@ fn bank_transfers_across_ranges_keep_the_total_while_leaders_are_killed() {
 
         // Every acknowledged transfer is in the ledger, and the balances are exactly the initial
         // ones moved by the ledger's transfers (acknowledged, plus whichever unknown committed).
-        let (ledger, _) = client
+        let ledger = match client
             .read_only(|ro| Box::pin(async move { ro.scan(b"ledger/", b"ledger/~", 1_000_000).await }))
             .await
-            .expect("read the ledger");
+        {
+            Ok((l, _)) => l,
+            Err(e) => {
+                for n in &cluster.nodes {
+                    match client.node_status(&n.addr).await {
+                        Ok(s) => {
+                            for g in s.groups {
+                                let r = g.range.as_ref().map(|r| (r.id, r.start.clone()));
+                                eprintln!(
+                                    "n{} {:?} role {} ballot {} leader {:?} lease {} chosen {} applied {}",
+                                    s.node_id, r, g.role, g.ballot, g.leader, g.lease_end, g.chosen, g.applied
+                                );
+                            }
+                        }
+                        Err(e) => eprintln!("{}: {e}", n.addr),
+                    }
+                }
+                cluster.dump_logs();
+                panic!("read the ledger: {e}");
+            }
+        };
         let entries: BTreeMap<Vec<u8>, Vec<u8>> = ledger.into_iter().collect();
         for k in &acked {
             assert!(entries.contains_key(k.as_bytes()), "acknowledged transfer {k} is lost");
@@ -687,5 +723,99 @@ fn bank_transfers_across_ranges_keep_the_total_while_leaders_are_killed() {
             let (v, _) = client.get(&account(i)).await.expect("read an account");
             assert_eq!(balance(v), *want, "account {i} matches the ledger");
         }
+    });
+}
+
+/// The key of row `id` of the first table SQL creates (for splitting a table across ranges).
+fn row_key(id: i64) -> Vec<u8> {
+    let mut k = meridian_sql::keys::table_prefix(meridian_sql::keys::FIRST_TABLE_ID);
+    meridian_sql::encoding::key::encode(&mut k, &meridian_sql::Value::Int(id));
+    k
+}
+
+async fn pg(addr: &str) -> tokio_postgres::Client {
+    let url = format!("postgresql://root@{addr}/meridian?sslmode=disable");
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect over pg");
+    tokio::spawn(conn);
+    client
+}
+
+async fn sum_balances(c: &tokio_postgres::Client) -> i64 {
+    let row = c.query_one("SELECT SUM(balance) FROM accounts", &[]).await.expect("sum");
+    row.get::<_, i64>(0)
+}
+
+#[test]
+fn sql_over_the_cluster_is_transactional_across_ranges_and_nodes() {
+    let _serial = serial();
+    let cluster = ProcessCluster::start(BIN, 3, NodeArgs::default()).expect("start cluster");
+    let rt = rt();
+    rt.block_on(async {
+        let client = replicated_client(&cluster).await;
+        let a = pg(&cluster.nodes[0].pg_addr).await;
+        let b = pg(&cluster.nodes[1].pg_addr).await;
+        a.batch_execute("CREATE TABLE accounts (id INT PRIMARY KEY, balance INT, owner TEXT)").await.expect("create");
+        let values: Vec<String> = (0..20).map(|i| format!("({i}, 100, 'owner{i}')")).collect();
+        a.batch_execute(&format!("INSERT INTO accounts VALUES {}", values.join(", "))).await.expect("insert");
+        for id in [5, 10, 15] {
+            client.split(&row_key(id)).await.expect("split the table");
+        }
+        // The table and its rows are visible through another node, in one snapshot.
+        assert_eq!(sum_balances(&b).await, 2_000);
+        // Transfers across ranges from two nodes at once; aborted ones (40001) are re-run.
+        let mut tasks = Vec::new();
+        for (w, c) in [a, b].into_iter().enumerate() {
+            tasks.push(tokio::spawn(async move {
+                let mut done = 0;
+                for i in 0..10i64 {
+                    let (from, to) = ((i * 7 + w as i64) % 20, (i * 11 + 13) % 20);
+                    if from == to {
+                        continue;
+                    }
+                    for attempt in 0..50 {
+                        let sql = format!(
+                            "BEGIN; UPDATE accounts SET balance = balance - 3 WHERE id = {from}; \
+                             UPDATE accounts SET balance = balance + 3 WHERE id = {to}; COMMIT"
+                        );
+                        match c.batch_execute(&sql).await {
+                            Ok(()) => {
+                                done += 1;
+                                break;
+                            }
+                            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE) => {
+                                let _ = c.batch_execute("ROLLBACK").await;
+                                assert!(attempt < 49, "transfer never committed: {e}");
+                                tokio::time::sleep(Duration::from_millis(5 << attempt.min(5))).await;
+                            }
+                            Err(e) => panic!("transfer: {e}"),
+                        }
+                    }
+                }
+                (c, done)
+            }));
+        }
+        let mut conns = Vec::new();
+        let mut done = 0;
+        for t in tasks {
+            let (c, d) = t.await.expect("worker");
+            conns.push(c);
+            done += d;
+        }
+        assert!(done >= 15, "transfers committed ({done})");
+        let c = &conns[0];
+        assert_eq!(sum_balances(c).await, 2_000, "transfers keep the total");
+        c.batch_execute("BEGIN READ ONLY").await.expect("begin read only");
+        assert_eq!(sum_balances(c).await, 2_000);
+        c.batch_execute("COMMIT").await.expect("end read only");
+        // Bad input is a clear error, and the table is unharmed.
+        let e = c.batch_execute("INSERT INTO accounts VALUES (3, 1, 'dup')").await.expect_err("duplicate key");
+        assert_eq!(e.code(), Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION), "{e}");
+        let e = c.batch_execute("SELECT * FROM nowhere").await.expect_err("unknown table");
+        assert_eq!(e.code(), Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE), "{e}");
+        assert_eq!(sum_balances(&conns[1]).await, 2_000);
+        // DDL is transactional and cluster-wide.
+        c.batch_execute("DROP TABLE accounts").await.expect("drop");
+        let e = conns[1].query("SELECT * FROM accounts", &[]).await.expect_err("dropped everywhere");
+        assert_eq!(e.code(), Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE), "{e}");
     });
 }

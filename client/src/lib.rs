@@ -23,10 +23,12 @@
 //! only touch keys of one range.
 
 mod read;
+mod sqlkv;
 mod txn;
 
-pub use read::ReadOnly;
-pub use txn::{TXN_ATTEMPTS_MAX, Txn, TxnFuture};
+pub use read::{ReadOnly, Snapshot, SnapshotOn};
+pub use sqlkv::ClusterKv;
+pub use txn::{TXN_ATTEMPTS_MAX, Transaction, Txn, TxnFuture, TxnOn};
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -64,6 +66,21 @@ pub enum ClientError {
     /// No node could be reached.
     #[error("cannot reach the cluster: {0}")]
     Transport(String),
+}
+
+/// Where a scan of `[…, end)` continues after one range's page: after the last row if the page
+/// was cut short, else at the range's end — or nowhere, once `end` (or the keyspace's end) is
+/// reached.
+pub(crate) fn next_page(last: Option<Vec<u8>>, truncated: bool, range_end: &[u8], end: &[u8]) -> Option<Vec<u8>> {
+    if truncated {
+        let mut next = last?;
+        next.push(0);
+        return Some(next);
+    }
+    if range_end.is_empty() || (!end.is_empty() && range_end >= end) {
+        return None;
+    }
+    Some(range_end.to_vec())
 }
 
 /// One answer from a node, classified for the retry loop.
@@ -371,16 +388,10 @@ impl Client {
                 .await?;
             let last_key = rows.last().map(|kv| kv.key.clone());
             out.extend(rows.into_iter().map(|kv| (kv.key, kv.value)));
-            if truncated {
-                let mut next = last_key.expect("a truncated scan returned rows");
-                next.push(0);
-                cursor = next;
-                continue;
+            match next_page(last_key, truncated, &desc.end, end) {
+                Some(next) => cursor = next,
+                None => break,
             }
-            if desc.end.is_empty() || (!end.is_empty() && desc.end.as_slice() >= end) {
-                break;
-            }
-            cursor = desc.end.clone();
         }
         Ok(out)
     }

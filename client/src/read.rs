@@ -11,6 +11,8 @@
 //! No locks are taken, so read-only transactions never block or abort read-write ones. A read
 //! waits (at the replica) until the range's safe time reaches its timestamp.
 
+use std::borrow::Borrow;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use meridian_proto::v1 as pb;
@@ -19,14 +21,21 @@ use meridian_truetime::Timestamp;
 
 use crate::{Client, ClientError, Outcome, TxnFuture};
 
-/// A read-only transaction or snapshot, handed to the closure of [`Client::read_only`],
-/// [`Client::snapshot_at`] or [`Client::snapshot_stale`].
-pub struct ReadOnly<'c> {
-    client: &'c Client,
+/// A read-only transaction or snapshot over a client held as `C` (`&Client` or
+/// `Arc<Client>`); use the aliases [`ReadOnly`] and [`Snapshot`].
+pub struct SnapshotOn<C> {
+    client: C,
     ts: Option<Timestamp>,
 }
 
-impl ReadOnly<'_> {
+/// A read-only transaction or snapshot, handed to the closure of [`Client::read_only`],
+/// [`Client::snapshot_at`] or [`Client::snapshot_stale`].
+pub type ReadOnly<'c> = SnapshotOn<&'c Client>;
+
+/// A read-only transaction or snapshot driven by the caller ([`Client::snapshot`]).
+pub type Snapshot = SnapshotOn<Arc<Client>>;
+
+impl<C: Borrow<Client>> SnapshotOn<C> {
     /// The snapshot's timestamp (once the first read fixed it).
     pub fn ts(&self) -> Option<Timestamp> {
         self.ts
@@ -34,9 +43,7 @@ impl ReadOnly<'_> {
 
     /// The value of `key` in the snapshot.
     pub async fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, ClientError> {
-        range::check_user_key(key).map_err(ClientError::Invalid)?;
-        let (rows, _, _) = self.read(key, None, 1).await?;
-        Ok(rows.into_iter().next().map(|kv| kv.value))
+        get_at(self.client.borrow(), &mut self.ts, key).await
     }
 
     /// Up to `limit` rows of `[start, end)` in the snapshot (`end` empty: to the end of the
@@ -47,55 +54,66 @@ impl ReadOnly<'_> {
         end: &[u8],
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ClientError> {
-        range::check_user_key(start).map_err(ClientError::Invalid)?;
-        let mut out = Vec::new();
-        let mut from = start.to_vec();
-        while out.len() < limit {
-            let want = (limit - out.len()).min(u32::MAX as usize) as u32;
-            let (rows, range_end, truncated) = self.read(&from, Some(end.to_vec()), want).await?;
-            let last = rows.last().map(|kv| kv.key.clone());
-            out.extend(rows.into_iter().map(|kv| (kv.key, kv.value)));
-            if truncated {
-                let Some(mut next) = last else { break };
-                next.push(0);
-                from = next;
-            } else if range_end.is_empty() || (!end.is_empty() && range_end.as_slice() >= end) {
-                break;
-            } else {
-                from = range_end;
-            }
-        }
-        out.truncate(limit);
-        Ok(out)
+        scan_at(self.client.borrow(), &mut self.ts, start, end, limit).await
     }
+}
 
-    /// One `Read` at the snapshot's timestamp (fixing it on the first read).
-    async fn read(
-        &mut self,
-        start: &[u8],
-        end: Option<Vec<u8>>,
-        limit: u32,
-    ) -> Result<(Vec<pb::KeyValue>, Vec<u8>, bool), ClientError> {
-        let client = self.client;
-        let req = pb::ReadRequest { start: start.to_vec(), end, limit, ts: self.ts.map(Timestamp::nanos) };
-        let (rows, range_end, truncated, read_ts) = client
-            .with_leader(start, |mut kv, desc| {
-                let req = req.clone();
-                async move {
-                    let r = kv.read(req).await?.into_inner();
-                    Ok(match r.error {
-                        None => {
-                            let end = r.range.map(|d| d.end).unwrap_or_default();
-                            Outcome::Done((r.rows, end, r.truncated, Timestamp::from_nanos(r.read_ts)))
-                        }
-                        Some(e) => client.on_error(&desc, e),
-                    })
-                }
-            })
-            .await?;
-        self.ts.get_or_insert(read_ts);
-        Ok((rows, range_end, truncated))
+async fn get_at(client: &Client, ts: &mut Option<Timestamp>, key: &[u8]) -> Result<Option<Vec<u8>>, ClientError> {
+    range::check_user_key(key).map_err(ClientError::Invalid)?;
+    let (rows, _, _) = read(client, ts, key, None, 1).await?;
+    Ok(rows.into_iter().next().map(|kv| kv.value))
+}
+
+async fn scan_at(
+    client: &Client,
+    ts: &mut Option<Timestamp>,
+    start: &[u8],
+    end: &[u8],
+    limit: usize,
+) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ClientError> {
+    range::check_user_key(start).map_err(ClientError::Invalid)?;
+    let mut out = Vec::new();
+    let mut from = start.to_vec();
+    while out.len() < limit {
+        let want = (limit - out.len()).min(u32::MAX as usize) as u32;
+        let (rows, range_end, truncated) = read(client, ts, &from, Some(end.to_vec()), want).await?;
+        let last = rows.last().map(|kv| kv.key.clone());
+        out.extend(rows.into_iter().map(|kv| (kv.key, kv.value)));
+        match crate::next_page(last, truncated, &range_end, end) {
+            Some(next) => from = next,
+            None => break,
+        }
     }
+    out.truncate(limit);
+    Ok(out)
+}
+
+/// One `Read` at the snapshot's timestamp (fixing it on the first read).
+async fn read(
+    client: &Client,
+    ts: &mut Option<Timestamp>,
+    start: &[u8],
+    end: Option<Vec<u8>>,
+    limit: u32,
+) -> Result<(Vec<pb::KeyValue>, Vec<u8>, bool), ClientError> {
+    let req = pb::ReadRequest { start: start.to_vec(), end, limit, ts: ts.map(Timestamp::nanos) };
+    let (rows, range_end, truncated, read_ts) = client
+        .with_leader(start, |mut kv, desc| {
+            let req = req.clone();
+            async move {
+                let r = kv.read(req).await?.into_inner();
+                Ok(match r.error {
+                    None => {
+                        let end = r.range.map(|d| d.end).unwrap_or_default();
+                        Outcome::Done((r.rows, end, r.truncated, Timestamp::from_nanos(r.read_ts)))
+                    }
+                    Some(e) => client.on_error(&desc, e),
+                })
+            }
+        })
+        .await?;
+    ts.get_or_insert(read_ts);
+    Ok((rows, range_end, truncated))
 }
 
 impl Client {
@@ -115,7 +133,7 @@ impl Client {
     where
         F: for<'t, 'c> FnOnce(&'t mut ReadOnly<'c>) -> TxnFuture<'t, T>,
     {
-        self.snapshot(None, body).await
+        self.run_snapshot(None, body).await
     }
 
     /// Like [`Client::read_only`], reading the snapshot at `ts` (which must not be below the
@@ -124,7 +142,7 @@ impl Client {
     where
         F: for<'t, 'c> FnOnce(&'t mut ReadOnly<'c>) -> TxnFuture<'t, T>,
     {
-        self.snapshot(Some(ts), body).await
+        self.run_snapshot(Some(ts), body).await
     }
 
     /// Like [`Client::read_only`], reading a snapshot `staleness` old (by this machine's clock):
@@ -133,16 +151,26 @@ impl Client {
     where
         F: for<'t, 'c> FnOnce(&'t mut ReadOnly<'c>) -> TxnFuture<'t, T>,
     {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
-        let ts = Timestamp::from_nanos(now.saturating_sub(staleness.as_nanos() as u64));
-        self.snapshot(Some(ts), body).await
+        self.run_snapshot(Some(Self::stale_ts(staleness)), body).await
     }
 
-    async fn snapshot<T, F>(&self, ts: Option<Timestamp>, body: F) -> Result<(T, Timestamp), ClientError>
+    /// Starts a read-only transaction driven by the caller: at `ts`, or (`None`) at the
+    /// timestamp its first read's leader picks.
+    pub fn snapshot(self: &Arc<Self>, ts: Option<Timestamp>) -> Snapshot {
+        SnapshotOn { client: self.clone(), ts }
+    }
+
+    /// This machine's clock minus `staleness`: the timestamp of a bounded-staleness snapshot.
+    pub fn stale_ts(staleness: Duration) -> Timestamp {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+        Timestamp::from_nanos(now.saturating_sub(staleness.as_nanos() as u64))
+    }
+
+    async fn run_snapshot<T, F>(&self, ts: Option<Timestamp>, body: F) -> Result<(T, Timestamp), ClientError>
     where
         F: for<'t, 'c> FnOnce(&'t mut ReadOnly<'c>) -> TxnFuture<'t, T>,
     {
-        let mut ro = ReadOnly { client: self, ts };
+        let mut ro = SnapshotOn { client: self, ts };
         let v = body(&mut ro).await?;
         Ok((v, ro.ts.unwrap_or(Timestamp::ZERO)))
     }

@@ -12,11 +12,14 @@
 //! ```
 //!
 //! A transaction that wrote to several ranges commits by two-phase commit: the range of its
-//! first written key coordinates, the others prepare first (see [`Txn::commit`]).
+//! first written key coordinates, the others prepare first. [`Client::begin`] gives the same
+//! transaction without the retry loop, for callers (SQL sessions) that drive it themselves.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use meridian_proto::v1 as pb;
@@ -35,41 +38,85 @@ const BACKOFF_MAX: Duration = Duration::from_millis(200);
 /// transaction (boxed so that `read_write` itself stays `Send` and can run in `tokio::spawn`).
 pub type TxnFuture<'t, T> = Pin<Box<dyn Future<Output = Result<T, ClientError>> + Send + 't>>;
 
-/// A transaction in progress, handed to the closure of [`Client::read_write`].
-pub struct Txn<'c> {
-    client: &'c Client,
+/// What a transaction read in one range, under the leader epoch it read under.
+#[derive(Default)]
+struct Reads {
+    epoch: u64,
+    keys: BTreeSet<Vec<u8>>,
+    spans: BTreeSet<(Vec<u8>, Vec<u8>)>,
+}
+
+/// A read-write transaction's state, whichever way the client is held.
+struct TxnState {
     pb: pb::Txn,
-    /// Keys read, by range, with the leader epoch they were read under.
-    reads: BTreeMap<GroupId, (u64, BTreeSet<Vec<u8>>)>,
+    /// What was read, by range.
+    reads: BTreeMap<GroupId, Reads>,
     /// Buffered writes (`None` deletes).
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
-    /// Where each read key's range starts (to send the abort there).
+    /// A key of every range that may hold our locks (to send the abort there).
     touched: BTreeMap<GroupId, Vec<u8>>,
 }
+
+/// A read-write transaction over a client held as `C` (`&Client` or `Arc<Client>`); use the
+/// aliases [`Txn`] and [`Transaction`].
+pub struct TxnOn<C> {
+    client: C,
+    state: TxnState,
+}
+
+/// A transaction in progress, handed to the closure of [`Client::read_write`].
+pub type Txn<'c> = TxnOn<&'c Client>;
+
+/// An explicitly driven read-write transaction ([`Client::begin`]): the caller commits or rolls
+/// back, and re-runs it after [`ClientError::Aborted`] (as SQL sessions do).
+pub type Transaction = TxnOn<Arc<Client>>;
 
 /// What a transaction sends one range at commit.
 struct Part {
     key: Vec<u8>,
     reads: Vec<Vec<u8>>,
+    spans: Vec<pb::KeySpan>,
     read_epoch: Option<u64>,
     writes: Vec<pb::Mutation>,
 }
 
 impl Part {
     fn new(key: Vec<u8>) -> Self {
-        Part { key, reads: Vec::new(), read_epoch: None, writes: Vec::new() }
+        Part { key, reads: Vec::new(), spans: Vec::new(), read_epoch: None, writes: Vec::new() }
     }
 }
 
-impl Txn<'_> {
-    /// The value of `key` as this transaction sees it (its own buffered write first), holding a
-    /// shared lock on it until the transaction ends.
-    pub async fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, ClientError> {
+impl TxnState {
+    fn new(start: u64, attempt: u32) -> Self {
+        let id = fresh_id(start, attempt);
+        TxnState {
+            pb: pb::Txn { id_hi: (id >> 64) as u64, id_lo: id as u64, start },
+            reads: BTreeMap::new(),
+            writes: BTreeMap::new(),
+            touched: BTreeMap::new(),
+        }
+    }
+
+    /// Records a read in `desc`'s range under `epoch`; a different epoch than earlier reads
+    /// there means the leader changed and the earlier read locks are gone.
+    fn note_read(&mut self, desc: &RangeDescriptor, epoch: u64, key: &[u8]) -> Result<&mut Reads, ClientError> {
+        self.touched.entry(desc.id).or_insert_with(|| key.to_vec());
+        let entry = self.reads.entry(desc.id).or_insert_with(|| Reads { epoch, ..Reads::default() });
+        if entry.epoch != epoch {
+            return Err(ClientError::Aborted(format!(
+                "range {} changed leader during the transaction; its read locks are gone",
+                desc.id
+            )));
+        }
+        Ok(entry)
+    }
+
+    async fn get(&mut self, client: &Client, key: &[u8]) -> Result<Option<Vec<u8>>, ClientError> {
         if let Some(v) = self.writes.get(key) {
             return Ok(v.clone());
         }
         range::check_user_key(key).map_err(ClientError::Invalid)?;
-        let (txn, client) = (self.pb, self.client);
+        let txn = self.pb;
         let (value, epoch, desc) = client
             .with_leader(key, |mut kv, desc| async move {
                 let r = kv.txn_get(pb::TxnGetRequest { txn: Some(txn), key: key.to_vec() }).await?.into_inner();
@@ -79,26 +126,67 @@ impl Txn<'_> {
                 })
             })
             .await?;
-        self.touched.insert(desc.id, key.to_vec());
-        let entry = self.reads.entry(desc.id).or_insert_with(|| (epoch, BTreeSet::new()));
-        if entry.0 != epoch {
-            return Err(ClientError::Aborted(format!(
-                "range {} changed leader during the transaction; its read locks are gone",
-                desc.id
-            )));
-        }
-        entry.1.insert(key.to_vec());
+        self.note_read(&desc, epoch, key)?.keys.insert(key.to_vec());
         Ok(value)
     }
 
-    /// Buffers a write of `key`; it becomes visible to others only when the transaction commits.
-    pub fn put(&mut self, key: &[u8], value: &[u8]) {
-        self.writes.insert(key.to_vec(), Some(value.to_vec()));
-    }
-
-    /// Buffers a delete of `key`.
-    pub fn delete(&mut self, key: &[u8]) {
-        self.writes.insert(key.to_vec(), None);
+    async fn scan(
+        &mut self,
+        client: &Client,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ClientError> {
+        range::check_user_key(start).map_err(ClientError::Invalid)?;
+        let in_span = |k: &[u8]| k >= start && (end.is_empty() || k < end);
+        // Buffered deletes may hide stored rows: fetch enough to still fill `limit`.
+        let hidden = self.writes.iter().filter(|(k, v)| v.is_none() && in_span(k)).count();
+        let mut stored = Vec::new();
+        let mut from = start.to_vec();
+        let want = limit.saturating_add(hidden);
+        while stored.len() < want {
+            let txn = self.pb;
+            let req = pb::TxnScanRequest {
+                txn: Some(txn),
+                start: from.clone(),
+                end: end.to_vec(),
+                limit: (want - stored.len()).min(u32::MAX as usize) as u32,
+            };
+            let (rows, truncated, epoch, desc) = client
+                .with_leader(&from, |mut kv, desc| {
+                    let req = req.clone();
+                    async move {
+                        let r = kv.txn_scan(req).await?.into_inner();
+                        Ok(match r.error {
+                            None => Outcome::Done((r.rows, r.truncated, r.epoch, desc)),
+                            Some(e) => client.on_error(&desc, e),
+                        })
+                    }
+                })
+                .await?;
+            // The span the node locked: from `from` to the range's end or `end`, if before.
+            let locked_end = match (end.is_empty(), desc.end.is_empty()) {
+                (true, _) => desc.end.clone(),
+                (false, true) => end.to_vec(),
+                (false, false) => end.min(desc.end.as_slice()).to_vec(),
+            };
+            self.note_read(&desc, epoch, &from)?.spans.insert((from.clone(), locked_end.clone()));
+            let last = rows.last().map(|kv| kv.key.clone());
+            stored.extend(rows.into_iter().map(|kv| (kv.key, kv.value)));
+            match crate::next_page(last, truncated, &locked_end, end) {
+                Some(next) => from = next,
+                None => break,
+            }
+        }
+        // The transaction sees its own writes.
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = stored.into_iter().collect();
+        for (k, v) in self.writes.iter().filter(|(k, _)| in_span(k)) {
+            match v {
+                Some(v) => merged.insert(k.clone(), v.clone()),
+                None => merged.remove(k),
+            };
+        }
+        Ok(merged.into_iter().take(limit).collect())
     }
 
     /// Commits. One range: the single-group fast path (one Paxos write). Several ranges and
@@ -106,20 +194,23 @@ impl Txn<'_> {
     /// written key) prepares, then the coordinator commits at `s ≥` every prepare timestamp
     /// and tells the others (Spanner §4.2.1). Several ranges and no writes: each range checks
     /// that its read locks were held throughout and releases them. Returns the timestamp.
-    async fn commit(&mut self) -> Result<Timestamp, ClientError> {
+    async fn commit(&mut self, client: &Client) -> Result<Timestamp, ClientError> {
         for k in self.writes.keys() {
             range::check_user_key(k).map_err(ClientError::Invalid)?;
         }
         // Per range: a key to route by, the reads (with their epoch) and the writes.
         let mut parts: BTreeMap<GroupId, Part> = BTreeMap::new();
-        for (gid, (epoch, keys)) in &self.reads {
-            let p = parts.entry(*gid).or_insert_with(|| Part::new(keys.first().cloned().unwrap_or_default()));
-            p.read_epoch = Some(*epoch);
-            p.reads = keys.iter().cloned().collect();
+        for (gid, r) in &self.reads {
+            let key = self.touched.get(gid).cloned().unwrap_or_default();
+            let p = parts.entry(*gid).or_insert_with(|| Part::new(key));
+            p.read_epoch = Some(r.epoch);
+            p.reads = r.keys.iter().cloned().collect();
+            p.spans =
+                r.spans.iter().map(|(start, end)| pb::KeySpan { start: start.clone(), end: end.clone() }).collect();
         }
         let mut coordinator = None;
         for (k, v) in &self.writes {
-            let d = self.client.range_for(k).await?;
+            let d = client.range_for(k).await?;
             coordinator.get_or_insert(d.id);
             parts
                 .entry(d.id)
@@ -134,56 +225,26 @@ impl Txn<'_> {
             // Whatever happens next, an abort must reach every range that may hold our locks.
             self.touched.entry(*gid).or_insert_with(|| p.key.clone());
         }
+        let txn = self.pb;
         let Some(coordinator) = coordinator.filter(|_| parts.len() > 1) else {
             // One range, or reads only: every range commits on its own.
-            let commits = parts.into_values().map(|p| self.send_commit(p, None, Vec::new(), Timestamp::ZERO));
+            let commits = parts.into_values().map(|p| send_commit(client, txn, p, None, Vec::new(), Timestamp::ZERO));
             let stamps = futures::future::try_join_all(commits).await?;
             return Ok(stamps.into_iter().max().unwrap_or(Timestamp::ZERO));
         };
         let coord = parts.remove(&coordinator).expect("the coordinator wrote");
         let participants: Vec<u64> = parts.keys().map(|g| g.0).collect();
         let prepares =
-            parts.into_values().map(|p| self.send_commit(p, Some(coordinator.0), Vec::new(), Timestamp::ZERO));
+            parts.into_values().map(|p| send_commit(client, txn, p, Some(coordinator.0), Vec::new(), Timestamp::ZERO));
         let prepared = futures::future::try_join_all(prepares).await?;
         let max = prepared.into_iter().max().unwrap_or(Timestamp::ZERO);
-        self.send_commit(coord, None, participants, max).await
+        send_commit(client, txn, coord, None, participants, max).await
     }
 
-    /// One `TxnCommit` to the leader of `part`'s range.
-    async fn send_commit(
-        &self,
-        part: Part,
-        coordinator: Option<u64>,
-        participants: Vec<u64>,
-        prepare_ts_max: Timestamp,
-    ) -> Result<Timestamp, ClientError> {
-        let (txn, client) = (self.pb, self.client);
-        let req = pb::TxnCommitRequest {
-            txn: Some(txn),
-            reads: part.reads,
-            read_epoch: part.read_epoch,
-            mutations: part.writes,
-            coordinator,
-            participants,
-            prepare_ts_max: prepare_ts_max.nanos(),
-        };
-        client
-            .with_leader(&part.key, |mut kv, desc| {
-                let req = req.clone();
-                async move {
-                    let r = kv.txn_commit(req).await?.into_inner();
-                    Ok(match r.error {
-                        None => Outcome::Done(Timestamp::from_nanos(r.ts)),
-                        Some(e) => client.on_error(&desc, e),
-                    })
-                }
-            })
-            .await
-    }
-
-    /// Releases what the transaction holds (best effort: unreleased locks expire).
-    async fn abort(&mut self) {
-        let (txn, client) = (self.pb, self.client);
+    /// Releases what the transaction holds (best effort: unreleased locks expire). A range
+    /// where it prepared asks the coordinator instead (only the coordinator decides).
+    async fn abort(&mut self, client: &Client) {
+        let txn = self.pb;
         for key in std::mem::take(&mut self.touched).into_values() {
             let _ = client
                 .with_leader(&key, |mut kv, desc| {
@@ -201,7 +262,93 @@ impl Txn<'_> {
     }
 }
 
+/// One `TxnCommit` to the leader of `part`'s range.
+async fn send_commit(
+    client: &Client,
+    txn: pb::Txn,
+    part: Part,
+    coordinator: Option<u64>,
+    participants: Vec<u64>,
+    prepare_ts_max: Timestamp,
+) -> Result<Timestamp, ClientError> {
+    let req = pb::TxnCommitRequest {
+        txn: Some(txn),
+        reads: part.reads,
+        read_epoch: part.read_epoch,
+        mutations: part.writes,
+        coordinator,
+        participants,
+        prepare_ts_max: prepare_ts_max.nanos(),
+        read_spans: part.spans,
+    };
+    client
+        .with_leader(&part.key, |mut kv, desc| {
+            let req = req.clone();
+            async move {
+                let r = kv.txn_commit(req).await?.into_inner();
+                Ok(match r.error {
+                    None => Outcome::Done(Timestamp::from_nanos(r.ts)),
+                    Some(e) => client.on_error(&desc, e),
+                })
+            }
+        })
+        .await
+}
+
+impl<C: Borrow<Client>> TxnOn<C> {
+    /// The value of `key` as this transaction sees it (its own buffered write first), holding a
+    /// shared lock on it until the transaction ends.
+    pub async fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, ClientError> {
+        self.state.get(self.client.borrow(), key).await
+    }
+
+    /// Up to `limit` rows of `[start, end)` (`end` empty: to the end of the keyspace) as this
+    /// transaction sees them, holding a shared lock on every range scanned (no phantoms) until
+    /// the transaction ends.
+    pub async fn scan(
+        &mut self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ClientError> {
+        self.state.scan(self.client.borrow(), start, end, limit).await
+    }
+
+    /// Buffers a write of `key`; it becomes visible to others only when the transaction commits.
+    pub fn put(&mut self, key: &[u8], value: &[u8]) {
+        self.state.writes.insert(key.to_vec(), Some(value.to_vec()));
+    }
+
+    /// Buffers a delete of `key`.
+    pub fn delete(&mut self, key: &[u8]) {
+        self.state.writes.insert(key.to_vec(), None);
+    }
+}
+
+impl Transaction {
+    /// Commits and returns the commit timestamp. On failure whatever the transaction held is
+    /// released; [`ClientError::Aborted`] means: run the whole transaction again.
+    pub async fn commit(mut self) -> Result<Timestamp, ClientError> {
+        let r = self.state.commit(&self.client).await;
+        if r.is_err() {
+            self.state.abort(&self.client).await;
+        }
+        r
+    }
+
+    /// Gives the transaction up, releasing its locks.
+    pub async fn rollback(mut self) {
+        self.state.abort(&self.client).await;
+    }
+}
+
 impl Client {
+    /// Starts a read-write transaction driven by the caller (see [`Transaction`]). Prefer
+    /// [`Client::read_write`], which also retries.
+    pub fn begin(self: &Arc<Self>) -> Transaction {
+        TxnOn { client: self.clone(), state: TxnState::new(now_nanos(), 0) }
+    }
+
     /// Runs `body` as a serializable read-write transaction and commits it, re-running the whole
     /// body (with backoff) when the transaction is aborted — wounded by an older transaction,
     /// idle too long, or its range's leader changed. Buffered writes are never replayed: each
@@ -228,30 +375,23 @@ impl Client {
         let mut backoff = Duration::from_millis(2);
         let mut last = String::new();
         for attempt in 0..TXN_ATTEMPTS_MAX {
-            let id = fresh_id(start, attempt);
-            let mut txn = Txn {
-                client: self,
-                pb: pb::Txn { id_hi: (id >> 64) as u64, id_lo: id as u64, start },
-                reads: BTreeMap::new(),
-                writes: BTreeMap::new(),
-                touched: BTreeMap::new(),
-            };
+            let mut txn = TxnOn { client: self, state: TxnState::new(start, attempt) };
             let outcome = match body(&mut txn).await {
-                Ok(v) => txn.commit().await.map(|ts| (v, ts)),
+                Ok(v) => txn.state.commit(self).await.map(|ts| (v, ts)),
                 Err(e) => Err(e),
             };
             match outcome {
                 Ok(done) => return Ok(done),
                 Err(ClientError::Aborted(why)) => {
                     last = why;
-                    txn.abort().await;
+                    txn.state.abort(self).await;
                     // Jittered exponential backoff, so retried rivals do not collide again.
                     let jitter = Duration::from_micros(u64::from(now_nanos() as u32 % 1_000));
                     tokio::time::sleep(backoff + jitter).await;
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
                 Err(e) => {
-                    txn.abort().await;
+                    txn.state.abort(self).await;
                     return Err(e);
                 }
             }

@@ -249,12 +249,17 @@ impl RangeCache {
     }
 }
 
-/// Refuses keys a client may not use: empty, system (`0x00…`) or too large.
+/// Keys of the SQL catalog (table schemas): system keys in the meta range that clients may read
+/// and write in transactions like their own, so DDL is transactional and cluster-wide.
+pub const SQL_CATALOG_PREFIX: &[u8] = &[0x00, 0x02];
+
+/// Refuses keys a client may not use: empty, system (`0x00…`, except the SQL catalog's) or too
+/// large.
 pub fn check_user_key(key: &[u8]) -> Result<(), String> {
     if key.is_empty() {
         return Err("empty keys are not allowed".into());
     }
-    if key[0] == 0x00 {
+    if key[0] == 0x00 && !key.starts_with(SQL_CATALOG_PREFIX) {
         return Err("keys starting with byte 0x00 are reserved for the system".into());
     }
     if key.len() > KEY_SIZE_MAX {

@@ -35,6 +35,8 @@ impl Default for NodeArgs {
 pub struct ProcessNode {
     /// Its gRPC address (fixed across restarts).
     pub addr: String,
+    /// Its PostgreSQL-protocol address (fixed across restarts).
+    pub pg_addr: String,
     /// Its data directory.
     pub data_dir: PathBuf,
     child: Option<Child>,
@@ -68,7 +70,13 @@ fn free_port() -> u16 {
     l.local_addr().expect("bound").port()
 }
 
-fn spawn(binary: &Path, args: &NodeArgs, data_dir: &Path, addr: &str, join: &[String]) -> Result<Child, String> {
+fn spawn(
+    binary: &Path,
+    args: &NodeArgs,
+    data_dir: &Path,
+    (addr, pg_addr): (&str, &str),
+    join: &[String],
+) -> Result<Child, String> {
     std::fs::create_dir_all(data_dir).map_err(|e| e.to_string())?;
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -81,6 +89,8 @@ fn spawn(binary: &Path, args: &NodeArgs, data_dir: &Path, addr: &str, join: &[St
         .arg(data_dir)
         .arg("--listen")
         .arg(addr)
+        .arg("--pg-listen")
+        .arg(pg_addr)
         .arg("--lease-ms")
         .arg(args.lease_ms.to_string())
         .arg("--epsilon-ms")
@@ -133,10 +143,11 @@ impl ProcessCluster {
     pub fn add_node(&mut self) -> Result<usize, String> {
         let i = self.nodes.len();
         let addr = format!("127.0.0.1:{}", free_port());
+        let pg_addr = format!("127.0.0.1:{}", free_port());
         let data_dir = self.root_path.join(format!("node{}", i + 1));
         let join: Vec<String> = self.nodes.first().map(|n| vec![n.addr.clone()]).unwrap_or_default();
-        let child = spawn(&self.binary, &self.args, &data_dir, &addr, &join)?;
-        self.nodes.push(ProcessNode { addr, data_dir, child: Some(child), join });
+        let child = spawn(&self.binary, &self.args, &data_dir, (&addr, &pg_addr), &join)?;
+        self.nodes.push(ProcessNode { addr, pg_addr, data_dir, child: Some(child), join });
         Ok(i)
     }
 
@@ -174,7 +185,7 @@ impl ProcessCluster {
     pub fn restart(&mut self, i: usize) -> Result<(), String> {
         assert!(self.nodes[i].child.is_none(), "harness: restart only a stopped node");
         let n = &self.nodes[i];
-        let child = spawn(&self.binary, &self.args, &n.data_dir, &n.addr, &n.join)?;
+        let child = spawn(&self.binary, &self.args, &n.data_dir, (&n.addr, &n.pg_addr), &n.join)?;
         self.nodes[i].child = Some(child);
         Ok(())
     }

@@ -108,6 +108,18 @@ pub enum Request {
         /// The key.
         key: Vec<u8>,
     },
+    /// Scan `[start, end)` of one range in read-write transaction `txn`: a shared lock on the
+    /// whole span (clipped to the range; no phantoms), then the newest rows.
+    TxnScan {
+        /// The transaction.
+        txn: TxnMeta,
+        /// First key.
+        start: Vec<u8>,
+        /// First key not read; empty for the end of the range.
+        end: Vec<u8>,
+        /// Most rows to return.
+        limit: u32,
+    },
     /// Commit `txn` when everything it read and writes lies in one range: the single-group fast
     /// path of Spanner §4.2.1 (exclusive locks, one Paxos write, commit wait; no 2PC).
     TxnCommit {
@@ -115,6 +127,8 @@ pub enum Request {
         txn: TxnMeta,
         /// Keys it read (their shared locks must still be held, or it aborts).
         reads: Vec<Vec<u8>>,
+        /// Key ranges `[start, end)` it scanned, likewise (as [`Request::TxnScan`] locked them).
+        read_spans: Vec<(Vec<u8>, Vec<u8>)>,
         /// The leader epoch its reads saw ([`Response::TxnValue`]), if it read.
         read_epoch: Option<u64>,
         /// Its buffered writes.
@@ -215,6 +229,17 @@ pub enum Response {
         /// Version timestamp (zero if the key never existed).
         ts: Timestamp,
         /// The leader's epoch; the commit names it so a leader change aborts the transaction.
+        epoch: u64,
+    },
+    /// A transactional scan: rows, the range (its end clips the locked span) and the epoch.
+    TxnRows {
+        /// Rows in key order.
+        rows: Vec<(Vec<u8>, Vec<u8>)>,
+        /// The range scanned.
+        desc: RangeDescriptor,
+        /// True if `limit` cut the scan short.
+        truncated: bool,
+        /// The leader's epoch, as for [`Response::TxnValue`].
         epoch: u64,
     },
     /// Scan results.

@@ -458,12 +458,29 @@ impl NodeCore {
             self.retry_parked_reads(now, gid);
         }
         self.expire_txns(now);
+        self.collect_garbage(now);
         self.auto_split(now, &leading);
         if self.opts.placement && !self.draining {
             self.place(now, &leading);
         }
         for g in self.groups.values_mut() {
             g.writes_recent = 0;
+        }
+    }
+
+    /// Removes versions older than `gc_ttl` that a newer version hides (a few times per TTL).
+    /// Reads below the new horizon then fail with a clear error instead of a wrong answer.
+    fn collect_garbage(&mut self, now: TTInterval) {
+        let local = local_of(now);
+        let every = (self.opts.gc_ttl / 4).clamp(Duration::from_millis(500), Duration::from_secs(600));
+        if local < self.last_gc.saturating_add(every) {
+            return;
+        }
+        self.last_gc = local;
+        let horizon = Timestamp::from_nanos(now.earliest.nanos().saturating_sub(self.opts.gc_ttl.as_nanos() as u64));
+        match self.mvcc.gc(horizon) {
+            Ok(stats) => tracing::debug!(%horizon, ?stats, "collected old versions"),
+            Err(e) => tracing::warn!(%horizon, "version GC failed: {e}"),
         }
     }
 

@@ -80,6 +80,9 @@ pub struct NodeOptions {
     pub forward_timeout: Duration,
     /// A node unreachable this long is considered dead: its replicas are replaced.
     pub dead_after: Duration,
+    /// Versions older than this (and hidden by a newer one) are garbage-collected; reads below
+    /// `now − gc_ttl` fail with a clear error.
+    pub gc_ttl: Duration,
     /// **Unsafe, for tests only**: answer commits without commit wait, breaking external
     /// consistency (the external-consistency checker must then find violations).
     pub unsafe_skip_commit_wait: bool,
@@ -97,6 +100,7 @@ impl Default for NodeOptions {
             housekeeping: Duration::from_secs(2),
             forward_timeout: Duration::from_secs(2),
             dead_after: Duration::from_secs(30),
+            gc_ttl: Duration::from_secs(3_600),
             unsafe_skip_commit_wait: false,
         }
     }
@@ -264,6 +268,8 @@ pub struct NodeCore {
     resolve_wait: BTreeSet<(Timestamp, GroupId, meridian_txn::TxnId)>,
     /// Leaders of groups not hosted here, learned from refusals.
     leader_hints: BTreeMap<GroupId, NodeId>,
+    /// When versions were last garbage-collected (local time).
+    last_gc: Timestamp,
 }
 
 impl NodeCore {
@@ -425,6 +431,7 @@ impl NodeCore {
             applied_txns: Vec::new(),
             resolve_wait: BTreeSet::new(),
             leader_hints: BTreeMap::new(),
+            last_gc: Timestamp::ZERO,
         };
         if let Some(raw) = core.engine.get(Cf::Meta, BOOK_KEY)? {
             let (nodes, meta): (Vec<NodeInfo>, Option<RangeDescriptor>) =
@@ -598,9 +605,10 @@ impl NodeCore {
             Request::MoveReplica { group, from, to } => self.start_move(now, origin, group, from, to),
             Request::TransferLeader { group, to } => self.serve_transfer(now, origin, group, to),
             Request::TxnGet { txn, key } => self.serve_txn_get(now, origin, txn, key),
-            Request::TxnCommit { txn, reads, read_epoch, writes, role } => {
-                self.serve_txn_commit(now, origin, txn, (reads, read_epoch), writes, role)
+            Request::TxnCommit { txn, reads, read_spans, read_epoch, writes, role } => {
+                self.serve_txn_commit(now, origin, txn, (reads, read_spans, read_epoch), writes, role)
             }
+            Request::TxnScan { txn, start, end, limit } => self.serve_txn_scan(now, origin, txn, (start, end, limit)),
             Request::TxnResolve { group, txn, commit_ts } => self.serve_txn_resolve(now, origin, group, txn, commit_ts),
             Request::TxnInquire { group, txn } => self.serve_txn_inquire(now, origin, group, txn),
             Request::Read { start, end, limit, ts } => self.serve_read(now, origin, start, end, limit, ts),
@@ -681,11 +689,7 @@ impl NodeCore {
         }
         let desc = self.groups[&gid].state.desc.clone();
         // Clip to the range: the client continues in the next range itself.
-        let end_clipped = match (end.is_empty(), desc.end.is_empty()) {
-            (true, _) => desc.end.clone(),
-            (false, true) => end,
-            (false, false) => end.min(desc.end.clone()),
-        };
+        let end_clipped = txn::clip_end(&desc, end);
         let limit = limit.clamp(1, api::SCAN_ROWS_MAX) as usize;
         let end_opt = (!end_clipped.is_empty()).then_some(end_clipped.as_slice());
         match self.mvcc.scan(&start, end_opt, Timestamp::MAX, limit + 1) {
@@ -747,7 +751,7 @@ impl NodeCore {
         self.txn_req += 1;
         let id = meridian_txn::TxnId((u128::from(self.ident.node.0) << 64) | u128::from(self.txn_req));
         let txn = meridian_txn::TxnMeta { id, start: now.latest };
-        self.serve_txn_commit(now, origin, txn, (Vec::new(), None), writes, api::CommitRole::Single);
+        self.serve_txn_commit(now, origin, txn, (Vec::new(), Vec::new(), None), writes, api::CommitRole::Single);
     }
 
     /// What this node last knew about the range that held `key` (a replica it no longer has

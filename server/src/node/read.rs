@@ -93,11 +93,7 @@ impl NodeCore {
         }
         let desc = g.state.desc.clone();
         // Clip a scan to the range: the client continues in the next range itself.
-        let end = end.map(|e| match (e.is_empty(), desc.end.is_empty()) {
-            (true, _) => desc.end.clone(),
-            (false, true) => e,
-            (false, false) => e.min(desc.end.clone()),
-        });
+        let end = end.map(|e| super::txn::clip_end(&desc, e));
         let span = match &end {
             None => Span::key(start.clone()),
             Some(e) => match Span::range(start.clone(), e.clone()) {

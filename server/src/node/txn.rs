@@ -50,10 +50,25 @@ pub const ABORTED_REMEMBERED_MAX: usize = 100_000;
 /// Most keys a transaction reads or writes in one commit request.
 pub const TXN_KEYS_MAX: usize = 10_000;
 
+/// What a transactional read reads once its shared lock is granted.
+#[derive(Clone)]
+enum TxnRead {
+    Key(Vec<u8>),
+    /// `[start, end)` clipped to the range (`end` empty: to its end), at most `limit` rows.
+    Scan {
+        start: Vec<u8>,
+        end: Vec<u8>,
+        limit: usize,
+    },
+}
+
+/// What a commit says it read: keys, spans `[start, end)`, and the leader epoch of those reads.
+pub(super) type TxnReads = (Vec<Vec<u8>>, Vec<(Vec<u8>, Vec<u8>)>, Option<u64>);
+
 /// A lock request parked in the lock table.
 enum Wait {
     /// A transactional read: answer once the shared lock is granted.
-    Get { origin: Origin, txn: TxnMeta, key: Vec<u8> },
+    Get { origin: Origin, txn: TxnMeta, read: TxnRead },
     /// One of a commit's exclusive locks.
     Commit { commit: u64 },
 }
@@ -62,7 +77,7 @@ enum Wait {
 struct PendingCommit {
     origin: Origin,
     txn: TxnMeta,
-    reads: Vec<Vec<u8>>,
+    reads: Vec<Span>,
     read_epoch: Option<u64>,
     writes: Vec<KeyWrite>,
     role: CommitRole,
@@ -155,19 +170,51 @@ impl NodeCore {
     }
 
     pub(super) fn serve_txn_get(&mut self, now: TTInterval, origin: Origin, txn: TxnMeta, key: Vec<u8>) {
-        let gid = match self.txn_leader(now, &key) {
+        self.serve_txn_read(now, origin, txn, TxnRead::Key(key));
+    }
+
+    pub(super) fn serve_txn_scan(
+        &mut self,
+        now: TTInterval,
+        origin: Origin,
+        txn: TxnMeta,
+        (start, end, limit): (Vec<u8>, Vec<u8>, u32),
+    ) {
+        let limit = limit.clamp(1, super::api::SCAN_ROWS_MAX) as usize;
+        self.serve_txn_read(now, origin, txn, TxnRead::Scan { start, end, limit });
+    }
+
+    fn serve_txn_read(&mut self, now: TTInterval, origin: Origin, txn: TxnMeta, read: TxnRead) {
+        let first = match &read {
+            TxnRead::Key(k) => k.clone(),
+            TxnRead::Scan { start, .. } => start.clone(),
+        };
+        let gid = match self.txn_leader(now, &first) {
             Ok(g) => g,
             Err(e) => return self.fail(now, origin, e),
         };
         if let Err(e) = self.txn_admit(now, gid, txn) {
             return self.fail(now, origin, e);
         }
+        let read = match read {
+            TxnRead::Scan { start, end, limit } => {
+                TxnRead::Scan { end: clip_end(&self.groups[&gid].state.desc, end), start, limit }
+            }
+            k => k,
+        };
+        let span = match &read {
+            TxnRead::Key(k) => Span::key(k.clone()),
+            TxnRead::Scan { start, end, .. } => match Span::range(start.clone(), end.clone()) {
+                Ok(s) => s,
+                Err(e) => return self.fail(now, origin, ApiError::Invalid(e.to_string())),
+            },
+        };
         let req = self.next_txn_req();
         let t = &mut self.groups.get_mut(&gid).expect("checked").txns;
-        match t.locks.acquire(txn, req, Span::key(key.clone()), Mode::Shared) {
-            Ok(Acquired::Granted) => self.answer_txn_get(now, gid, origin, key),
+        match t.locks.acquire(txn, req, span, Mode::Shared) {
+            Ok(Acquired::Granted) => self.answer_txn_read(now, gid, origin, read),
             Ok(Acquired::Waiting { wounded }) => {
-                t.waits.insert(req, Wait::Get { origin, txn, key });
+                t.waits.insert(req, Wait::Get { origin, txn, read });
                 for w in wounded {
                     self.abort_txn(now, gid, w, "wounded by an older transaction (wound-wait)");
                 }
@@ -176,14 +223,28 @@ impl NodeCore {
         }
     }
 
-    fn answer_txn_get(&mut self, now: TTInterval, gid: GroupId, origin: Origin, key: Vec<u8>) {
-        let epoch = self.groups[&gid].replica.promised().round;
-        match self.mvcc.get_version(&key, Timestamp::MAX) {
-            Ok(v) => {
-                let (value, ts) = v.map_or((None, Timestamp::ZERO), |v| (v.value, v.ts));
-                self.respond(now, origin, Response::TxnValue { value, ts, epoch });
+    fn answer_txn_read(&mut self, now: TTInterval, gid: GroupId, origin: Origin, read: TxnRead) {
+        let g = &self.groups[&gid];
+        let epoch = g.replica.promised().round;
+        match read {
+            TxnRead::Key(key) => match self.mvcc.get_version(&key, Timestamp::MAX) {
+                Ok(v) => {
+                    let (value, ts) = v.map_or((None, Timestamp::ZERO), |v| (v.value, v.ts));
+                    self.respond(now, origin, Response::TxnValue { value, ts, epoch });
+                }
+                Err(e) => self.fail(now, origin, ApiError::Unavailable(format!("storage: {e}"))),
+            },
+            TxnRead::Scan { start, end, limit } => {
+                let desc = g.state.desc.clone();
+                match self.mvcc.scan(&start, (!end.is_empty()).then_some(end.as_slice()), Timestamp::MAX, limit + 1) {
+                    Ok(mut rows) => {
+                        let truncated = rows.len() > limit;
+                        rows.truncate(limit);
+                        self.respond(now, origin, Response::TxnRows { rows, desc, truncated, epoch });
+                    }
+                    Err(e) => self.fail(now, origin, ApiError::Unavailable(format!("storage: {e}"))),
+                }
             }
-            Err(e) => self.fail(now, origin, ApiError::Unavailable(format!("storage: {e}"))),
         }
     }
 
@@ -226,10 +287,17 @@ impl NodeCore {
         now: TTInterval,
         origin: Origin,
         txn: TxnMeta,
-        (reads, read_epoch): (Vec<Vec<u8>>, Option<u64>),
+        (read_keys, read_spans, read_epoch): TxnReads,
         writes: Vec<KeyWrite>,
         role: CommitRole,
     ) {
+        let mut reads: Vec<Span> = read_keys.into_iter().map(Span::key).collect();
+        for (start, end) in read_spans {
+            match Span::range(start, end) {
+                Ok(s) => reads.push(s),
+                Err(e) => return self.fail(now, origin, ApiError::Invalid(e.to_string())),
+            }
+        }
         if reads.len() + writes.len() > TXN_KEYS_MAX {
             return self.fail(
                 now,
@@ -237,7 +305,7 @@ impl NodeCore {
                 ApiError::Invalid(format!("a transaction reads and writes at most {TXN_KEYS_MAX} keys per range")),
             );
         }
-        for k in reads.iter().chain(writes.iter().map(|(k, _)| k)) {
+        for k in reads.iter().map(Span::start).chain(writes.iter().map(|(k, _)| k.as_slice())) {
             if let Err(e) = range::check_user_key(k) {
                 return self.fail(now, origin, ApiError::Invalid(e));
             }
@@ -254,19 +322,31 @@ impl NodeCore {
                 )),
             );
         }
-        let first = writes.first().map(|(k, _)| k).or(reads.first()).cloned().unwrap_or_default();
+        let first =
+            writes.first().map(|(k, _)| k.clone()).or(reads.first().map(|s| s.start().to_vec())).unwrap_or_default();
         let gid = match self.txn_leader(now, &first) {
             Ok(g) => g,
             Err(e) => return self.fail(now, origin, e),
         };
         let desc = self.groups[&gid].state.desc.clone();
-        if let Some(k) = reads.iter().chain(writes.iter().map(|(k, _)| k)).find(|k| !desc.contains(k)) {
+        let outside = |s: &Span| match s {
+            Span::Key(k) => !desc.contains(k),
+            Span::Range { start, end } => {
+                !desc.contains(start) || (!desc.end.is_empty() && (end.is_empty() || *end > desc.end))
+            }
+        };
+        if let Some(k) = reads
+            .iter()
+            .find(|s| outside(s))
+            .map(|s| s.start().to_vec())
+            .or(writes.iter().map(|(k, _)| k.clone()).find(|k| !desc.contains(k)))
+        {
             return self.fail(
                 now,
                 origin,
                 ApiError::Invalid(format!(
                     "key {} is not in range {gid} with {}; a transaction over several ranges needs two-phase commit",
-                    range::show_key(k),
+                    range::show_key(&k),
                     range::show_key(&first)
                 )),
             );
@@ -343,7 +423,7 @@ impl NodeCore {
         let epoch = g.replica.promised().round;
         let why = if c.read_epoch.is_some_and(|e| e != epoch) && !c.reads.is_empty() {
             Some("the range's leader changed since the transaction read (its read locks are gone)")
-        } else if c.reads.iter().any(|k| !g.txns.locks.holds(c.txn.id, &Span::key(k.clone()), Mode::Shared)) {
+        } else if c.reads.iter().any(|s| !g.txns.locks.holds(c.txn.id, s, Mode::Shared)) {
             Some("a read lock was lost (wounded, expired or the leader changed)")
         } else {
             None
@@ -469,9 +549,9 @@ impl NodeCore {
         for (_, req) in granted {
             let Some(g) = self.groups.get_mut(&gid) else { return };
             match g.txns.waits.remove(&req) {
-                Some(Wait::Get { origin, txn: _, key }) => {
+                Some(Wait::Get { origin, txn: _, read }) => {
                     if g.replica.can_serve_lease_read(now) {
-                        self.answer_txn_get(now, gid, origin, key);
+                        self.answer_txn_read(now, gid, origin, read);
                     } else {
                         let e = self.read_refusal(gid);
                         self.fail(now, origin, e);
@@ -528,5 +608,14 @@ impl NodeCore {
     fn next_txn_req(&mut self) -> u64 {
         self.txn_req += 1;
         self.txn_req
+    }
+}
+
+/// `end` clipped to `desc` (empty: the range's end).
+pub(super) fn clip_end(desc: &meridian_shard::range::RangeDescriptor, end: Vec<u8>) -> Vec<u8> {
+    match (end.is_empty(), desc.end.is_empty()) {
+        (true, _) => desc.end.clone(),
+        (false, true) => end,
+        (false, false) => end.min(desc.end.clone()),
     }
 }

@@ -82,6 +82,9 @@ pub struct NodeConfig {
     pub options: NodeOptions,
     /// RocksDB tuning.
     pub rocks: RocksOptions,
+    /// The address this node serves SQL on (PostgreSQL protocol), told to the cluster when it
+    /// joins so tools can find it.
+    pub pg_advertise: Option<String>,
 }
 
 enum CoreMsg {
@@ -176,7 +179,8 @@ impl Node {
         let advertise = cfg.advertise.clone().unwrap_or_else(|| addr.to_string());
         let tt = Arc::new(SimTrueTime::system(cfg.epsilon));
         let seed = std::process::id() as u64 ^ tt.now().latest.nanos();
-        let me_info = NodeInfo { id: NodeId(0), addr: advertise.clone(), http_addr: None, pg_addr: None };
+        let me_info =
+            NodeInfo { id: NodeId(0), addr: advertise.clone(), http_addr: None, pg_addr: cfg.pg_advertise.clone() };
 
         let mut core = match NodeCore::stored_identity(&*engine)? {
             Some(ident) => {

@@ -159,6 +159,31 @@ impl pb::kv_server::Kv for Services {
         }))
     }
 
+    async fn txn_scan(&self, req: GrpcRequest<pb::TxnScanRequest>) -> R<pb::TxnScanResponse> {
+        let r = req.into_inner();
+        let txn = match txn_from_pb(r.txn) {
+            Ok(t) => t,
+            Err(e) => {
+                return Ok(GrpcResponse::new(pb::TxnScanResponse {
+                    error: Some(error_to_pb(&e)),
+                    ..Default::default()
+                }));
+            }
+        };
+        let request = Request::TxnScan { txn, start: r.start, end: r.end, limit: r.limit };
+        Ok(GrpcResponse::new(match self.core.call(request).await {
+            Response::TxnRows { rows, desc, truncated, epoch } => pb::TxnScanResponse {
+                rows: rows.into_iter().map(|(key, value)| pb::KeyValue { key, value }).collect(),
+                range: Some((&desc).into()),
+                truncated,
+                epoch,
+                error: None,
+            },
+            Response::Error(e) => pb::TxnScanResponse { error: Some(error_to_pb(&e)), ..Default::default() },
+            other => pb::TxnScanResponse { error: Some(error_to_pb(&unexpected(&other))), ..Default::default() },
+        }))
+    }
+
     async fn txn_commit(&self, req: GrpcRequest<pb::TxnCommitRequest>) -> R<pb::TxnCommitResponse> {
         let r = req.into_inner();
         let txn = match txn_from_pb(r.txn) {
@@ -178,7 +203,8 @@ impl pb::kv_server::Kv for Services {
                 return Ok(GrpcResponse::new(pb::TxnCommitResponse { ts: 0, error: Some(error_to_pb(&e)) }));
             }
         };
-        let request = Request::TxnCommit { txn, reads: r.reads, read_epoch: r.read_epoch, writes, role };
+        let read_spans = r.read_spans.into_iter().map(|s| (s.start, s.end)).collect();
+        let request = Request::TxnCommit { txn, reads: r.reads, read_spans, read_epoch: r.read_epoch, writes, role };
         Ok(GrpcResponse::new(match self.core.call(request).await {
             Response::Written { ts } | Response::Prepared { ts } => {
                 pb::TxnCommitResponse { ts: ts.nanos(), error: None }
