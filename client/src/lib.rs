@@ -289,6 +289,29 @@ impl Client {
         unreachable!("the attempt loop only ends by returning")
     }
 
+    /// One attempt of `op` at some replica of `key`'s range — replicas in turn, so reads spread
+    /// over followers. `None` if the route is unknown, the replica refused or is unreachable:
+    /// the caller then goes to the leader.
+    async fn at_some_replica<T, F, Fut>(&self, key: &[u8], op: F) -> Option<T>
+    where
+        F: FnOnce(pb::kv_client::KvClient<Channel>, RangeDescriptor) -> Fut,
+        Fut: std::future::Future<Output = Result<Outcome<T>, tonic::Status>>,
+    {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let (desc, addr) = {
+            let routes = self.routes();
+            let desc = routes.cache.lookup(key)?.clone();
+            let voters: Vec<NodeId> = desc.config.voters.iter().copied().collect();
+            let i = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % voters.len().max(1);
+            let addr = routes.nodes.get(voters.get(i)?)?.addr.clone();
+            (desc, addr)
+        };
+        match op(self.kv(&addr).ok()?, desc).await {
+            Ok(Outcome::Done(v)) => Some(v),
+            _ => None,
+        }
+    }
+
     /// Turns a node's error into a retry decision, learning from its hints.
     fn on_error<T>(&self, desc: &RangeDescriptor, e: pb::Error) -> Outcome<T> {
         use pb::error::Kind;

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use meridian_proto::v1 as pb;
-use meridian_shard::range;
+use meridian_shard::range::{self, RangeDescriptor};
 use meridian_truetime::Timestamp;
 
 use crate::{Client, ClientError, Outcome, TxnFuture};
@@ -97,21 +97,29 @@ async fn read(
     limit: u32,
 ) -> Result<(Vec<pb::KeyValue>, Vec<u8>, bool), ClientError> {
     let req = pb::ReadRequest { start: start.to_vec(), end, limit, ts: ts.map(Timestamp::nanos) };
-    let (rows, range_end, truncated, read_ts) = client
-        .with_leader(start, |mut kv, desc| {
-            let req = req.clone();
-            async move {
-                let r = kv.read(req).await?.into_inner();
-                Ok(match r.error {
-                    None => {
-                        let end = r.range.map(|d| d.end).unwrap_or_default();
-                        Outcome::Done((r.rows, end, r.truncated, Timestamp::from_nanos(r.read_ts)))
-                    }
-                    Some(e) => client.on_error(&desc, e),
-                })
-            }
-        })
-        .await?;
+    let op = |mut kv: pb::kv_client::KvClient<tonic::transport::Channel>, desc: RangeDescriptor| {
+        let req = req.clone();
+        async move {
+            let r = kv.read(req).await?.into_inner();
+            Ok(match r.error {
+                None => {
+                    let end = r.range.map(|d| d.end).unwrap_or_default();
+                    Outcome::Done((r.rows, end, r.truncated, Timestamp::from_nanos(r.read_ts)))
+                }
+                Some(e) => client.on_error(&desc, e),
+            })
+        }
+    };
+    // With its timestamp fixed, a read may be served by any replica whose safe time reached it
+    // (a follower read); one that has not sends the client to the leader.
+    let follower = match ts {
+        Some(_) => client.at_some_replica(start, op).await,
+        None => None,
+    };
+    let (rows, range_end, truncated, read_ts) = match follower {
+        Some(r) => r,
+        None => client.with_leader(start, op).await?,
+    };
     ts.get_or_insert(read_ts);
     Ok((rows, range_end, truncated))
 }

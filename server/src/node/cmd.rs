@@ -179,6 +179,15 @@ pub enum PeerMsg {
         /// The request.
         request: Request,
     },
+    /// A follower could not serve a read at `ts` (its safe time lags: the range is idle): the
+    /// leader logs an empty write at or above `ts` (MinNextTS, Spanner §4.1.3), after which the
+    /// followers can.
+    CloseTimestamp {
+        /// The range.
+        group: GroupId,
+        /// The read timestamp wanted.
+        ts: Timestamp,
+    },
     /// The answer to a [`PeerMsg::Forward`].
     ForwardReply {
         /// The forward's id.

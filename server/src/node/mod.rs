@@ -210,6 +210,8 @@ struct Group {
     txns: txn::GroupTxns,
     /// Lock-free reads waiting for safe time.
     parked_reads: Vec<read::ParkedRead>,
+    /// Follower: when it last asked the leader to close a timestamp (local time).
+    close_asked: Timestamp,
 }
 
 struct Forward {
@@ -556,6 +558,7 @@ impl NodeCore {
             PeerMsg::InitReplica { desc } => self.init_replica(desc),
             PeerMsg::Forward { fwd, request } => self.handle_request(now, Origin::Peer { node: from, fwd }, request),
             PeerMsg::ForwardReply { fwd, response } => self.on_forward_reply(now, fwd, response),
+            PeerMsg::CloseTimestamp { group, ts } => self.close_timestamp(now, group, ts),
         }
     }
 
@@ -1039,6 +1042,7 @@ impl Group {
             split_at: None,
             txns: txn::GroupTxns::default(),
             parked_reads: Vec::new(),
+            close_asked: Timestamp::ZERO,
         }
     }
 }

@@ -26,13 +26,15 @@ use meridian_truetime::{TTInterval, Timestamp};
 use meridian_txn::Span;
 
 use super::api::{self, ApiError, Response};
-use super::cmd::Origin;
-use super::{NodeCore, local_of};
+use super::cmd::{GroupCmd, Origin, PeerMsg};
+use super::{NodeCore, local_of, propose};
 
 /// Longest a read waits for safe time before it fails with a retryable error.
 pub const READ_PARK_MAX: Duration = Duration::from_secs(5);
 /// Most reads parked per range.
 pub const PARKED_READS_MAX: usize = 10_000;
+/// How often a follower asks its leader to close a timestamp for reads it could not serve.
+pub const CLOSE_ASK_EVERY: Duration = Duration::from_millis(200);
 
 /// A read waiting for safe time.
 pub(super) struct ParkedRead {
@@ -175,7 +177,37 @@ impl NodeCore {
         if g.replica.role() == Role::Leader {
             return Safe::No(ApiError::Unavailable(format!("range {gid}: the leader is waiting for its lease")));
         }
+        // An idle range's safe time stands still: ask the leader to close the timestamp, so
+        // the next reads here can be served (at most every CLOSE_ASK_EVERY per range).
+        let local = local_of(now);
+        if let Some(leader) = g.replica.leader_hint()
+            && local >= g.close_asked.saturating_add(CLOSE_ASK_EVERY)
+        {
+            g.close_asked = local;
+            self.send(leader, PeerMsg::CloseTimestamp { group: gid, ts: s });
+        }
         Safe::No(self.not_leader(gid))
+    }
+
+    /// Leader: a follower wants to serve reads at `ts`. Log an empty write at `max(ts, next)`
+    /// inside the lease: no later write can take a smaller timestamp (MinNextTS, Spanner
+    /// §4.1.3), and every replica that applies it has `t_paxos_safe ≥ ts`.
+    pub(super) fn close_timestamp(&mut self, now: TTInterval, gid: GroupId, ts: Timestamp) {
+        let me = self.ident.node;
+        let Some(g) = self.groups.get_mut(&gid) else { return };
+        if g.replica.role() != Role::Leader || ts <= g.state.last_write_ts || !g.proposed.is_empty() {
+            return; // not ours, already closed, or a write in flight will close it
+        }
+        let at = ts.max(g.last_assigned.next()).max(now.latest.next());
+        if !g.replica.can_assign(now, at) || g.state.frozen_into.is_some() {
+            return;
+        }
+        let cmd = GroupCmd::Write { ts: at, writes: Vec::new(), from: (me, Origin::Internal(0)), txn: None };
+        if propose(g, &cmd).is_ok() {
+            g.replica.note_assigned(at);
+            g.last_assigned = at;
+            self.dirty.insert(gid);
+        }
     }
 
     /// Re-tries the reads parked on `gid` (after an apply), failing those past their deadline.

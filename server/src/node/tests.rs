@@ -779,3 +779,57 @@ fn reads_below_the_gc_horizon_fail_clearly() {
     }
     assert_eq!(read_at(&mut sim, "k", None).0.as_deref(), Some("new"));
 }
+
+#[test]
+fn followers_serve_reads_up_to_their_safe_time() {
+    use crate::node::api::CommitRole;
+    let mut sim = ClusterSim::new(71, NodeOptions { rebalance: false, ..opts() });
+    let (left, _right, _) = two_ranges_apart(&mut sim);
+    put(&mut sim, "k", "1");
+    let Response::Written { ts: w } =
+        route(&mut sim, b"k", Request::Write { writes: vec![(b"k".to_vec(), Some(b"2".to_vec()))] })
+    else {
+        panic!("write")
+    };
+    sim.run_for(Duration::from_millis(500)); // followers apply
+    let leader = leader_of(&mut sim, b"k");
+    let follower = *sim.nodes.keys().find(|n| **n != leader).expect("a follower");
+    let read = |ts| Request::Read { start: b"k".to_vec(), end: None, limit: 1, ts: Some(ts) };
+    // At or below its highest applied write, a follower answers itself.
+    match sim.call(follower, read(w), Duration::from_secs(1)) {
+        Some(Response::ReadAt { rows, read_ts, .. }) => {
+            assert_eq!(rows, vec![(b"k".to_vec(), b"2".to_vec())]);
+            assert_eq!(read_ts, w);
+        }
+        other => panic!("follower read at {w}: {other:?}"),
+    }
+    match sim.call(follower, read(w.prev()), Duration::from_secs(1)) {
+        Some(Response::ReadAt { rows, .. }) => assert_eq!(rows, vec![(b"k".to_vec(), b"1".to_vec())]),
+        other => panic!("follower read below {w}: {other:?}"),
+    }
+    // Above it, the follower cannot know what the leader assigned since: it sends the client on.
+    let later = sim.tt(follower).latest;
+    let r = sim.call(follower, read(later), Duration::from_secs(1));
+    assert!(matches!(r, Some(Response::Error(ApiError::NotLeader { .. }))), "{r:?}");
+    // It also asked the leader to close that timestamp (MinNextTS): the range is idle, yet soon
+    // the follower serves the read itself.
+    sim.run_for(Duration::from_millis(300));
+    let r = sim.call(follower, read(later), Duration::from_secs(1));
+    assert!(matches!(r, Some(Response::ReadAt { .. })), "after the leader closed {later}: {r:?}");
+    // A transaction prepared here holds back reads of its keys at or above its prepare timestamp
+    // (t_tm_safe), at every replica — and only of its keys.
+    let t = txn(30, 30);
+    let prep = commit_req(t, &[], None, &[("k", "3")], CommitRole::Prepare { coordinator: _right });
+    let _ = left;
+    let Response::Prepared { ts: p } = txn_call(&mut sim, "k", prep) else { panic!("prepare") };
+    put(&mut sim, "j", "x"); // advances the follower's t_paxos_safe past p
+    sim.run_for(Duration::from_millis(500));
+    let held = sim.submit(follower, read(p));
+    assert_eq!(sim.reply(held, Duration::from_millis(300)), None, "a read at p waits for the outcome");
+    let other = Request::Read { start: b"j".to_vec(), end: None, limit: 1, ts: Some(p) };
+    assert!(matches!(sim.call(follower, other, Duration::from_secs(1)), Some(Response::ReadAt { .. })));
+    assert!(
+        matches!(sim.call(follower, read(p.prev()), Duration::from_secs(1)), Some(Response::ReadAt { .. })),
+        "below p the prepared transaction cannot commit"
+    );
+}
