@@ -518,12 +518,9 @@ impl NodeCore {
             Request::PutLeader { group, hint } => {
                 let me = self.ident.node;
                 let g = self.groups.get_mut(&META_GROUP).expect("caller checked the meta replica");
-                let ts = now.latest.max(g.last_assigned.next());
+                let ts = g.clock.assign_write(now, Timestamp::ZERO);
                 let outcome = if g.replica.can_assign(now, ts) {
-                    propose(g, &GroupCmd::PutLeader { ts, group, hint }).map(|()| {
-                        g.replica.note_assigned(ts);
-                        g.last_assigned = ts;
-                    })
+                    propose(g, &GroupCmd::PutLeader { ts, group, hint }).map(|()| g.replica.note_assigned(ts))
                 } else {
                     Err(ApiError::Unavailable("the meta range's leader has no lease".into()))
                 };
@@ -546,7 +543,7 @@ impl NodeCore {
     ) {
         let me = self.ident.node;
         let g = self.groups.get_mut(&META_GROUP).expect("caller checked the meta replica");
-        let ts = now.latest.max(g.last_assigned.next());
+        let ts = g.clock.assign_write(now, Timestamp::ZERO);
         if !g.replica.can_assign(now, ts) {
             return self.fail(now, origin, ApiError::Unavailable("the meta range's leader has no lease".into()));
         }
@@ -554,7 +551,6 @@ impl NodeCore {
         match propose(g, &cmd) {
             Ok(()) => {
                 g.replica.note_assigned(ts);
-                g.last_assigned = ts;
                 self.dirty.insert(META_GROUP);
             }
             Err(e) => self.fail(now, origin, e),

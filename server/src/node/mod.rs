@@ -194,8 +194,8 @@ pub struct Release {
 struct Group {
     replica: Replica,
     state: RangeState,
-    /// Largest timestamp assigned by this replica while leading (monotonic commit timestamps).
-    last_assigned: Timestamp,
+    /// The timestamps this replica assigned while leading (monotonic, Spanner §4.1.2).
+    clock: meridian_txn::LeaderClock,
     /// Writes proposed here and not yet answered: (origin, commit ts).
     proposed: BTreeMap<Origin, Timestamp>,
     /// Writes applied in the last window, for load-based splitting.
@@ -1035,7 +1035,7 @@ impl Group {
             replica,
             meta_synced_generation: state.desc.generation,
             state,
-            last_assigned: Timestamp::ZERO,
+            clock: meridian_txn::LeaderClock::default(),
             proposed: BTreeMap::new(),
             writes_recent: 0,
             leader_reported: None,

@@ -161,8 +161,8 @@ impl NodeCore {
                         "range {gid}: read timestamp {s} is beyond the leader's lease"
                     )));
                 }
-                if s > g.last_assigned {
-                    g.last_assigned = s;
+                if s > g.clock.last_assigned {
+                    g.clock.observe(s);
                     g.replica.note_assigned(s);
                 }
             }
@@ -198,14 +198,16 @@ impl NodeCore {
         if g.replica.role() != Role::Leader || ts <= g.state.last_write_ts || !g.proposed.is_empty() {
             return; // not ours, already closed, or a write in flight will close it
         }
-        let at = ts.max(g.last_assigned.next()).max(now.latest.next());
-        if !g.replica.can_assign(now, at) || g.state.frozen_into.is_some() {
+        if g.state.frozen_into.is_some() {
+            return;
+        }
+        let at = g.clock.assign_write(now, ts);
+        if !g.replica.can_assign(now, at) {
             return;
         }
         let cmd = GroupCmd::Write { ts: at, writes: Vec::new(), from: (me, Origin::Internal(0)), txn: None };
         if propose(g, &cmd).is_ok() {
             g.replica.note_assigned(at);
-            g.last_assigned = at;
             self.dirty.insert(gid);
         }
     }

@@ -45,8 +45,7 @@ use super::cmd::{Decided, GroupCmd, KeyWrite, Origin, PreparedTxn};
 use super::manage::Internal;
 use super::{NodeCore, local_of, propose};
 
-/// A prepared participant that heard nothing this long asks its coordinator.
-pub const IN_DOUBT_AFTER: Duration = Duration::from_secs(2);
+pub use meridian_txn::outcome::IN_DOUBT_AFTER;
 /// How often a coordinator re-sends an unacknowledged decision.
 pub const RESOLVE_RETRY: Duration = Duration::from_secs(1);
 /// Shortest time a coordinator remembers a decision.
@@ -128,11 +127,9 @@ impl NodeCore {
     ) {
         let me = self.ident.node;
         let g = self.groups.get_mut(&gid).expect("caller checked");
-        if let Some(s) = commit_ts
-            && s > g.last_assigned
-        {
+        if let Some(s) = commit_ts {
             // Later writes here get timestamps above s, so t_paxos_safe stays monotonic.
-            g.last_assigned = s;
+            g.clock.observe(s);
         }
         match propose(g, &GroupCmd::Resolve { txn, commit_ts, from: (me, origin) }) {
             Ok(()) => {
@@ -194,11 +191,11 @@ impl NodeCore {
             }
             return;
         }
-        let id = p.txn.id;
+        let (id, coordinator) = (p.txn.id, p.coordinator);
         let ts = g.state.prepared.entry(id).or_insert(p).prepare_ts;
         g.state.last_write_ts = g.state.last_write_ts.max(ts);
         if g.replica.role() == Role::Leader {
-            g.txns.in_doubt.insert(id, local_of(now));
+            g.txns.participants.on_prepared(id, coordinator, ts, local_of(now));
         }
         if let Some(o) = mine {
             self.respond(now, o, Response::Prepared { ts });
@@ -267,7 +264,10 @@ impl NodeCore {
     ) {
         let mine = (from.0 == self.ident.node).then_some(from.1);
         let g = self.groups.get_mut(&gid).expect("applying group exists");
-        g.txns.in_doubt.remove(&txn);
+        match commit_ts {
+            Some(s) => g.txns.participants.on_committed(txn, s),
+            None => g.txns.participants.on_aborted(txn),
+        };
         if let Some(p) = g.state.prepared.remove(&txn) {
             if let Some(s) = commit_ts {
                 // Splits and merges wait while anything is prepared, so the keys are ours.
@@ -395,13 +395,9 @@ impl NodeCore {
         let Some(g) = self.groups.get_mut(&gid) else { return };
         let Some(p) = g.state.prepared.get(&txn) else { return };
         let coordinator = p.coordinator;
-        g.txns.in_doubt.insert(txn, local_of(now));
-        self.group_request(
-            now,
-            coordinator,
-            Request::TxnInquire { group: coordinator, txn },
-            Internal::Inquiry { gid, txn, coordinator },
-        );
+        g.txns.participants.heard(txn, local_of(now));
+        let request = Request::TxnInquire { group: coordinator, txn };
+        self.group_request(now, coordinator, request, Internal::Inquiry { gid, txn, coordinator });
     }
 
     /// Housekeeping of a leader: ask about transactions in doubt, re-send unacknowledged
@@ -410,13 +406,13 @@ impl NodeCore {
         let local = local_of(now);
         self.restore_prepared_locks(gid);
         let Some(g) = self.groups.get_mut(&gid) else { return };
-        let mut ask = Vec::new();
-        for id in g.state.prepared.keys() {
-            let since = *g.txns.in_doubt.entry(*id).or_insert(local);
-            if local >= since.saturating_add(IN_DOUBT_AFTER) {
-                ask.push(*id);
+        // A new leader tracks what earlier leaders prepared as if just heard of.
+        for (id, p) in &g.state.prepared {
+            if g.txns.participants.get(*id).is_none() {
+                g.txns.participants.on_prepared(*id, p.coordinator, p.prepare_ts, local);
             }
         }
+        let ask = g.txns.participants.due_inquiries(local);
         let mut resend = Vec::new();
         let mut forget = Vec::new();
         for (id, d) in &g.state.decisions {
@@ -435,8 +431,9 @@ impl NodeCore {
         if !forget.is_empty() && propose(g, &GroupCmd::Forget { txns: forget }).is_ok() {
             self.dirty.insert(gid);
         }
-        for txn in ask {
-            self.inquire_now(now, gid, txn);
+        for (txn, coordinator) in ask {
+            let request = Request::TxnInquire { group: coordinator, txn };
+            self.group_request(now, coordinator, request, Internal::Inquiry { gid, txn, coordinator });
         }
         for txn in resend {
             self.send_resolves(now, gid, txn);

@@ -94,9 +94,9 @@ pub(super) struct GroupTxns {
     aborted: BTreeMap<TxnId, Timestamp>,
     /// The leader epoch whose lock table holds every prepared transaction's locks.
     pub(super) restored_epoch: Option<u64>,
-    /// Participant: prepared transactions and when (local time) their coordinator was last
-    /// asked (or the prepare was first seen here).
-    pub(super) in_doubt: BTreeMap<TxnId, Timestamp>,
+    /// Participant: the prepared transactions and when their coordinator was last heard of
+    /// (local time), to ask it once they are in doubt.
+    pub(super) participants: meridian_txn::Participants,
     /// Coordinator: participants that acknowledged a decision, and when the decision was last
     /// sent to the others (local time).
     pub(super) resolving: BTreeMap<TxnId, (BTreeSet<GroupId>, Timestamp)>,
@@ -452,11 +452,11 @@ impl NodeCore {
         // Spanner §4.1.2 (start rule): s > TT.now().latest and above every timestamp this leader
         // assigned, inside its lease (§4.1.1). A prepare timestamp is above every timestamp the
         // participant assigned; a commit timestamp is at least every prepare timestamp (§4.2.1).
-        let floor = match &c.role {
-            CommitRole::Coordinate { prepare_ts_max, .. } => *prepare_ts_max,
-            _ => Timestamp::ZERO,
+        let ts = match &c.role {
+            CommitRole::Single => g.clock.assign_write(now, Timestamp::ZERO),
+            CommitRole::Prepare { .. } => g.clock.assign_prepare(now, Timestamp::ZERO),
+            CommitRole::Coordinate { prepare_ts_max, .. } => g.clock.assign_commit(now, &[*prepare_ts_max]),
         };
-        let ts = now.latest.next().max(g.last_assigned.next()).max(floor);
         if !g.replica.can_assign(now, ts) {
             self.release_txn(now, gid, c.txn.id);
             self.decide_abort_if_coordinator(now, gid, c.txn.id, &c.role);
@@ -490,7 +490,6 @@ impl NodeCore {
         match propose(g, &cmd) {
             Ok(()) => {
                 g.replica.note_assigned(ts);
-                g.last_assigned = ts;
                 g.proposed.insert(c.origin, ts);
                 self.dirty.insert(gid);
             }
