@@ -666,7 +666,7 @@ fn two_phase_commit_keeps_prepared_transactions_across_leader_failover_and_presu
     let Response::Prepared { ts: pu } = txn_call(&mut sim, "z", prep) else { panic!("prepare U") };
     let zl = leader_of(&mut sim, b"z");
     let w = sim.submit(zl, Request::Write { writes: vec![(b"z".to_vec(), Some(b"after-u".to_vec()))] });
-    let r = sim.reply(w, super::twopc::IN_DOUBT_AFTER * 4);
+    let r = sim.reply(w, meridian_txn::outcome::IN_DOUBT_AFTER * 4);
     assert!(matches!(r, Some(Response::Written { .. })), "U is presumed aborted and releases z: {r:?}");
     // A late commit of U finds the abort decision.
     let late = commit_req(

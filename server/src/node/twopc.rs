@@ -18,7 +18,7 @@
 //!
 //! **Recovery.** Everything a decision depends on is in a Paxos log: a participant's prepare
 //! record (its writes and locks, restored by the next leader), the coordinator's decision. A
-//! participant that hears nothing for [`IN_DOUBT_AFTER`] asks the coordinator group
+//! participant that hears nothing for [`IN_DOUBT_AFTER`](meridian_txn::outcome::IN_DOUBT_AFTER) asks the coordinator group
 //! ([`Request::TxnInquire`]); a coordinator that has no decision and no live commit for the
 //! transaction logs an abort and answers with whatever decision its log holds first (presumed
 //! abort). Since the first `Decide` in the log wins on every replica, a commit racing an
@@ -45,7 +45,6 @@ use super::cmd::{Decided, GroupCmd, KeyWrite, Origin, PreparedTxn};
 use super::manage::Internal;
 use super::{NodeCore, local_of, propose};
 
-pub use meridian_txn::outcome::IN_DOUBT_AFTER;
 /// How often a coordinator re-sends an unacknowledged decision.
 pub const RESOLVE_RETRY: Duration = Duration::from_secs(1);
 /// Shortest time a coordinator remembers a decision.
