@@ -494,6 +494,20 @@ fn read_write_transactions_lose_no_update_and_keep_the_sum() {
         let (a, _) = client.get(b"acct/a").await.expect("a");
         let (b, _) = client.get(b"acct/b").await.expect("b");
         assert_eq!(num(a) + num(b), 1000);
+        // A transaction that thinks for longer than the 10 s idle timeout between its read and
+        // its commit stays alive: the client sends keepalives while the body runs.
+        let (_, ts) = client
+            .read_write(|t| {
+                Box::pin(async move {
+                    let n = num(t.get(b"acct/slow").await?);
+                    tokio::time::sleep(Duration::from_secs(12)).await;
+                    t.put(b"acct/slow", (n + 1).to_string().as_bytes());
+                    Ok(())
+                })
+            })
+            .await
+            .expect("a slow transaction commits");
+        assert!(ts > meridian_truetime::Timestamp::ZERO);
     });
 }
 

@@ -38,6 +38,44 @@ const BACKOFF_MAX: Duration = Duration::from_millis(200);
 /// transaction (boxed so that `read_write` itself stays `Send` and can run in `tokio::spawn`).
 pub type TxnFuture<'t, T> = Pin<Box<dyn Future<Output = Result<T, ClientError>> + Send + 't>>;
 
+/// How often a transaction in progress tells the ranges holding its locks that it is alive
+/// (they abort one silent for 10 s: its client is gone).
+pub const TXN_KEEPALIVE_EVERY: Duration = Duration::from_secs(3);
+
+/// A key of every range that may hold a transaction's locks, shared with its keepalive.
+#[derive(Clone, Default)]
+struct Touched(Arc<std::sync::Mutex<BTreeMap<GroupId, Vec<u8>>>>);
+
+impl Touched {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<GroupId, Vec<u8>>> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Sends keepalives for `txn` to every range it touched, every [`TXN_KEEPALIVE_EVERY`], until
+/// dropped. Failures are ignored: a range that aborted the transaction says so at its next
+/// request or at commit.
+async fn keepalive(client: &Client, txn: pb::Txn, touched: Touched) {
+    loop {
+        tokio::time::sleep(TXN_KEEPALIVE_EVERY).await;
+        let keys: Vec<Vec<u8>> = touched.lock().values().cloned().collect();
+        for key in keys {
+            let _ = client
+                .with_leader(&key, |mut kv, desc| {
+                    let key = key.clone();
+                    async move {
+                        let r = kv.txn_keepalive(pb::TxnAbortRequest { txn: Some(txn), key }).await?.into_inner();
+                        Ok(match r.error {
+                            None => Outcome::Done(()),
+                            Some(e) => client.on_error(&desc, e),
+                        })
+                    }
+                })
+                .await;
+        }
+    }
+}
+
 /// What a transaction read in one range, under the leader epoch it read under.
 #[derive(Default)]
 struct Reads {
@@ -54,7 +92,7 @@ struct TxnState {
     /// Buffered writes (`None` deletes).
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     /// A key of every range that may hold our locks (to send the abort there).
-    touched: BTreeMap<GroupId, Vec<u8>>,
+    touched: Touched,
 }
 
 /// A read-write transaction over a client held as `C` (`&Client` or `Arc<Client>`); use the
@@ -62,6 +100,16 @@ struct TxnState {
 pub struct TxnOn<C> {
     client: C,
     state: TxnState,
+    /// The keepalive task of an explicit transaction (the closure API runs it alongside).
+    keepalive: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl<C> Drop for TxnOn<C> {
+    fn drop(&mut self) {
+        if let Some(k) = self.keepalive.take() {
+            k.abort();
+        }
+    }
 }
 
 /// A transaction in progress, handed to the closure of [`Client::read_write`].
@@ -93,14 +141,14 @@ impl TxnState {
             pb: pb::Txn { id_hi: (id >> 64) as u64, id_lo: id as u64, start },
             reads: BTreeMap::new(),
             writes: BTreeMap::new(),
-            touched: BTreeMap::new(),
+            touched: Touched::default(),
         }
     }
 
     /// Records a read in `desc`'s range under `epoch`; a different epoch than earlier reads
     /// there means the leader changed and the earlier read locks are gone.
     fn note_read(&mut self, desc: &RangeDescriptor, epoch: u64, key: &[u8]) -> Result<&mut Reads, ClientError> {
-        self.touched.entry(desc.id).or_insert_with(|| key.to_vec());
+        self.touched.lock().entry(desc.id).or_insert_with(|| key.to_vec());
         let entry = self.reads.entry(desc.id).or_insert_with(|| Reads { epoch, ..Reads::default() });
         if entry.epoch != epoch {
             return Err(ClientError::Aborted(format!(
@@ -201,7 +249,7 @@ impl TxnState {
         // Per range: a key to route by, the reads (with their epoch) and the writes.
         let mut parts: BTreeMap<GroupId, Part> = BTreeMap::new();
         for (gid, r) in &self.reads {
-            let key = self.touched.get(gid).cloned().unwrap_or_default();
+            let key = self.touched.lock().get(gid).cloned().unwrap_or_default();
             let p = parts.entry(*gid).or_insert_with(|| Part::new(key));
             p.read_epoch = Some(r.epoch);
             p.reads = r.keys.iter().cloned().collect();
@@ -223,7 +271,7 @@ impl TxnState {
         }
         for (gid, p) in &parts {
             // Whatever happens next, an abort must reach every range that may hold our locks.
-            self.touched.entry(*gid).or_insert_with(|| p.key.clone());
+            self.touched.lock().entry(*gid).or_insert_with(|| p.key.clone());
         }
         let txn = self.pb;
         let Some(coordinator) = coordinator.filter(|_| parts.len() > 1) else {
@@ -245,7 +293,8 @@ impl TxnState {
     /// where it prepared asks the coordinator instead (only the coordinator decides).
     async fn abort(&mut self, client: &Client) {
         let txn = self.pb;
-        for key in std::mem::take(&mut self.touched).into_values() {
+        let touched = std::mem::take(&mut *self.touched.lock());
+        for key in touched.into_values() {
             let _ = client
                 .with_leader(&key, |mut kv, desc| {
                     let key = key.clone();
@@ -346,7 +395,12 @@ impl Client {
     /// Starts a read-write transaction driven by the caller (see [`Transaction`]). Prefer
     /// [`Client::read_write`], which also retries.
     pub fn begin(self: &Arc<Self>) -> Transaction {
-        TxnOn { client: self.clone(), state: TxnState::new(now_nanos(), 0) }
+        let state = TxnState::new(now_nanos(), 0);
+        let keepalive = tokio::runtime::Handle::try_current().ok().map(|rt| {
+            let (client, txn, touched) = (self.clone(), state.pb, state.touched.clone());
+            rt.spawn(async move { keepalive(&client, txn, touched).await })
+        });
+        TxnOn { client: self.clone(), state, keepalive }
     }
 
     /// Runs `body` as a serializable read-write transaction and commits it, re-running the whole
@@ -375,8 +429,13 @@ impl Client {
         let mut backoff = Duration::from_millis(2);
         let mut last = String::new();
         for attempt in 0..TXN_ATTEMPTS_MAX {
-            let mut txn = TxnOn { client: self, state: TxnState::new(start, attempt) };
-            let outcome = match body(&mut txn).await {
+            let mut txn = TxnOn { client: self, state: TxnState::new(start, attempt), keepalive: None };
+            let alive = keepalive(self, txn.state.pb, txn.state.touched.clone());
+            let ran = tokio::select! {
+                r = body(&mut txn) => r,
+                () = alive => unreachable!("the keepalive loop never ends"),
+            };
+            let outcome = match ran {
                 Ok(v) => txn.state.commit(self).await.map(|ts| (v, ts)),
                 Err(e) => Err(e),
             };

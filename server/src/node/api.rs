@@ -167,6 +167,14 @@ pub enum Request {
         /// The read timestamp; `None`: the leader picks `TT.now().latest`.
         ts: Option<Timestamp>,
     },
+    /// `txn` is alive: its locks in the range holding `key` must not expire. Fails with
+    /// [`ApiError::Aborted`] if the range no longer knows it (wounded, expired, leader changed).
+    TxnKeepalive {
+        /// The transaction.
+        txn: TxnMeta,
+        /// Any key of the range.
+        key: Vec<u8>,
+    },
     /// Give up `txn` in the range holding `key`, releasing its locks there.
     TxnAbort {
         /// The transaction.

@@ -616,6 +616,7 @@ impl NodeCore {
             Request::TxnInquire { group, txn } => self.serve_txn_inquire(now, origin, group, txn),
             Request::Read { start, end, limit, ts } => self.serve_read(now, origin, start, end, limit, ts),
             Request::TxnAbort { txn, key } => self.serve_txn_abort(now, origin, txn, key),
+            Request::TxnKeepalive { txn, key } => self.serve_txn_keepalive(now, origin, txn, key),
             Request::RangeLookup { .. }
             | Request::ClusterView
             | Request::Join { .. }

@@ -833,3 +833,35 @@ fn followers_serve_reads_up_to_their_safe_time() {
         "below p the prepared transaction cannot commit"
     );
 }
+
+#[test]
+fn keepalives_keep_a_transaction_past_the_idle_timeout() {
+    let mut sim = ClusterSim::new(81, opts());
+    sim.run_for(Duration::from_secs(1));
+    let l = leader_of(&mut sim, b"x");
+    let t = txn(40, 40);
+    let Some(Response::TxnValue { epoch, .. }) =
+        sim.call(l, Request::TxnGet { txn: t, key: b"x".to_vec() }, Duration::from_secs(1))
+    else {
+        panic!("read x")
+    };
+    let idle = super::txn::TXN_IDLE_TIMEOUT;
+    for _ in 0..4 {
+        sim.run_for(idle / 3);
+        let r = sim.call(l, Request::TxnKeepalive { txn: t, key: b"x".to_vec() }, Duration::from_secs(1));
+        assert!(matches!(r, Some(Response::Done { .. })), "keepalive: {r:?}");
+    }
+    let commit = commit_req(t, &["x"], Some(epoch), &[("x", "kept")], crate::node::api::CommitRole::Single);
+    let r = sim.call(l, commit, Duration::from_secs(2));
+    assert!(matches!(r, Some(Response::Written { .. })), "alive after {:?}: {r:?}", idle * 4 / 3);
+    // Without keepalives it expires, and the next keepalive says so.
+    let u = txn(41, 41);
+    let Some(Response::TxnValue { .. }) =
+        sim.call(l, Request::TxnGet { txn: u, key: b"x".to_vec() }, Duration::from_secs(1))
+    else {
+        panic!("read x")
+    };
+    sim.run_for(idle * 2);
+    let r = sim.call(l, Request::TxnKeepalive { txn: u, key: b"x".to_vec() }, Duration::from_secs(1));
+    assert!(matches!(r, Some(Response::Error(ApiError::Aborted(_)))), "expired: {r:?}");
+}

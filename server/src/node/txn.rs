@@ -260,6 +260,21 @@ impl NodeCore {
         self.fail(now, origin, ApiError::Invalid(e.to_string()))
     }
 
+    pub(super) fn serve_txn_keepalive(&mut self, now: TTInterval, origin: Origin, txn: TxnMeta, key: Vec<u8>) {
+        let gid = match self.txn_leader(now, &key) {
+            Ok(g) => g,
+            Err(e) => return self.fail(now, origin, e),
+        };
+        if let Err(e) = self.txn_admit(now, gid, txn) {
+            return self.fail(now, origin, e);
+        }
+        if !self.groups[&gid].txns.is_active(txn.id) {
+            let why = format!("transaction {} holds nothing in range {gid} (expired, or the leader changed)", txn.id);
+            return self.fail(now, origin, ApiError::Aborted(why));
+        }
+        self.respond(now, origin, Response::Done { detail: format!("transaction {} kept alive", txn.id) });
+    }
+
     pub(super) fn serve_txn_abort(&mut self, now: TTInterval, origin: Origin, txn: TxnMeta, key: Vec<u8>) {
         let gid = match self.txn_leader(now, &key) {
             Ok(g) => g,

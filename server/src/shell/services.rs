@@ -215,16 +215,11 @@ impl pb::kv_server::Kv for Services {
     }
 
     async fn txn_abort(&self, req: GrpcRequest<pb::TxnAbortRequest>) -> R<pb::TxnAbortResponse> {
-        let r = req.into_inner();
-        let txn = match txn_from_pb(r.txn) {
-            Ok(t) => t,
-            Err(e) => return Ok(GrpcResponse::new(pb::TxnAbortResponse { error: Some(error_to_pb(&e)) })),
-        };
-        Ok(GrpcResponse::new(match self.core.call(Request::TxnAbort { txn, key: r.key }).await {
-            Response::Done { .. } => pb::TxnAbortResponse { error: None },
-            Response::Error(e) => pb::TxnAbortResponse { error: Some(error_to_pb(&e)) },
-            other => pb::TxnAbortResponse { error: Some(error_to_pb(&unexpected(&other))) },
-        }))
+        Ok(GrpcResponse::new(self.txn_in_range(req.into_inner(), |txn, key| Request::TxnAbort { txn, key }).await))
+    }
+
+    async fn txn_keepalive(&self, req: GrpcRequest<pb::TxnAbortRequest>) -> R<pb::TxnAbortResponse> {
+        Ok(GrpcResponse::new(self.txn_in_range(req.into_inner(), |txn, key| Request::TxnKeepalive { txn, key }).await))
     }
 
     async fn read(&self, req: GrpcRequest<pb::ReadRequest>) -> R<pb::ReadResponse> {
@@ -250,6 +245,25 @@ impl pb::kv_server::Kv for Services {
             Response::Error(e) => pb::LookupRangeResponse { error: Some(error_to_pb(&e)), ..Default::default() },
             other => pb::LookupRangeResponse { error: Some(error_to_pb(&unexpected(&other))), ..Default::default() },
         }))
+    }
+}
+
+impl Services {
+    /// A request about one transaction in the range holding a key, answered with done or error.
+    async fn txn_in_range(
+        &self,
+        r: pb::TxnAbortRequest,
+        make: fn(meridian_txn::TxnMeta, Vec<u8>) -> Request,
+    ) -> pb::TxnAbortResponse {
+        let txn = match txn_from_pb(r.txn) {
+            Ok(t) => t,
+            Err(e) => return pb::TxnAbortResponse { error: Some(error_to_pb(&e)) },
+        };
+        match self.core.call(make(txn, r.key)).await {
+            Response::Done { .. } => pb::TxnAbortResponse { error: None },
+            Response::Error(e) => pb::TxnAbortResponse { error: Some(error_to_pb(&e)) },
+            other => pb::TxnAbortResponse { error: Some(error_to_pb(&unexpected(&other))) },
+        }
     }
 }
 
