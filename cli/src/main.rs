@@ -10,6 +10,7 @@ mod bench;
 mod cluster;
 mod foundation;
 mod sql;
+mod workload;
 
 use clap::{Parser, Subcommand};
 
@@ -49,6 +50,9 @@ enum Command {
     Sql(sql::SqlArgs),
     /// Walk through the storage foundation: TrueTime, MVCC on RocksDB, the Paxos log.
     Foundation(foundation::DemoArgs),
+    /// Workloads that check invariants against a running cluster (`workload bank init|run|check`).
+    #[command(subcommand)]
+    Workload(workload::WorkloadCommand),
     /// Measure Meridian against the physical floor of this machine.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -80,5 +84,6 @@ fn run() -> anyhow::Result<()> {
         Command::Sql(args) => sql::run(args),
         Command::Foundation(args) => foundation::run(args),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Workload(cmd) => workload::run(cmd),
     }
 }

@@ -833,3 +833,38 @@ fn sql_over_the_cluster_is_transactional_across_ranges_and_nodes() {
         assert_eq!(e.code(), Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE), "{e}");
     });
 }
+
+#[test]
+fn the_bank_workload_command_runs_and_checks_its_history() {
+    let _serial = serial();
+    let cluster = ProcessCluster::start(BIN, 3, NodeArgs::default()).expect("start cluster");
+    let rt = rt();
+    rt.block_on(async {
+        replicated_client(&cluster).await;
+    });
+    let addr = cluster.nodes[0].addr.clone();
+    let history = cluster.root().join("bank.jsonl");
+    let history = history.to_str().expect("utf-8 path");
+    let (ok, out) =
+        cluster.run_cli(&["workload", "bank", "--addr", &addr, "init", "--accounts", "12", "--ranges", "3"]);
+    assert!(ok, "init: {out}");
+    let (ok, out) = cluster.run_cli(&[
+        "workload",
+        "bank",
+        "--addr",
+        &addr,
+        "run",
+        "--seconds",
+        "4",
+        "--workers",
+        "3",
+        "--history",
+        history,
+    ]);
+    assert!(ok && out.contains(" 0 violations"), "run: {out}");
+    // Tampering with a balance behind the workload's back is caught by the ledger check.
+    let (ok, out) = cluster.run_cli(&["kv", "--addr", &addr, "put", "bank/acct/0003", "1000000"]);
+    assert!(ok, "{out}");
+    let (ok, out) = cluster.run_cli(&["workload", "bank", "--addr", &addr, "check", "--history", history]);
+    assert!(!ok && out.contains("the ledger says"), "check after tampering: {out}");
+}

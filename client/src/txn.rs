@@ -289,12 +289,14 @@ impl TxnState {
         send_commit(client, txn, coord, None, participants, max).await
     }
 
-    /// Releases what the transaction holds (best effort: unreleased locks expire). A range
-    /// where it prepared asks the coordinator instead (only the coordinator decides).
+    /// Releases what the transaction holds (best effort: unreleased locks expire), in every
+    /// range at once. A range where it prepared asks the coordinator instead (only the
+    /// coordinator decides), and the coordinator's range, one hop closer, has usually released
+    /// the transaction by then, so it answers "aborted" at once.
     async fn abort(&mut self, client: &Client) {
         let txn = self.pb;
         let touched = std::mem::take(&mut *self.touched.lock());
-        for key in touched.into_values() {
+        let aborts = touched.into_values().map(|key| async move {
             let _ = client
                 .with_leader(&key, |mut kv, desc| {
                     let key = key.clone();
@@ -307,7 +309,8 @@ impl TxnState {
                     }
                 })
                 .await;
-        }
+        });
+        futures::future::join_all(aborts).await;
     }
 }
 

@@ -153,7 +153,8 @@ impl NodeCore {
             return self.respond(now, origin, Response::Outcome { decision });
         }
         if g.txns.is_active(txn) {
-            // Its commit may still come (or is in the log): ask again later.
+            // The transaction is alive here (its locks are held, its client keeps it alive): its
+            // commit may still come. Ask again later.
             return self.respond(now, origin, Response::Outcome { decision: None });
         }
         // Presumed abort: log it; the answer is whichever decision the log holds first.

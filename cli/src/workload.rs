@@ -1,0 +1,363 @@
+//! `meridian workload bank init|run|check`: the bank workload against any cluster.
+//!
+//! ```text
+//!   init   N accounts bank/acct/NNNN with an initial balance, split over R ranges
+//!   run    W workers move money between random accounts (read-write transactions, two-phase
+//!          commit when the accounts' ranges differ), each transfer also writing its ledger
+//!          entry bank/ledger/W/SEQ in the same transaction; an auditor sums every account in
+//!          lock-free read-only and stale snapshots; every operation goes to a history file
+//!   check  replays the history against the final state: the checks below, then a verdict
+//! ```
+//!
+//! Checks: every audit sums to the initial total and sees no negative balance and every
+//! account; every acknowledged transfer is in the ledger; the final balances are exactly the
+//! initial ones moved by the ledger's transfers (acknowledged, plus whichever of the unknown
+//! ones committed — the ledger tells which); and external consistency (a transfer or strong
+//! audit that began after another was acknowledged has the larger timestamp).
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use meridian_check::external::Committed;
+use meridian_client::{Client, ClientError, ReadOnly, TxnFuture};
+use serde::{Deserialize, Serialize};
+
+const ACCT: &str = "bank/acct/";
+const LEDGER: &str = "bank/ledger/";
+const META: &[u8] = b"bank/meta";
+
+/// `meridian workload …`.
+#[derive(clap::Subcommand)]
+pub enum WorkloadCommand {
+    /// Bank transfers between accounts on several ranges, with audits and a ledger.
+    Bank {
+        /// Any node of the cluster.
+        #[arg(long, default_value = "127.0.0.1:7000", env = "MERIDIAN_ADDR")]
+        addr: String,
+        #[command(subcommand)]
+        cmd: BankCommand,
+    },
+}
+
+/// The bank workload's steps.
+#[derive(clap::Subcommand)]
+pub enum BankCommand {
+    /// Create the accounts (fails if they exist) and split them over ranges.
+    Init {
+        /// Accounts.
+        #[arg(long, default_value_t = 16)]
+        accounts: usize,
+        /// Initial balance of each.
+        #[arg(long, default_value_t = 100)]
+        balance: i64,
+        /// Ranges to spread them over.
+        #[arg(long, default_value_t = 4)]
+        ranges: usize,
+    },
+    /// Run transfers and audits, record the history, then check it.
+    Run {
+        /// How long.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Concurrent transfer workers.
+        #[arg(long, default_value_t = 8)]
+        workers: usize,
+        /// Where to write the history (JSON lines).
+        #[arg(long, default_value = "bank-history.jsonl")]
+        history: PathBuf,
+    },
+    /// Check a recorded history against the cluster's current state.
+    Check {
+        /// The history written by `run`.
+        #[arg(long, default_value = "bank-history.jsonl")]
+        history: PathBuf,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+struct Meta {
+    accounts: usize,
+    balance: i64,
+}
+
+/// One line of the history.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+#[serde(tag = "op", rename_all = "snake_case")]
+enum Event {
+    /// A transfer: `ok` (acknowledged), `fail` (certainly not committed) or `unknown`.
+    Transfer { id: String, from: usize, to: usize, amount: i64, outcome: String, invoke_ns: u64, ack_ns: u64, ts: u64 },
+    /// An audit: the sum and the smallest balance seen in one snapshot.
+    Audit { stale: bool, sum: i64, min: i64, rows: usize, invoke_ns: u64, ack_ns: u64, ts: u64 },
+}
+
+fn acct(i: usize) -> Vec<u8> {
+    format!("{ACCT}{i:04}").into_bytes()
+}
+
+fn number(v: &[u8]) -> Result<i64, ClientError> {
+    std::str::from_utf8(v)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| ClientError::Invalid(format!("not a balance: {}", String::from_utf8_lossy(v))))
+}
+
+/// Runs `meridian workload …`.
+pub fn run(cmd: WorkloadCommand) -> anyhow::Result<()> {
+    let WorkloadCommand::Bank { addr, cmd } = cmd;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(async move {
+        let client = Arc::new(Client::connect([addr]).await?);
+        match cmd {
+            BankCommand::Init { accounts, balance, ranges } => init(&client, accounts, balance, ranges).await,
+            BankCommand::Run { seconds, workers, history } => {
+                run_bank(&client, Duration::from_secs(seconds), workers, &history).await?;
+                check(&client, &history).await
+            }
+            BankCommand::Check { history } => check(&client, &history).await,
+        }
+    })
+}
+
+async fn init(client: &Client, accounts: usize, balance: i64, ranges: usize) -> anyhow::Result<()> {
+    anyhow::ensure!((2..=100_000).contains(&accounts), "--accounts must be between 2 and 100000");
+    anyhow::ensure!(balance >= 0, "--balance must not be negative");
+    anyhow::ensure!(client.get(META).await?.0.is_none(), "the bank exists already (bank/meta is set)");
+    for i in 0..accounts {
+        client.put(&acct(i), balance.to_string().as_bytes()).await?;
+    }
+    for r in 1..ranges.clamp(1, accounts) {
+        let at = acct(r * accounts / ranges.clamp(1, accounts));
+        client.split(&at).await.with_context(|| format!("splitting at {}", String::from_utf8_lossy(&at)))?;
+    }
+    client.put(META, &serde_json::to_vec(&Meta { accounts, balance })?).await?;
+    println!("bank: {accounts} accounts of {balance} over {ranges} ranges");
+    Ok(())
+}
+
+async fn meta(client: &Client) -> anyhow::Result<Meta> {
+    let raw = client.get(META).await?.0.context("no bank here: run `meridian workload bank init` first")?;
+    serde_json::from_slice(&raw).context("bank/meta is corrupt")
+}
+
+/// Every account's balance in `ro`'s snapshot.
+fn balances<'t>(ro: &'t mut ReadOnly<'_>) -> TxnFuture<'t, Vec<i64>> {
+    Box::pin(async move {
+        let rows = ro.scan(ACCT.as_bytes(), format!("{ACCT}~").as_bytes(), 1_000_000).await?;
+        rows.iter().map(|(_, v)| number(v)).collect()
+    })
+}
+
+async fn run_bank(client: &Arc<Client>, duration: Duration, workers: usize, history: &PathBuf) -> anyhow::Result<()> {
+    let m = meta(client).await?;
+    let out = std::fs::File::create(history).with_context(|| format!("creating {}", history.display()))?;
+    let out = Arc::new(std::sync::Mutex::new(std::io::BufWriter::new(out)));
+    let epoch = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed, unknown) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let hist = Arc::new(std::sync::Mutex::new(hdrhistogram::Histogram::<u64>::new(3)?));
+    let record = {
+        let out = out.clone();
+        move |e: &Event| {
+            let mut w = out.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = serde_json::to_writer(&mut *w, e);
+            let _ = w.write_all(b"\n");
+        }
+    };
+    let mut tasks = Vec::new();
+    for w in 0..workers {
+        let (client, stop, record) = (client.clone(), stop.clone(), record.clone());
+        let (ok, failed, unknown, hist) = (ok.clone(), failed.clone(), unknown.clone(), hist.clone());
+        let n = m.accounts;
+        tasks.push(tokio::spawn(async move {
+            let mut x = 0x9E37_79B9_7F4A_7C15u64
+                ^ (w as u64).wrapping_mul(0x2545_F491_4F6C_DD1D)
+                ^ epoch.elapsed().as_nanos() as u64;
+            let mut seq = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let from = (x % n as u64) as usize;
+                let to = (from + 1 + (x >> 16) as usize % (n - 1)) % n;
+                let amount = 1 + (x >> 32) as i64 % 10;
+                let id = format!("{LEDGER}{w:03}/{seq:09}");
+                let entry = format!("{from},{to},{amount}");
+                let invoke_ns = epoch.elapsed().as_nanos() as u64;
+                let r = client
+                    .read_write(|t| {
+                        let (id, entry) = (id.clone(), entry.clone());
+                        Box::pin(async move {
+                            let f = number(&t.get(&acct(from)).await?.unwrap_or_default())?;
+                            let g = number(&t.get(&acct(to)).await?.unwrap_or_default())?;
+                            if f < amount {
+                                return Ok(false);
+                            }
+                            t.put(&acct(from), (f - amount).to_string().as_bytes());
+                            t.put(&acct(to), (g + amount).to_string().as_bytes());
+                            t.put(id.as_bytes(), entry.as_bytes());
+                            Ok(true)
+                        })
+                    })
+                    .await;
+                let ack_ns = epoch.elapsed().as_nanos() as u64;
+                let (outcome, ts) = match r {
+                    Ok((true, ts)) => ("ok", ts.nanos()),
+                    Ok((false, _)) => ("fail", 0), // insufficient funds: nothing written
+                    Err(ClientError::Aborted(_) | ClientError::Invalid(_)) => ("fail", 0),
+                    Err(_) => ("unknown", 0),
+                };
+                match outcome {
+                    "ok" => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                        let _ = hist.lock().unwrap_or_else(|p| p.into_inner()).record(ack_ns - invoke_ns);
+                    }
+                    "fail" => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {
+                        unknown.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                record(&Event::Transfer { id, from, to, amount, outcome: outcome.into(), invoke_ns, ack_ns, ts });
+                seq += 1;
+            }
+        }));
+    }
+    let auditor = {
+        let (client, stop, record) = (client.clone(), stop.clone(), record.clone());
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let stale = n.is_multiple_of(3);
+                let invoke_ns = epoch.elapsed().as_nanos() as u64;
+                let r = if stale {
+                    client.snapshot_stale(Duration::from_millis(500), balances).await
+                } else {
+                    client.read_only(balances).await
+                };
+                if let Ok((b, ts)) = r {
+                    let ack_ns = epoch.elapsed().as_nanos() as u64;
+                    let (sum, min) = (b.iter().sum(), b.iter().copied().min().unwrap_or(0));
+                    record(&Event::Audit { stale, sum, min, rows: b.len(), invoke_ns, ack_ns, ts: ts.nanos() });
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    let start = Instant::now();
+    let mut last = 0;
+    while start.elapsed() < duration {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = ok.load(Ordering::Relaxed);
+        let h = hist.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        println!(
+            "{:>4.0}s  {:>6} transfers/s  p50 {:>7.2} ms  p99 {:>7.2} ms  ok {now}  failed {}  unknown {}",
+            start.elapsed().as_secs_f64(),
+            now - last,
+            h.value_at_quantile(0.5) as f64 / 1e6,
+            h.value_at_quantile(0.99) as f64 / 1e6,
+            failed.load(Ordering::Relaxed),
+            unknown.load(Ordering::Relaxed)
+        );
+        last = now;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await?;
+    }
+    auditor.await?;
+    out.lock().unwrap_or_else(|p| p.into_inner()).flush()?;
+    Ok(())
+}
+
+async fn check(client: &Client, history: &PathBuf) -> anyhow::Result<()> {
+    let m = meta(client).await?;
+    let total = m.balance * m.accounts as i64;
+    let file = std::fs::File::open(history).with_context(|| format!("opening {}", history.display()))?;
+    let mut events = Vec::new();
+    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line?;
+        events.push(serde_json::from_str::<Event>(&line).with_context(|| format!("history line {}", i + 1))?);
+    }
+    let mut violations = Vec::new();
+    let mut order = Vec::new();
+    let (mut ok, mut unknown, mut audits) = (Vec::new(), 0u64, 0u64);
+    for e in &events {
+        match e {
+            Event::Transfer { id, outcome, invoke_ns, ack_ns, ts, .. } => match outcome.as_str() {
+                "ok" => {
+                    ok.push(id.clone());
+                    order.push(Committed { id: id.clone(), invoke_ns: *invoke_ns, ack_ns: *ack_ns, ts: *ts });
+                }
+                "unknown" => unknown += 1,
+                _ => {}
+            },
+            Event::Audit { stale, sum, min, rows, invoke_ns, ack_ns, ts } => {
+                audits += 1;
+                if *sum != total || *min < 0 || *rows != m.accounts {
+                    violations.push(format!("audit at {ts}: sum {sum} (want {total}), min {min}, {rows} accounts"));
+                }
+                if !stale {
+                    let id = format!("audit at {ts}");
+                    order.push(Committed { id, invoke_ns: *invoke_ns, ack_ns: *ack_ns, ts: *ts });
+                }
+            }
+        }
+    }
+    if let Err(v) = meridian_check::external::check(&order) {
+        violations.push(v.to_string());
+    }
+    // The final state in one snapshot: balances and the ledger.
+    let (final_state, _) = client
+        .read_only(|ro| {
+            Box::pin(async move {
+                let b = balances(ro).await?;
+                let l = ro.scan(LEDGER.as_bytes(), format!("{LEDGER}~").as_bytes(), usize::MAX).await?;
+                Ok((b, l))
+            })
+        })
+        .await?;
+    let (balances, ledger) = final_state;
+    let ledger: BTreeMap<Vec<u8>, Vec<u8>> = ledger.into_iter().collect();
+    for id in &ok {
+        if !ledger.contains_key(id.as_bytes()) {
+            violations.push(format!("acknowledged transfer {id} is not in the ledger (lost)"));
+        }
+    }
+    let mut expect = vec![m.balance; m.accounts];
+    for (k, v) in &ledger {
+        let f: Vec<i64> = String::from_utf8_lossy(v).split(',').filter_map(|p| p.parse().ok()).collect();
+        match f.as_slice() {
+            [from, to, amount] if (*from as usize) < m.accounts && (*to as usize) < m.accounts => {
+                expect[*from as usize] -= amount;
+                expect[*to as usize] += amount;
+            }
+            _ => violations.push(format!("malformed ledger entry {}", String::from_utf8_lossy(k))),
+        }
+    }
+    if balances.len() != m.accounts {
+        violations.push(format!("{} accounts, {} expected", balances.len(), m.accounts));
+    }
+    for (i, (got, want)) in balances.iter().zip(&expect).enumerate() {
+        if got != want {
+            violations.push(format!("account {i}: balance {got}, but the ledger says {want}"));
+        }
+    }
+    let unknown_committed = ledger.len().saturating_sub(ok.len());
+    println!(
+        "bank check: {} transfers ok, {unknown} unknown ({unknown_committed} of them committed), {audits} audits, {} violations",
+        ok.len(),
+        violations.len()
+    );
+    for v in violations.iter().take(20) {
+        println!("  violation: {v}");
+    }
+    anyhow::ensure!(violations.is_empty(), "{} violations", violations.len());
+    Ok(())
+}
