@@ -163,9 +163,10 @@ impl SqlError {
         SqlError { code: SqlState::SyntaxError, message: message.into(), position }
     }
 
-    /// `<feature> is not supported`, SQLSTATE `0A000`.
+    /// `Meridian does not support <feature>`, SQLSTATE `0A000`. (Phrased so that any feature
+    /// reads right: "subqueries", "DEFAULT values", "type DATE (Meridian has …)".)
     pub fn unsupported(feature: impl fmt::Display) -> SqlError {
-        SqlError::new(SqlState::FeatureNotSupported, format!("{feature} is not supported"))
+        SqlError::new(SqlState::FeatureNotSupported, format!("Meridian does not support {feature}"))
     }
 
     /// A bug: an invariant of the SQL layer did not hold. SQLSTATE `XX000`.

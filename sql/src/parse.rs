@@ -177,7 +177,10 @@ pub fn parse_as_of(text: &str) -> Result<AsOf> {
         }
         return Ok(AsOf::Stale(Duration::from_nanos(nanos as u64)));
     }
-    if text.ends_with(|c: char| c.is_ascii_alphabetic()) {
+    // A number with a unit ('10s', '+5m') is an interval into the future; anything else that is
+    // not a timestamp ('yesterday') is just not one.
+    let unsigned = text.strip_prefix('+').unwrap_or(text);
+    if unsigned.starts_with(|c: char| c.is_ascii_digit() || c == '.') && text.ends_with(|c: char| c.is_alphabetic()) {
         return Err(bad("an interval must be negative (in the past)"));
     }
     Timestamp::parse(text).map(AsOf::At).map_err(|_| bad("not a timestamp"))
@@ -260,6 +263,9 @@ mod tests {
         assert_eq!(parse_as_of("10s").unwrap_err().code, SqlState::InvalidParameterValue);
         assert_eq!(parse_as_of("-10 parsecs").unwrap_err().code, SqlState::InvalidParameterValue);
         assert_eq!(parse_as_of("yesterday").unwrap_err().code, SqlState::InvalidParameterValue);
+        assert!(parse_as_of("yesterday").unwrap_err().message.contains("not a timestamp"));
+        assert!(parse_as_of("+5m").unwrap_err().message.contains("must be negative"));
+        assert!(parse_as_of("10s").unwrap_err().message.contains("must be negative"));
         let e = parse("SELECT * FROM t AS OF SYSTEM TIME now()").unwrap_err();
         assert_eq!(e.code, SqlState::SyntaxError);
     }

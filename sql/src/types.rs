@@ -181,15 +181,29 @@ pub(crate) fn float_cmp(a: f64, b: f64) -> Ordering {
     }
 }
 
+/// PostgreSQL's `float8out` (extra_float_digits ≥ 1, the default since PostgreSQL 12): the
+/// shortest digits that read back as the same float, in fixed notation when the decimal exponent
+/// is in `-4..15` (printf's `%g` rule) and otherwise as `1.5e+300`, `1e-05` (two exponent digits
+/// at least).
 fn format_float(f: f64) -> String {
     if f.is_nan() {
-        "NaN".to_string()
+        return "NaN".to_string();
     } else if f == f64::INFINITY {
-        "Infinity".to_string()
+        return "Infinity".to_string();
     } else if f == f64::NEG_INFINITY {
-        "-Infinity".to_string()
-    } else {
+        return "-Infinity".to_string();
+    }
+    // `{:e}` prints the shortest round-trip digits as `<mantissa>e<exponent>`.
+    let scientific = format!("{f:e}");
+    let (mantissa, exponent) =
+        scientific.split_once('e').expect("invariant: LowerExp of a finite float always has an exponent");
+    let exponent: i32 = exponent.parse().expect("invariant: LowerExp prints a decimal exponent");
+    if (-4..15).contains(&exponent) {
+        // Display prints the same shortest digits without an exponent.
         format!("{f}")
+    } else {
+        let sign = if exponent < 0 { '-' } else { '+' };
+        format!("{mantissa}e{sign}{:02}", exponent.unsigned_abs())
     }
 }
 
@@ -250,6 +264,34 @@ mod tests {
         assert_eq!(float_cmp(f64::NAN, f64::NAN), Ordering::Equal);
         assert_eq!(float_cmp(f64::NAN, f64::INFINITY), Ordering::Greater);
         assert_eq!(float_cmp(f64::NEG_INFINITY, -1e308), Ordering::Less);
+    }
+
+    #[test]
+    fn floats_print_like_postgres() {
+        let cases = [
+            (2.0, "2"),
+            (1.5, "1.5"),
+            (-0.25, "-0.25"),
+            (-0.0, "-0"),
+            (0.1 + 0.2, "0.30000000000000004"),
+            (1e14, "100000000000000"),
+            (123456789012345.6, "123456789012345.6"),
+            (1e15, "1e+15"),
+            (1.2345678901234568e17, "1.2345678901234568e+17"),
+            (1e300 * 10.0, "1e+301"),
+            (0.0001, "0.0001"),
+            (0.00001, "1e-05"),
+            (-1.5e-300, "-1.5e-300"),
+            (f64::MAX, "1.7976931348623157e+308"),
+            (5e-324, "5e-324"),
+            (f64::NEG_INFINITY, "-Infinity"),
+        ];
+        for (f, text) in cases {
+            assert_eq!(format_float(f), text, "{f:?}");
+            if f.is_finite() {
+                assert_eq!(parse_text(text, DataType::Float).unwrap(), Value::Float(f), "{text} reads back");
+            }
+        }
     }
 
     #[test]

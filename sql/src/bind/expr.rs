@@ -20,7 +20,7 @@ use crate::catalog::TableSchema;
 use crate::error::{Result, SqlError, SqlState};
 use crate::expr::{ArithOp, CmpOp, Expr, can_cast};
 use crate::plan::{AggCall, AggFunc};
-use crate::types::{DataType, Value, unhex};
+use crate::types::{DataType, Value, parse_text, unhex};
 
 /// An expression and its static type (`None`: the NULL literal, which has any type).
 #[derive(Debug, Clone)]
@@ -231,11 +231,17 @@ impl ExprBinder<'_> {
         use ast::Value as V;
         let value = match v {
             V::Number(text, _) => parse_number(text, false)?,
+            // A string literal has no type of its own (PostgreSQL's `unknown`): where the context
+            // expects another type — a column in VALUES or SET, the other side of a comparison —
+            // its text is read as that type, so '\x00ff' is BYTES and '42' an INT there.
             V::SingleQuotedString(s)
             | V::EscapedStringLiteral(s)
             | V::NationalStringLiteral(s)
-            | V::UnicodeStringLiteral(s) => Value::Text(s.clone()),
-            V::DollarQuotedString(s) => Value::Text(s.value.clone()),
+            | V::UnicodeStringLiteral(s)
+            | V::DollarQuotedString(ast::DollarQuotedString { value: s, .. }) => match hint {
+                Some(ty) if ty != DataType::Text => parse_text(s, ty)?,
+                _ => Value::Text(s.clone()),
+            },
             V::HexStringLiteral(h) => Value::Bytes(
                 unhex(h).ok_or_else(|| SqlError::syntax(format!("invalid hexadecimal literal x'{h}'"), None))?,
             ),
@@ -288,10 +294,10 @@ impl ExprBinder<'_> {
         }
     }
 
-    /// Binds both sides, the second (or, if the first is a bare parameter, the first) with the
-    /// other's type as hint.
+    /// Binds both sides, the second (or, if the first is a bare parameter or string literal, the
+    /// first) with the other's type as hint.
     fn pair(&mut self, left: &Ast, right: &Ast, hint: Option<DataType>) -> Result<(Typed, Typed)> {
-        if is_placeholder(left) {
+        if is_untyped(left) && !is_untyped(right) {
             let r = self.bind(right, hint)?;
             let l = self.bind(left, r.ty.or(hint))?;
             Ok((l, r))
@@ -463,6 +469,20 @@ fn typed(expr: Expr, ty: DataType) -> Typed {
 
 fn is_placeholder(e: &Ast) -> bool {
     matches!(e, Ast::Value(v) if matches!(v.value, ast::Value::Placeholder(_)))
+}
+
+/// A parameter or a string literal: an operand whose type comes from the other side.
+fn is_untyped(e: &Ast) -> bool {
+    use ast::Value as V;
+    is_placeholder(e)
+        || matches!(e, Ast::Value(v) if matches!(
+            v.value,
+            V::SingleQuotedString(_)
+                | V::EscapedStringLiteral(_)
+                | V::NationalStringLiteral(_)
+                | V::UnicodeStringLiteral(_)
+                | V::DollarQuotedString(_)
+        ))
 }
 
 /// Parses a numeric literal: INT if it has no fraction or exponent, else FLOAT.

@@ -1,15 +1,15 @@
 //! The binder: from a `sqlparser` statement to a [`Plan`], or a clear error.
 //!
 //! `sqlparser` accepts far more SQL than Meridian runs. The binder's job is to accept exactly the
-//! SQL-lite of DESIGN.md §7 and to reject everything else *by name* ("JOIN is not supported",
-//! "column \"x\" does not exist in table \"t\""), never by silently ignoring a clause. Two layers
-//! make that hold:
+//! SQL-lite of DESIGN.md §7 and to reject everything else *by name* ("Meridian does not support
+//! JOIN", "column \"x\" does not exist in table \"t\""), never by silently ignoring a clause. Two
+//! layers make that hold:
 //! 1. explicit checks for the features people actually write (joins, subqueries, `DISTINCT`,
 //!    `RETURNING`, constraints, …), each with its own message;
 //! 2. a catch-all: the binder blanks the fields it understood in a copy of the AST node and
 //!    compares the rest with the same node parsed from a minimal statement. Any difference is some
-//!    clause nobody checked, and is rejected as "this form of X is not supported". (`sqlparser`'s
-//!    `PartialEq` ignores source spans, so the comparison is structural.)
+//!    clause nobody checked, and is rejected as "Meridian does not support this form of X".
+//!    (`sqlparser`'s `PartialEq` ignores source spans, so the comparison is structural.)
 //!
 //! Binding is synchronous and pure: the session first reads the schemas the statement names
 //! ([`referenced_tables`]) in the statement's transaction, then binds against them ([`Tables`]).
@@ -210,10 +210,13 @@ fn access_mode(modes: &[ast::TransactionMode]) -> Option<bool> {
     })
 }
 
-/// A short name for an unsupported statement: its first words.
+/// A short name for an unsupported statement: its leading keywords (`ALTER TABLE`, `TRUNCATE`).
 fn statement_name(stmt: &ast::Statement) -> String {
     let text = stmt.to_string();
-    let words: Vec<&str> = text.split_whitespace().take(2).collect();
+    // sqlparser prints keywords in upper case; the first word is always a keyword.
+    let keyword = |w: &&str| w.chars().all(|c| c.is_ascii_uppercase() || c == '_');
+    let mut all = text.split_whitespace();
+    let words: Vec<&str> = all.next().into_iter().chain(all.take(1).filter(keyword)).collect();
     let name = words.join(" ");
     if name.is_empty() { "this statement".to_string() } else { name }
 }
