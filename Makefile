@@ -9,7 +9,7 @@ BUILD := $(CARGO) build --workspace --bins
 # Extra arguments for the test run, e.g. `make test TEST_ARGS=storage`.
 TEST_ARGS ?=
 
-.PHONY: all demo test prereqs check lint fmt bench bench-storage bench-paxos bench-cluster sim-paxos
+.PHONY: all demo test prereqs check lint fmt bench bench-storage bench-paxos bench-cluster bench-txn sim-paxos
 
 all: test
 
@@ -45,7 +45,7 @@ lint: prereqs
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 ## bench: every benchmark, optimised build; results are printed as Markdown tables.
-bench: bench-storage bench-paxos bench-cluster
+bench: bench-storage bench-paxos bench-cluster bench-txn
 
 bench-storage: prereqs
 	$(BUILD) --release
@@ -60,3 +60,9 @@ bench-cluster: prereqs
 	$(TARGET_DIR)/release/meridian bench replicate $(ARGS)
 	$(TARGET_DIR)/release/meridian bench replicate --epsilon-ms 4 --concurrency 1,16 $(ARGS)
 	$(TARGET_DIR)/release/meridian bench idle $(ARGS)
+
+## bench-txn: read-write (one range, two ranges by 2PC), read-only and snapshot transactions on a
+## 3-node cluster at ε = 0 and ε = 4 ms (`ARGS="--replicas 1,3,5"` for more).
+bench-txn: prereqs
+	$(BUILD) --release
+	$(TARGET_DIR)/release/meridian bench txn $(ARGS)

@@ -48,10 +48,11 @@ pub struct IdleArgs {
     seconds: f64,
 }
 
-/// A node process started by a benchmark.
-struct Proc {
+/// A node process started by a benchmark; dropping it kills the process.
+pub(super) struct Proc {
     child: Child,
-    addr: String,
+    /// gRPC address on 127.0.0.1.
+    pub(super) addr: String,
 }
 
 impl Drop for Proc {
@@ -65,7 +66,13 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn spawn_node(dir: &std::path::Path, join: Option<&str>, epsilon_ms: u64, replication: usize) -> anyhow::Result<Proc> {
+fn spawn_node(
+    dir: &std::path::Path,
+    join: Option<&str>,
+    epsilon_ms: u64,
+    replication: usize,
+    extra: &[&str],
+) -> anyhow::Result<Proc> {
     use std::io::BufRead;
     let addr = format!("127.0.0.1:{}", free_port()?);
     let log = std::fs::File::create(dir.with_extension("log"))?;
@@ -87,6 +94,7 @@ fn spawn_node(dir: &std::path::Path, join: Option<&str>, epsilon_ms: u64, replic
     if let Some(j) = join {
         cmd.args(["--join", j]);
     }
+    cmd.args(extra);
     let mut child = cmd.spawn()?;
     let out = child.stdout.take().context("stdout")?;
     let mut line = String::new();
@@ -95,16 +103,24 @@ fn spawn_node(dir: &std::path::Path, join: Option<&str>, epsilon_ms: u64, replic
     Ok(Proc { child, addr })
 }
 
-fn spawn_cluster(root: &std::path::Path, n: usize, epsilon_ms: u64) -> anyhow::Result<Vec<Proc>> {
-    let mut nodes = vec![spawn_node(&root.join("n1"), None, epsilon_ms, n.min(5))?];
+/// `n` node processes under `root`, the first bootstrapping and the others joining it, each
+/// started with `extra` added to its `meridian start` arguments.
+pub(super) fn spawn_cluster(
+    root: &std::path::Path,
+    n: usize,
+    epsilon_ms: u64,
+    extra: &[&str],
+) -> anyhow::Result<Vec<Proc>> {
+    let mut nodes = vec![spawn_node(&root.join("n1"), None, epsilon_ms, n.min(5), extra)?];
     let first = nodes[0].addr.clone();
     for i in 1..n {
-        nodes.push(spawn_node(&root.join(format!("n{}", i + 1)), Some(&first), epsilon_ms, n.min(5))?);
+        nodes.push(spawn_node(&root.join(format!("n{}", i + 1)), Some(&first), epsilon_ms, n.min(5), extra)?);
     }
     Ok(nodes)
 }
 
-async fn wait_replicated(client: &Client, replicas: usize, limit: Duration) -> anyhow::Result<()> {
+/// Waits until every range has `replicas` voters and no learners.
+pub(super) async fn wait_replicated(client: &Client, replicas: usize, limit: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + limit;
     loop {
         if let Ok((descs, _, _)) = client.cluster_view().await
@@ -134,7 +150,7 @@ pub fn replicate(args: ReplicateArgs) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     for &r in &args.replicas {
         let tmp = tempfile::tempdir()?;
-        let nodes = spawn_cluster(tmp.path(), r, args.epsilon_ms)?;
+        let nodes = spawn_cluster(tmp.path(), r, args.epsilon_ms, &[])?;
         eprintln!("cluster of {r} node(s) up; measuring");
         rt.block_on(async {
             let client = Arc::new(Client::connect(nodes.iter().map(|n| n.addr.clone())).await?);
@@ -224,7 +240,7 @@ fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
 pub fn idle(args: IdleArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let tmp = tempfile::tempdir()?;
-    let nodes = spawn_cluster(tmp.path(), 3, 4)?;
+    let nodes = spawn_cluster(tmp.path(), 3, 4, &[])?;
     let started = Instant::now();
     rt.block_on(async {
         let client = Client::connect(nodes.iter().map(|n| n.addr.clone())).await?;

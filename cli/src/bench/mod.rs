@@ -3,6 +3,7 @@
 mod cluster;
 mod paxos;
 mod storage;
+mod txn;
 
 /// Benchmarks.
 #[derive(clap::Subcommand)]
@@ -15,6 +16,9 @@ pub enum BenchCommand {
     Replicate(cluster::ReplicateArgs),
     /// CPU use of nodes hosting many idle ranges.
     Idle(cluster::IdleArgs),
+    /// Read-write (one range, two ranges by 2PC), read-only and snapshot transactions through
+    /// node processes, by replica count and ε.
+    Txn(txn::TxnArgs),
 }
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
@@ -23,6 +27,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Paxos(args) => paxos::run(args),
         BenchCommand::Replicate(args) => cluster::replicate(args),
         BenchCommand::Idle(args) => cluster::idle(args),
+        BenchCommand::Txn(args) => txn::run(args),
     }
 }
 

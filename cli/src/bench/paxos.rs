@@ -135,7 +135,8 @@ struct Row {
     vs_fsync: f64,
 }
 
-fn fsync_floor_us(dir: &std::path::Path) -> anyhow::Result<f64> {
+/// p50 of a 4 KiB `pwrite` + `fdatasync` in `dir`, in microseconds: one durable write.
+pub(super) fn fsync_floor_us(dir: &std::path::Path) -> anyhow::Result<f64> {
     use std::os::unix::fs::FileExt;
     let f = std::fs::OpenOptions::new().create(true).truncate(true).write(true).open(dir.join("fsync-probe"))?;
     let block = vec![0u8; 4096];

@@ -230,7 +230,9 @@ impl Node {
 
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let svc = services::Services::new(handle.clone(), tt.clone());
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        // Nagle off on every accepted connection: the builder's tcp_nodelay applies only to
+        // listeners tonic binds itself, not to one handed over.
+        let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let server_task = tokio::spawn(async move {
             tonic::transport::Server::builder()
                 .tcp_nodelay(true)
