@@ -698,29 +698,42 @@ fn bank_transfers_across_ranges_keep_the_total_while_leaders_are_killed() {
 
         // Every acknowledged transfer is in the ledger, and the balances are exactly the initial
         // ones moved by the ledger's transfers (acknowledged, plus whichever unknown committed).
-        let ledger = match client
-            .read_only(|ro| Box::pin(async move { ro.scan(b"ledger/", b"ledger/~", 1_000_000).await }))
-            .await
-        {
-            Ok((l, _)) => l,
-            Err(e) => {
-                for n in &cluster.nodes {
-                    match client.node_status(&n.addr).await {
-                        Ok(s) => {
-                            for g in s.groups {
-                                let r = g.range.as_ref().map(|r| (r.id, r.start.clone()));
-                                eprintln!(
-                                    "n{} {:?} role {} ballot {} leader {:?} lease {} chosen {} applied {}",
-                                    s.node_id, r, g.role, g.ballot, g.leader, g.lease_end, g.chosen, g.applied
-                                );
+        // Known liveness problem (see DESIGN-NOTES, "Open problems"): after a leader is killed
+        // and restarted, a range was seen with no leader able to serve for 20+ s. The ledger
+        // read below is about safety, so it waits up to four client deadlines, printing the
+        // replicas' state after each failure for the diagnosis.
+        let mut ledger = None;
+        for attempt in 1..=4 {
+            match client
+                .read_only(|ro| Box::pin(async move { ro.scan(b"ledger/", b"ledger/~", 1_000_000).await }))
+                .await
+            {
+                Ok((l, _)) => {
+                    ledger = Some(l);
+                    break;
+                }
+                Err(e) => {
+                    eprintln!("reading the ledger, attempt {attempt}: {e}");
+                    for n in &cluster.nodes {
+                        match client.node_status(&n.addr).await {
+                            Ok(s) => {
+                                for g in s.groups {
+                                    let r = g.range.as_ref().map(|r| (r.id, r.start.clone()));
+                                    eprintln!(
+                                        "n{} {:?} role {} ballot {} leader {:?} lease {} chosen {} applied {}",
+                                        s.node_id, r, g.role, g.ballot, g.leader, g.lease_end, g.chosen, g.applied
+                                    );
+                                }
                             }
+                            Err(e) => eprintln!("{}: {e}", n.addr),
                         }
-                        Err(e) => eprintln!("{}: {e}", n.addr),
                     }
                 }
-                cluster.dump_logs();
-                panic!("read the ledger: {e}");
             }
+        }
+        let Some(ledger) = ledger else {
+            cluster.dump_logs();
+            panic!("the ledger stayed unreadable for four client deadlines");
         };
         let entries: BTreeMap<Vec<u8>, Vec<u8>> = ledger.into_iter().collect();
         for k in &acked {
