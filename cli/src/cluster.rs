@@ -426,6 +426,7 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
                 local: false,
                 execute: args.execute.clone(),
                 file: None,
+                on_error_stop: false,
             };
             // The shell runs its own runtime on its own thread; the nodes keep running on this one.
             let shell = std::thread::spawn(move || crate::sql::run(sql));

@@ -16,8 +16,15 @@
 //! ```
 //!
 //! Commands: `\q` quit, `\timing [on|off]`, `\d` and `\dt` (tables), `\d NAME` (a table's columns),
-//! `\?` help. Non-interactive input (`-e`, a file, piped stdin) stops at the first error and exits
-//! with status 1, like `psql -v ON_ERROR_STOP=1`.
+//! `\?` help.
+//!
+//! Errors, as in `psql`: by default the shell reports an error and goes on with the next
+//! statement (inside a failed transaction, statements fail with 25P02 until `ROLLBACK`/`COMMIT`).
+//! `--on-error-stop` (psql's `-v ON_ERROR_STOP=1`) stops at the first failing statement or
+//! command: non-interactive input ends with exit status 3; at the prompt, the rest of the line is
+//! dropped. Exit status: 0 when the input ran to its end (a file or stdin, even with errors, as
+//! `psql -f`), 1 when a statement given with `-e` failed (as `psql -c`) or the input could not be
+//! read, 3 when `--on-error-stop` stopped it.
 //!
 //! Over the wire, `tokio-postgres`'s simple query API reports a statement's row count but not its
 //! command tag or column types, so the remote backend rebuilds the tag from the statement's verb
@@ -44,6 +51,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const HISTORY_FILE: &str = ".meridian_sql_history";
 /// Longest statement the shell buffers, in bytes (the server's own limit is 16 MiB).
 const STATEMENT_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Exit status when `-e` statements failed, or the input could not be read (psql's `EXIT_FAILURE`).
+const EXIT_FAILED: i32 = 1;
+/// Exit status when `--on-error-stop` stopped at an error (psql's `EXIT_USER`).
+const EXIT_STOPPED: i32 = 3;
 
 /// `meridian sql` arguments (public so `meridian demo` can open the shell on its cluster).
 #[derive(clap::Args, Debug)]
@@ -67,28 +78,51 @@ pub struct SqlArgs {
     /// A file of statements to run, then exit (`-` reads stdin).
     #[arg(value_name = "FILE", conflicts_with = "execute")]
     pub file: Option<PathBuf>,
+    /// Stop at the first failing statement and exit with status 3, like psql's
+    /// `-v ON_ERROR_STOP=1`. Without it, an error is reported and the next statement runs; the
+    /// exit status is then 0 for a file or stdin (as `psql -f`) and 1 if an `-e` statement failed.
+    #[arg(long)]
+    pub on_error_stop: bool,
 }
 
-/// Runs the shell.
+/// Runs the shell and exits the process with [`shell`]'s exit status when it is not 0.
 pub fn run(args: SqlArgs) -> anyhow::Result<()> {
+    let status = shell(args)?;
+    if status != 0 {
+        let _ = std::io::stdout().flush();
+        std::process::exit(status);
+    }
+    Ok(())
+}
+
+/// Runs the shell; returns its exit status: 0, [`EXIT_FAILED`] or [`EXIT_STOPPED`] (see the
+/// module documentation). An error is a failure to start (connect, open the file).
+fn shell(args: SqlArgs) -> anyhow::Result<i32> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let backend = if args.local {
         Backend::Local(Box::new(Session::new(Arc::new(MemKv::new()))))
     } else {
         rt.block_on(connect(&args))?
     };
-    let mut shell = Shell { rt, backend, timing: false, remote_txn: TxnStatus::Idle };
+    let mut shell = Shell {
+        rt,
+        backend,
+        timing: false,
+        remote_txn: TxnStatus::Idle,
+        on_error_stop: args.on_error_stop,
+        failures: 0,
+    };
     let stdout = std::io::stdout();
-    let flow = if !args.execute.is_empty() {
+    let ended = if !args.execute.is_empty() {
         // Each -e is complete on its own, like psql's -c: a missing final ';' ends it anyway.
-        let mut flow = Flow::Continue;
+        let mut ended = Ok(Flow::Continue);
         for text in &args.execute {
-            flow = shell.feed_all(text.lines().map(|l| Ok(l.to_string())), &mut stdout.lock());
-            if flow != Flow::Continue {
+            ended = shell.feed_all(text.lines().map(|l| Ok(l.to_string())), &mut stdout.lock());
+            if !matches!(ended, Ok(Flow::Continue)) {
                 break;
             }
         }
-        flow
+        ended
     } else if let Some(path) = &args.file {
         if path.as_os_str() == "-" {
             shell.feed_all(std::io::stdin().lock().lines(), &mut stdout.lock())
@@ -97,15 +131,20 @@ pub fn run(args: SqlArgs) -> anyhow::Result<()> {
             shell.feed_all(std::io::BufReader::new(file).lines(), &mut stdout.lock())
         }
     } else if std::io::stdin().is_terminal() {
-        return shell.interactive();
+        shell.interactive()?;
+        return Ok(0);
     } else {
         shell.feed_all(std::io::stdin().lock().lines(), &mut stdout.lock())
     };
-    if flow == Flow::Failed {
-        let _ = std::io::stdout().flush();
-        std::process::exit(1);
-    }
-    Ok(())
+    Ok(match ended {
+        Err(e) => {
+            eprintln!("ERROR: reading input: {e}");
+            EXIT_FAILED
+        }
+        Ok(Flow::Failed) => EXIT_STOPPED,
+        Ok(Flow::Continue | Flow::Quit) if shell.failures > 0 && !args.execute.is_empty() => EXIT_FAILED,
+        Ok(Flow::Continue | Flow::Quit) => 0,
+    })
 }
 
 async fn connect(args: &SqlArgs) -> anyhow::Result<Backend> {
@@ -544,11 +583,14 @@ fn render_table(columns: &[Header], rows: &[Vec<Option<String>>]) -> String {
     out
 }
 
-/// What to do after a line.
+/// What to do after a statement, command or line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Flow {
+    /// Go on (after a success, or after an error without `--on-error-stop`).
     Continue,
+    /// Stop: something failed and `--on-error-stop` is set.
     Failed,
+    /// `\q`.
     Quit,
 }
 
@@ -558,6 +600,10 @@ struct Shell {
     timing: bool,
     /// The transaction state of a remote session, tracked from statements and their outcomes.
     remote_txn: TxnStatus,
+    /// `--on-error-stop`: a failure stops the input instead of being reported and passed over.
+    on_error_stop: bool,
+    /// Statements and commands that failed so far.
+    failures: usize,
 }
 
 const HELP: &str = "\
@@ -581,7 +627,7 @@ impl Shell {
     fn run_statement(&mut self, sql: &str, out: &mut dyn Write) -> Flow {
         if sql.len() > STATEMENT_BYTES_MAX {
             eprintln!("ERROR: statement of {} bytes is over the limit of {STATEMENT_BYTES_MAX} bytes", sql.len());
-            return Flow::Failed;
+            return self.failed();
         }
         let started = Instant::now();
         let results = self.rt.block_on(self.backend.run(sql));
@@ -616,7 +662,13 @@ impl Shell {
             }
         }
         let _ = out.flush();
-        if failed { Flow::Failed } else { Flow::Continue }
+        if failed { self.failed() } else { Flow::Continue }
+    }
+
+    /// Counts a failed statement or command and says whether to go on (psql's `ON_ERROR_STOP`).
+    fn failed(&mut self) -> Flow {
+        self.failures += 1;
+        if self.on_error_stop { Flow::Failed } else { Flow::Continue }
     }
 
     /// A backslash command.
@@ -646,12 +698,13 @@ impl Shell {
             }
             _ => {
                 eprintln!("ERROR: unknown command {name:?}; try \\? for help");
-                Flow::Failed
+                self.failed()
             }
         }
     }
 
-    /// Handles one input line: a backslash command, or statement text. Stops at the first error.
+    /// Handles one input line: a backslash command, or statement text. With `--on-error-stop`,
+    /// the statements after a failing one on the same line do not run.
     fn feed_line(&mut self, splitter: &mut Splitter, line: &str, out: &mut dyn Write) -> Flow {
         if !splitter.pending() && line.trim_start().starts_with('\\') {
             return self.command(line.trim(), out);
@@ -661,7 +714,7 @@ impl Shell {
         if splitter.buf.len() > STATEMENT_BYTES_MAX {
             eprintln!("ERROR: statement is over the limit of {STATEMENT_BYTES_MAX} bytes; discarded");
             splitter.clear();
-            return Flow::Failed;
+            return self.failed();
         }
         for statement in statements {
             flow = self.run_statement(&statement, out);
@@ -672,26 +725,24 @@ impl Shell {
         flow
     }
 
-    /// Non-interactive input: runs everything, stops at the first error or `\q`.
-    fn feed_all(&mut self, lines: impl Iterator<Item = std::io::Result<String>>, out: &mut dyn Write) -> Flow {
+    /// Non-interactive input: runs everything, until `\q` or, with `--on-error-stop`, the first
+    /// failure ([`Flow::Failed`]). An error is input that could not be read.
+    fn feed_all(
+        &mut self,
+        lines: impl Iterator<Item = std::io::Result<String>>,
+        out: &mut dyn Write,
+    ) -> std::io::Result<Flow> {
         let mut splitter = Splitter::default();
         for line in lines {
-            let line = match line {
-                Ok(l) => l,
-                Err(e) => {
-                    eprintln!("ERROR: reading input: {e}");
-                    return Flow::Failed;
-                }
-            };
-            let flow = self.feed_line(&mut splitter, &line, out);
+            let flow = self.feed_line(&mut splitter, &line?, out);
             if flow != Flow::Continue {
-                return flow;
+                return Ok(flow);
             }
         }
-        match splitter.finish() {
+        Ok(match splitter.finish() {
             Some(rest) => self.run_statement(&rest, out),
             None => Flow::Continue,
-        }
+        })
     }
 
     fn interactive(&mut self) -> anyhow::Result<()> {

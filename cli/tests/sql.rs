@@ -87,25 +87,37 @@ fn remote_and_local_print_the_same() {
 }
 
 #[test]
-fn errors_are_one_line_and_stop_non_interactive_input() {
+fn errors_are_one_line_and_on_error_stop_stops_non_interactive_input() {
     let (_rt, addr) = pg_server();
     let url = format!("postgresql://tester@{addr}/meridian");
     for args in [vec!["--url", url.as_str()], vec!["--local"]] {
         let mut all = args.clone();
-        all.extend(["-e", "SELECT * FROM missing", "-e", "SELECT 1"]);
+        all.extend(["--on-error-stop", "-e", "SELECT * FROM missing", "-e", "SELECT 1"]);
         let run = meridian_sql(&all, "");
-        assert_eq!(run.code, Some(1), "{args:?}: {}", run.stderr);
+        assert_eq!(run.code, Some(3), "{args:?}: {}", run.stderr);
         assert_eq!(run.stdout, "", "{args:?}: nothing after the error runs");
         let lines: Vec<&str> = run.stderr.lines().collect();
         assert_eq!(lines.len(), 1, "{args:?}: {}", run.stderr);
         assert!(lines[0].starts_with("ERROR: ") && lines[0].ends_with("(SQLSTATE 42P01)"), "{}", lines[0]);
     }
 
-    // An error inside a transaction, from a script on stdin.
-    let script = "CREATE TABLE t (id INT PRIMARY KEY);\nBEGIN;\nINSERT INTO t VALUES (1);\nINSERT INTO t VALUES (1);\n";
+    // An error inside a transaction, from a script on stdin: the statement after it is refused
+    // (25P02) and the COMMIT rolls back, on both backends, unless --on-error-stop stops at it.
+    let script = "CREATE TABLE t (id INT PRIMARY KEY);\nBEGIN;\nINSERT INTO t VALUES (1);\n\
+                  INSERT INTO t VALUES (1);\nINSERT INTO t VALUES (2);\nCOMMIT;\n";
     for args in [vec!["--addr", addr.as_str()], vec!["--local"]] {
         let run = meridian_sql(&args, script);
-        assert_eq!(run.code, Some(1));
+        assert_eq!(run.code, Some(0), "{args:?}: {}", run.stderr);
+        assert_eq!(run.stdout, "CREATE TABLE\nBEGIN\nINSERT 0 1\nROLLBACK\n", "{args:?}");
+        let lines: Vec<&str> = run.stderr.lines().collect();
+        assert_eq!(lines.len(), 2, "{args:?}: {}", run.stderr);
+        assert!(lines[0].ends_with("(SQLSTATE 23505)") && lines[1].ends_with("(SQLSTATE 25P02)"), "{lines:?}");
+
+        let mut stop = args.clone();
+        stop.push("--on-error-stop");
+        let run = meridian_sql(&stop, script.replace("TABLE t", "TABLE u").replace("INTO t", "INTO u").as_str());
+        assert_eq!(run.code, Some(3), "{args:?}: {}", run.stderr);
+        assert_eq!(run.stdout, "CREATE TABLE\nBEGIN\nINSERT 0 1\n", "{args:?}");
         assert!(run.stderr.contains("(SQLSTATE 23505)"), "{}", run.stderr);
     }
 }

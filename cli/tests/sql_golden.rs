@@ -16,13 +16,14 @@
 //!                               (a blank line, unless the output ends with one)
 //! ```
 //!
-//! Paragraphs of comments only are echoed and not run. `meridian sql` stops at the first error
-//! (like `psql -v ON_ERROR_STOP=1`), so the harness feeds a whole script to one process, with
-//! `\timing off` after each paragraph as a marker ("Timing is off." splits the output), and after
-//! an error starts a new process at the next paragraph. On the cluster the data is still there;
-//! `--local` starts empty, so the harness first replays the paragraphs that succeeded (checking
-//! they print the same again). That is only faithful if a failing paragraph committed nothing
-//! before its error, so the harness enforces two rules (and says so when one is broken):
+//! Paragraphs of comments only are echoed and not run. The harness runs `meridian sql
+//! --on-error-stop`, which stops at the first error (like `psql -v ON_ERROR_STOP=1`) with exit
+//! status 3: it feeds a whole script to one process, with `\timing off` after each paragraph as a
+//! marker ("Timing is off." splits the output), and after an error starts a new process at the
+//! next paragraph. On the cluster the data is still there; `--local` starts empty, so the harness
+//! first replays the paragraphs that succeeded (checking they print the same again). That is only
+//! faithful if a failing paragraph committed nothing before its error, so the harness enforces two
+//! rules (and says so when one is broken):
 //! - a paragraph that fails fails at its first statement, or inside a transaction it opened;
 //! - a paragraph that fails does not start inside a transaction left open by an earlier one.
 //!
@@ -30,9 +31,10 @@
 //! the end. Nothing nondeterministic may appear in a script's output (timestamps, `AS OF SYSTEM
 //! TIME` newer than an hour).
 //!
-//! Because the shell stops at the first error, "a statement in an aborted transaction" (25P02)
-//! cannot appear in a golden script; `psql_shows_an_aborted_transaction_and_pgbench_keeps_the_total`
-//! shows it with `psql`, and the fuzz tests check it everywhere.
+//! Because the harness stops the shell at the first error, "a statement in an aborted transaction"
+//! (25P02) cannot appear in a golden script;
+//! `psql_shows_an_aborted_transaction_and_pgbench_keeps_the_total` shows it with `psql`, and the
+//! fuzz tests check it everywhere.
 
 #[path = "../../sql/tests/fuzzgen/mod.rs"]
 mod fuzzgen;
@@ -182,7 +184,7 @@ fn run_shell(target: &Target, input: String) -> ShellRun {
         Target::Local => cmd.arg("--local"),
         Target::Remote(url) => cmd.arg("--url").arg(url),
     };
-    cmd.arg("-").env_remove("MERIDIAN_PG_URL").env_remove("MERIDIAN_PG_ADDR");
+    cmd.args(["--on-error-stop", "-"]).env_remove("MERIDIAN_PG_URL").env_remove("MERIDIAN_PG_ADDR");
     run_process(cmd, input, SHELL_TIMEOUT)
 }
 
@@ -305,7 +307,8 @@ fn run_paragraphs(target: &Target, paras: &[Paragraph], path: &Path) -> Vec<Opti
                 }
                 return outputs;
             }
-            Some(1) => {
+            // `--on-error-stop` stopped at an error.
+            Some(3) => {
                 let completed = succeeded.iter().filter(|i| batch.contains(i)).count();
                 let failing = *batch.get(completed).unwrap_or_else(|| {
                     panic!("{name} {target:?}: the shell failed after the last paragraph: {}", run.stderr)

@@ -37,9 +37,19 @@ fn kv_error(e: ClientError) -> KvError {
         ClientError::Aborted(m) => KvError::Retryable(m),
         ClientError::Ambiguous(m) => KvError::Ambiguous(m),
         ClientError::Unavailable(m) | ClientError::Transport(m) => KvError::Unavailable(m),
-        ClientError::Invalid(m) if m.contains("GC horizon") => KvError::BelowGcHorizon(m),
+        ClientError::Invalid(m) if m.contains("GC horizon") => KvError::BelowGcHorizon(without_advice(m)),
         ClientError::Invalid(m) if m.contains("limit is") => KvError::TooLarge(m),
         other => KvError::Other(other.to_string()),
+    }
+}
+
+/// A node's error message without its advice. Node errors read "what happened; what to do"; for
+/// an error whose advice the SQL layer words itself (a read below the GC horizon), the advice
+/// would otherwise be given twice.
+fn without_advice(message: String) -> String {
+    match message.split_once("; ") {
+        Some((what, _)) => what.to_string(),
+        None => message,
     }
 }
 
@@ -135,6 +145,26 @@ impl KvTxn for RoTxn {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn a_read_below_the_gc_horizon_says_what_to_do_once() {
+        // As a node words it (`server/src/node/read.rs`), with its own advice after the "; ".
+        let node = "read timestamp 1700000000.000000000 is below the GC horizon 1700000005.000000000: versions \
+                    that old are gone; read at a later timestamp";
+        let err = meridian_sql::SqlError::from_kv(kv_error(ClientError::Invalid(node.into())));
+        assert_eq!(err.code, meridian_sql::SqlState::SnapshotTooOld);
+        assert_eq!(
+            err.message,
+            "snapshot too old: read timestamp 1700000000.000000000 is below the GC horizon 1700000005.000000000: \
+             versions that old are gone; read at a more recent time"
+        );
+        // The node's other wording (the storage refused the read) carries no advice of its own.
+        let node = "read timestamp 1700000000.000000000 is below the GC horizon 1700000005.000000000";
+        let err = meridian_sql::SqlError::from_kv(kv_error(ClientError::Invalid(node.into())));
+        assert_eq!(err.message, format!("snapshot too old: {node}; read at a more recent time"));
+    }
+
     #[test]
     fn the_sql_catalog_lives_where_the_cluster_lets_clients_write() {
         assert_eq!(meridian_sql::keys::SYSTEM_PREFIX.as_slice(), meridian_shard::range::SQL_CATALOG_PREFIX);

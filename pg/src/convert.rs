@@ -4,7 +4,7 @@
 //! | [`DataType`] | PostgreSQL type | OID | binary format           | text format         |
 //! |--------------|-----------------|-----|-------------------------|---------------------|
 //! | `Int`        | `int8`          | 20  | 8-byte big-endian       | `42`                |
-//! | `Float`      | `float8`        | 701 | IEEE 754, big-endian    | `1.5`, `Infinity`   |
+//! | `Float`      | `float8`        | 701 | IEEE 754, big-endian    | `1.5`, `1e+301`     |
 //! | `Bool`       | `bool`          | 16  | one byte, 0 or 1        | `t` / `f`           |
 //! | `Text`       | `text`          | 25  | UTF-8 bytes             | the text            |
 //! | `Bytes`      | `bytea`         | 17  | the bytes               | `\x` + hex          |
@@ -18,7 +18,7 @@
 
 use std::sync::Arc;
 
-use meridian_sql::{Column, DataType, SqlError, SqlState, Value};
+use meridian_sql::{Column, DataType, SqlError, SqlState, Value, format_float};
 use pgwire::api::Type;
 use pgwire::api::portal::Format;
 use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo};
@@ -74,22 +74,29 @@ pub fn fields(columns: &[Column], format: Option<&Format>) -> PgWireResult<Vec<F
         .collect()
 }
 
-/// Encodes one row; the values must match `columns` (the executor's invariant), except that an
-/// integer in a float column is widened.
-pub fn encode_row(encoder: &mut DataRowEncoder, columns: &[Column], row: &[Value]) -> PgWireResult<DataRow> {
-    if row.len() != columns.len() {
+/// Encodes one row in the formats of `fields` (from [`fields`] for the same `columns`); the values
+/// must match `columns` (the executor's invariant), except that an integer in a float column is
+/// widened.
+pub fn encode_row(
+    encoder: &mut DataRowEncoder,
+    fields: &[FieldInfo],
+    columns: &[Column],
+    row: &[Value],
+) -> PgWireResult<DataRow> {
+    if row.len() != columns.len() || fields.len() != columns.len() {
         return Err(user_error(SqlError::internal(format!(
-            "a row has {} values for {} columns",
+            "a row has {} values for {} columns ({} fields)",
             row.len(),
-            columns.len()
+            columns.len(),
+            fields.len()
         ))));
     }
-    for (value, column) in row.iter().zip(columns) {
+    for ((value, column), field) in row.iter().zip(columns).zip(fields) {
         match (value, column.ty) {
             (Value::Null, _) => encoder.encode_field(&None::<i64>)?,
             (Value::Int(i), DataType::Int) => encoder.encode_field(i)?,
-            (Value::Int(i), DataType::Float) => encoder.encode_field(&(*i as f64))?,
-            (Value::Float(f), DataType::Float) => encoder.encode_field(f)?,
+            (Value::Int(i), DataType::Float) => encode_float(encoder, field, *i as f64)?,
+            (Value::Float(f), DataType::Float) => encode_float(encoder, field, *f)?,
             (Value::Bool(b), DataType::Bool) => encoder.encode_field(b)?,
             (Value::Text(s), DataType::Text) => encoder.encode_field(&s.as_str())?,
             (Value::Bytes(b), DataType::Bytes) => encoder.encode_field(&b.as_slice())?,
@@ -105,10 +112,24 @@ pub fn encode_row(encoder: &mut DataRowEncoder, columns: &[Column], row: &[Value
     Ok(encoder.take_row())
 }
 
+/// A float8 field: IEEE 754 in binary format; in text format PostgreSQL's `float8out` text
+/// ([`format_float`]: `2`, `1e+301`, `Infinity`), not pgwire's own (`2.0`, `1e301`, `inf`).
+fn encode_float(encoder: &mut DataRowEncoder, field: &FieldInfo, f: f64) -> PgWireResult<()> {
+    match field.format() {
+        FieldFormat::Text => encoder.encode_field_with_type_and_format(
+            &format_float(f).as_str(),
+            field.datatype(),
+            FieldFormat::Text,
+            field.format_options(),
+        ),
+        FieldFormat::Binary => encoder.encode_field(&f),
+    }
+}
+
 /// Encodes all `rows` of a result with the given (already format-resolved) fields.
 pub fn encode_rows(fields: Arc<Vec<FieldInfo>>, columns: &[Column], rows: &[Vec<Value>]) -> PgWireResult<Vec<DataRow>> {
-    let mut encoder = DataRowEncoder::new(fields);
-    rows.iter().map(|row| encode_row(&mut encoder, columns, row)).collect()
+    let mut encoder = DataRowEncoder::new(fields.clone());
+    rows.iter().map(|row| encode_row(&mut encoder, &fields, columns, row)).collect()
 }
 
 /// Decodes the Bind parameters of a statement. `declared` are the types the client gave in Parse
@@ -294,6 +315,76 @@ mod tests {
         assert!(encode_rows(fields.clone(), &columns, &[bad]).is_err());
         assert!(encode_rows(fields, &columns, &[vec![Value::Int(1)]]).is_err());
         assert!(super::fields(&columns, Some(&Format::Individual(vec![0]))).is_err());
+    }
+
+    /// The fields of a DataRow: each a 4-byte length (-1 for NULL) and that many bytes.
+    fn row_fields(row: &DataRow) -> Vec<Option<Vec<u8>>> {
+        let mut data = &row.data[..];
+        (0..row.field_count)
+            .map(|_| {
+                let (len, rest) = data.split_at(4);
+                let len = i32::from_be_bytes(len.try_into().unwrap());
+                if len < 0 {
+                    data = rest;
+                    return None;
+                }
+                let (value, rest) = rest.split_at(len as usize);
+                data = rest;
+                Some(value.to_vec())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn floats_are_sent_as_postgres_prints_them() {
+        let cases = [
+            (Value::Float(0.0), "0"),
+            (Value::Float(-0.0), "-0"),
+            (Value::Float(1.0), "1"),
+            (Value::Float(2.0), "2"),
+            (Value::Int(2), "2"),
+            (Value::Float(-2.5), "-2.5"),
+            (Value::Float(0.1), "0.1"),
+            (Value::Float(0.1 + 0.2), "0.30000000000000004"),
+            (Value::Float(1e14), "100000000000000"),
+            (Value::Float(1e15), "1e+15"),
+            (Value::Float(1e16), "1e+16"),
+            (Value::Float(123456789012345.6), "123456789012345.6"),
+            (Value::Float(1.2345678901234568e20), "1.2345678901234568e+20"),
+            (Value::Float(1e301), "1e+301"),
+            (Value::Float(1e-4), "0.0001"),
+            (Value::Float(1e-5), "1e-05"),
+            (Value::Float(1.5e-7), "1.5e-07"),
+            (Value::Float(f64::MAX), "1.7976931348623157e+308"),
+            (Value::Float(f64::MIN_POSITIVE), "2.2250738585072014e-308"),
+            (Value::Float(5e-324), "5e-324"),
+            // Exactly 70629844887344.625: PostgreSQL rounds the tie to even (Rust's `{}` to …63).
+            (Value::Float(565_038_759_098_757.0 / 8.0), "70629844887344.62"),
+            (Value::Float(f64::INFINITY), "Infinity"),
+            (Value::Float(f64::NEG_INFINITY), "-Infinity"),
+            (Value::Float(f64::NAN), "NaN"),
+        ];
+        let columns: Vec<Column> =
+            (0..cases.len()).map(|i| Column { name: format!("f{i}"), ty: DataType::Float }).collect();
+        let row: Vec<Value> = cases.iter().map(|(v, _)| v.clone()).collect();
+
+        let text = Arc::new(fields(&columns, Some(&Format::UnifiedText)).unwrap());
+        let got = row_fields(&encode_rows(text, &columns, std::slice::from_ref(&row)).unwrap()[0]);
+        for ((value, want), got) in cases.iter().zip(got) {
+            assert_eq!(String::from_utf8(got.expect("not NULL")).unwrap(), *want, "text of {value:?}");
+        }
+
+        // Binary stays the IEEE 754 bits, negative zero and NaN included.
+        let binary = Arc::new(fields(&columns, Some(&Format::UnifiedBinary)).unwrap());
+        let got = row_fields(&encode_rows(binary, &columns, std::slice::from_ref(&row)).unwrap()[0]);
+        for ((value, _), got) in cases.iter().zip(got) {
+            let f = match value {
+                Value::Float(f) => *f,
+                Value::Int(i) => *i as f64,
+                other => unreachable!("{other:?}"),
+            };
+            assert_eq!(got.expect("not NULL"), f.to_be_bytes().to_vec(), "binary of {value:?}");
+        }
     }
 
     #[test]

@@ -55,6 +55,22 @@ async fn command_tags_and_row_descriptions_are_postgres_shaped() {
 }
 
 #[tokio::test]
+async fn floats_are_sent_in_postgres_text_format() {
+    let server = TestServer::start().await;
+    let mut raw = Raw::startup(server.addr).await;
+    let out = raw
+        .query(
+            "SELECT 2.0, CAST(7 AS FLOAT), 1e300 * 10, 1e15, 0.0001, 0.00001, 1.5e-7, -0.0 * 1.0, \
+             CAST('Infinity' AS FLOAT), CAST('-Infinity' AS FLOAT), CAST('NaN' AS FLOAT)",
+        )
+        .await;
+    let row = out.iter().find(|m| m.kind == b'D').expect("a DataRow");
+    let want = ["2", "7", "1e+301", "1e+15", "0.0001", "1e-05", "1.5e-07", "-0", "Infinity", "-Infinity", "NaN"];
+    assert_eq!(row.values(), want.map(|w| Some(w.to_string())).to_vec(), "{out:?}");
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn ready_for_query_reports_the_transaction_status() {
     let server = TestServer::start().await;
     let mut raw = Raw::startup(server.addr).await;

@@ -276,4 +276,15 @@ mod tests {
         assert_eq!(SqlError::from_kv(KvError::Unavailable("x".into())).code, SqlState::ConnectionFailure);
         assert_eq!(SqlError::from_kv(KvError::Other("x".into())).code, SqlState::InternalError);
     }
+
+    #[test]
+    fn a_snapshot_below_the_gc_horizon_says_what_to_do_once() {
+        let err = SqlError::from_kv(KvError::BelowGcHorizon(
+            "snapshot 5.000000000 is below the GC horizon 7.000000000".into(),
+        ));
+        assert_eq!(
+            err.message,
+            "snapshot too old: snapshot 5.000000000 is below the GC horizon 7.000000000; read at a more recent time"
+        );
+    }
 }

@@ -102,7 +102,8 @@ pub enum KvError {
     /// A write in a read-only or snapshot transaction.
     #[error("cannot write in a read-only transaction")]
     ReadOnly,
-    /// A snapshot older than the version-GC horizon.
+    /// A snapshot older than the version-GC horizon. The message says what happened (the
+    /// timestamps); the SQL error adds what to do, so a store leaves its own advice out.
     #[error("snapshot below the GC horizon: {0}")]
     BelowGcHorizon(String),
     /// A key, value or transaction over a limit of the store.

@@ -66,4 +66,4 @@ pub use kv::{KvError, KvStore, KvTxn, TxnMode};
 pub use memkv::MemKv;
 pub use result::{QueryResult, ResultKind, StatementShape, TxnStatus};
 pub use session::Session;
-pub use types::{Column, DataType, Value};
+pub use types::{Column, DataType, Value, format_float};

@@ -1,6 +1,7 @@
 -- CREATE TABLE and DROP TABLE: the five types under their PostgreSQL and CockroachDB names,
 -- composite and quoted primary keys, IF [NOT] EXISTS, the catalog (SHOW TABLES, \d, \dt), and
--- the errors of each. Every error is a paragraph of its own: `meridian sql` stops at an error.
+-- the errors of each. Every error is a paragraph of its own: the harness runs
+-- `meridian sql --on-error-stop`, which stops at an error.
 
 CREATE TABLE ddl_kinds (
   id INTEGER PRIMARY KEY,

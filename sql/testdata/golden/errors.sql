@@ -1,8 +1,9 @@
 -- Errors: one line, what went wrong, and PostgreSQL's SQLSTATE (which drivers act on). A failed
--- statement changes nothing. Every error is a paragraph of its own because `meridian sql`, like
--- `psql -v ON_ERROR_STOP=1`, stops at the first error; for the same reason a statement *after* an
--- error in a transaction (25P02, "current transaction is aborted") cannot be shown here: see
--- cli/tests/sql_golden.rs, where psql shows it, and the fuzz tests, which check it.
+-- statement changes nothing. Every error is a paragraph of its own because the harness runs
+-- `meridian sql --on-error-stop`, which, like `psql -v ON_ERROR_STOP=1`, stops at the first error;
+-- for the same reason a statement *after* an error in a transaction (25P02, "current transaction
+-- is aborted") cannot be shown here: see cli/tests/sql_golden.rs, where psql shows it, and the
+-- fuzz tests, which check it.
 
 CREATE TABLE err_t (id INT PRIMARY KEY, name TEXT, n INT, ok BOOL);
 INSERT INTO err_t VALUES (1, 'one', 10, TRUE), (2, 'two', 20, FALSE);
