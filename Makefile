@@ -9,7 +9,7 @@ BUILD := $(CARGO) build --workspace --bins
 # Extra arguments for the test run, e.g. `make test TEST_ARGS=storage`.
 TEST_ARGS ?=
 
-.PHONY: all demo test prereqs check lint fmt bench bench-storage bench-paxos bench-cluster bench-txn sim-paxos
+.PHONY: all demo test prereqs check lint fmt bench bench-storage bench-paxos bench-cluster bench-txn sim-paxos sim-bank
 
 all: test
 
@@ -33,6 +33,17 @@ ifdef SEED
 	$(TARGET_DIR)/debug/sim-paxos --seed $(SEED)
 else
 	$(TARGET_DIR)/debug/sim-paxos --seeds $(SEEDS)
+endif
+
+## sim-bank: the whole-cluster simulation (real node cores; bank, list-append and external-
+## consistency checkers under faults). SEEDS=N runs seeds 0..N; SEED=S replays one seed;
+## UNSAFE=skip-commit-wait|early-lock-release|ack-before-persist breaks one rule on purpose.
+sim-bank: prereqs
+	$(BUILD)
+ifdef SEED
+	$(TARGET_DIR)/debug/sim-bank --seed $(SEED) $(if $(UNSAFE),--unsafe $(UNSAFE))
+else
+	$(TARGET_DIR)/debug/sim-bank --seeds $(SEEDS) $(if $(UNSAFE),--unsafe $(UNSAFE))
 endif
 
 ## check: formatting and lints, as CI runs them.

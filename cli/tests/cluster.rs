@@ -623,7 +623,7 @@ fn bank_transfers_across_ranges_keep_the_total_while_leaders_are_killed() {
                             unknown += 1
                         }
                         Err(ClientError::Aborted(_)) => {}
-                        Err(e) => panic!("transfer: {e}"),
+                        Err(e) => panic!("transfer: {e:?}"),
                     }
                     seq += 1;
                 }
@@ -814,7 +814,7 @@ fn sql_over_the_cluster_is_transactional_across_ranges_and_nodes() {
                                 assert!(attempt < 49, "transfer never committed: {e}");
                                 tokio::time::sleep(Duration::from_millis(5 << attempt.min(5))).await;
                             }
-                            Err(e) => panic!("transfer: {e}"),
+                            Err(e) => panic!("transfer: {e:?}"),
                         }
                     }
                 }
@@ -848,7 +848,6 @@ fn sql_over_the_cluster_is_transactional_across_ranges_and_nodes() {
 }
 
 #[test]
-#[ignore = "intermittent hang under contention (DESIGN-NOTES, Open problems): run with --ignored"]
 fn the_bank_workload_command_runs_and_checks_its_history() {
     let _serial = serial();
     let cluster = ProcessCluster::start(BIN, 3, NodeArgs::default()).expect("start cluster");

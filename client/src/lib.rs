@@ -243,7 +243,25 @@ impl Client {
 
     /// Runs `op` against the leader of the range holding `key`, following the cluster's hints
     /// until it succeeds, fails for good, or the deadline passes.
-    async fn with_leader<T, F, Fut>(&self, key: &[u8], mut op: F) -> Result<T, ClientError>
+    async fn with_leader<T, F, Fut>(&self, key: &[u8], op: F) -> Result<T, ClientError>
+    where
+        F: FnMut(pb::kv_client::KvClient<Channel>, RangeDescriptor) -> Fut,
+        Fut: std::future::Future<Output = Result<Outcome<T>, tonic::Status>>,
+    {
+        self.with_leader_sent(key, false, op).await
+    }
+
+    /// [`Self::with_leader`] for a request that must not run twice: once it may have reached a
+    /// node (the call failed in transport after connecting, or timed out), its outcome is
+    /// unknown and it fails with [`ClientError::Ambiguous`] instead of being sent again (a
+    /// single-range commit sent again to a new leader would be refused as aborted although
+    /// the first one may still commit).
+    pub(crate) async fn with_leader_sent<T, F, Fut>(
+        &self,
+        key: &[u8],
+        not_twice: bool,
+        mut op: F,
+    ) -> Result<T, ClientError>
     where
         F: FnMut(pb::kv_client::KvClient<Channel>, RangeDescriptor) -> Fut,
         Fut: std::future::Future<Output = Result<Outcome<T>, tonic::Status>>,
@@ -278,6 +296,12 @@ impl Client {
                     }
                 }
                 Err(status) => {
+                    if not_twice && !never_sent(&status) {
+                        return Err(ClientError::Ambiguous(format!(
+                            "{addr} did not answer ({}); the request may or may not have taken effect",
+                            status.message()
+                        )));
+                    }
                     last = format!("{addr}: {}", status.message());
                     // Maybe the node is down: forget the leader hint so other replicas are tried.
                     self.routes().leaders.remove(&desc.id);
@@ -525,5 +549,55 @@ impl Client {
             .await
             .map(|r| r.into_inner())
             .map_err(|s| ClientError::Transport(format!("{addr}: {}", s.message())))
+    }
+}
+
+/// Whether a failed call surely never reached a node: the connection could not be made.
+/// Anything else (a reset connection, a deadline) may have delivered the request.
+fn never_sent(status: &tonic::Status) -> bool {
+    use std::error::Error as _;
+    if status.code() != tonic::Code::Unavailable {
+        return false;
+    }
+    let mut source = status.source();
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionRefused
+                    | std::io::ErrorKind::AddrNotAvailable
+                    | std::io::ErrorKind::HostUnreachable
+                    | std::io::ErrorKind::NetworkUnreachable
+            );
+        }
+        source = e.source();
+    }
+    status.message().contains("error trying to connect") || status.message().contains("tcp connect error")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_refused_connection_was_never_sent_and_a_silent_node_may_have_read_it() {
+        let get = || pb::GetRequest { key: b"k".to_vec() };
+        // Nobody listens on a port just released: the connection is refused.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind");
+        let mut kv = pb::kv_client::KvClient::new(endpoint(&addr.to_string()).expect("addr").connect_lazy());
+        let st = kv.get(get()).await.expect_err("nobody listens");
+        assert!(never_sent(&st), "refused: {st:?}");
+        // A node that accepts and never answers may have read the request.
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("bound");
+        let silent = tokio::spawn(async move {
+            let _conn = l.accept().await;
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        });
+        let ep = Endpoint::from_shared(format!("http://{addr}")).expect("addr").timeout(Duration::from_millis(300));
+        let mut kv = pb::kv_client::KvClient::new(ep.connect_lazy());
+        let st = kv.get(get()).await.expect_err("no answer");
+        assert!(!never_sent(&st), "silent: {st:?}");
+        silent.abort();
     }
 }

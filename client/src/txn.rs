@@ -333,8 +333,13 @@ async fn send_commit(
         prepare_ts_max: prepare_ts_max.nanos(),
         read_spans: part.spans,
     };
+    // A single-range commit is answered "aborted" by a new leader even when the first attempt
+    // may still commit, so it is sent once. A prepare or a coordinator's commit may be sent
+    // again: the participant answers a repeated prepare from its log, and the coordinator
+    // answers only with the first decision in its log.
+    let not_twice = req.coordinator.is_none() && req.participants.is_empty() && !req.mutations.is_empty();
     client
-        .with_leader(&part.key, |mut kv, desc| {
+        .with_leader_sent(&part.key, not_twice, |mut kv, desc| {
             let req = req.clone();
             async move {
                 let r = kv.txn_commit(req).await?.into_inner();

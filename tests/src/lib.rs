@@ -5,4 +5,6 @@
 //! next to the binary they run (`cli/tests/`, where cargo provides its path); the seeded
 //! simulation binaries live in `src/bin/`.
 
+pub mod cluster_sim;
 pub mod process;
+pub mod seeds;

@@ -66,10 +66,15 @@
 //! end at sinks: the wait-for graph at one leader is acyclic. The property test in
 //! `locks/tests.rs` checks exactly this after every step of random schedules.
 //!
-//! Caveat (across groups): a transaction prepared at group A and waiting at group B behind a
-//! transaction prepared at B that waits at A behind the first forms a cycle no leader can break
-//! by wounding. The coordinator's prepare timeout aborts one of them
-//! ([`crate::outcome::Coordinator::on_tick`]); Spanner is silent on this case.
+//! Across groups a prepared transaction is *not* a sink: prepared at group B, it may still wait
+//! at group A (its prepare or its coordinator's commit queued there). An older transaction
+//! blocked at B by it, and holding at A the lock it waits for, closes a cycle no leader can break
+//! by wounding locally. Wound-wait still applies, through the only party that may abort a
+//! prepared transaction: its coordinator. [`prepared_blockers`](LockTable::prepared_blockers)
+//! names the younger prepared holders that block an older request; the caller asks their
+//! coordinators to abort them unless they already decided (a decided transaction waits for
+//! nothing, so the edge ends at a sink again). Every edge that survives points to an older
+//! transaction or to a sink, so no cycle lasts across groups either.
 //!
 //! ## Keepalives
 //!
@@ -438,6 +443,27 @@ impl LockTable {
             locks: st.held.len(),
             waits: st.waits.len(),
         })
+    }
+
+    /// The prepared transactions that hold a lock blocking a waiting request of an *older*
+    /// transaction (of `txn` only, or of every waiter), in id order: wound-wait would wound
+    /// them, but a prepared transaction can only be aborted by its coordinator (see the essay).
+    pub fn prepared_blockers(&self, txn: Option<TxnId>) -> BTreeSet<TxnId> {
+        let mut out = BTreeSet::new();
+        let waits: Vec<&WaitKey> = match txn {
+            Some(t) => self.txns.get(&t).map(|st| st.waits.values().collect()).unwrap_or_default(),
+            None => self.queue.keys().collect(),
+        };
+        for key in waits {
+            let w = &self.queue[key];
+            for h in self.held.conflicts(&w.span, w.mode, key.txn.id) {
+                let holder = &self.txns[&h];
+                if holder.prepared && key.txn.is_older_than(&holder.meta) {
+                    out.insert(h);
+                }
+            }
+        }
+        out
     }
 
     /// Every transaction the table knows, in id order.

@@ -153,6 +153,10 @@ pub enum Request {
         group: GroupId,
         /// The transaction.
         txn: TxnId,
+        /// Wound-wait across groups: `txn` is prepared at the participant and blocks an older
+        /// transaction there, so the coordinator aborts it unless it already decided.
+        #[serde(default)]
+        wound: bool,
     },
     /// A lock-free read at a timestamp (read-only transactions and snapshot reads, Spanner
     /// §4.1.3-4): the key `start` alone, or the rows of `[start, end)` in one range. Served by

@@ -482,7 +482,7 @@ impl NodeCore {
                 }
             };
         }
-        if !g.replica.can_serve_lease_read(now) {
+        if !g.serves(now) {
             return self.fail(
                 now,
                 origin,

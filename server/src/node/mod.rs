@@ -86,6 +86,10 @@ pub struct NodeOptions {
     /// **Unsafe, for tests only**: answer commits without commit wait, breaking external
     /// consistency (the external-consistency checker must then find violations).
     pub unsafe_skip_commit_wait: bool,
+    /// **Unsafe, for tests only**: release a transaction's locks as soon as its commit (or
+    /// prepare) record is proposed, before it is chosen and applied, breaking strict two-phase
+    /// locking (the bank and list-append checkers must then find violations).
+    pub unsafe_early_lock_release: bool,
 }
 
 impl Default for NodeOptions {
@@ -102,6 +106,7 @@ impl Default for NodeOptions {
             dead_after: Duration::from_secs(30),
             gc_ttl: Duration::from_secs(3_600),
             unsafe_skip_commit_wait: false,
+            unsafe_early_lock_release: false,
         }
     }
 }
@@ -266,6 +271,9 @@ pub struct NodeCore {
     txn_req: u64,
     /// Transactions whose write was applied here: their locks go after the apply.
     applied_txns: Vec<(GroupId, meridian_txn::TxnId)>,
+    /// Client commit requests whose coordinator proposed an abort on their behalf: answered as
+    /// a commit (written or aborted) once the log's first decision is applied.
+    commit_answers: BTreeSet<Origin>,
     /// Coordinator decisions to send to participants once `TT.after(ts)` (commit wait).
     resolve_wait: BTreeSet<(Timestamp, GroupId, meridian_txn::TxnId)>,
     /// Leaders of groups not hosted here, learned from refusals.
@@ -431,6 +439,7 @@ impl NodeCore {
             unreachable: BTreeMap::new(),
             txn_req: 0,
             applied_txns: Vec::new(),
+            commit_answers: BTreeSet::new(),
             resolve_wait: BTreeSet::new(),
             leader_hints: BTreeMap::new(),
             last_gc: Timestamp::ZERO,
@@ -613,7 +622,7 @@ impl NodeCore {
             }
             Request::TxnScan { txn, start, end, limit } => self.serve_txn_scan(now, origin, txn, (start, end, limit)),
             Request::TxnResolve { group, txn, commit_ts } => self.serve_txn_resolve(now, origin, group, txn, commit_ts),
-            Request::TxnInquire { group, txn } => self.serve_txn_inquire(now, origin, group, txn),
+            Request::TxnInquire { group, txn, wound } => self.serve_txn_inquire(now, origin, group, txn, wound),
             Request::Read { start, end, limit, ts } => self.serve_read(now, origin, start, end, limit, ts),
             Request::TxnAbort { txn, key } => self.serve_txn_abort(now, origin, txn, key),
             Request::TxnKeepalive { txn, key } => self.serve_txn_keepalive(now, origin, txn, key),
@@ -636,7 +645,7 @@ impl NodeCore {
                 ApiError::KeyOutOfRange { key: key.clone(), desc: self.last_known_desc(&key).map(Box::new) },
             );
         };
-        if !self.groups[&gid].replica.can_serve_lease_read(now) {
+        if !self.groups[&gid].serves(now) {
             return self.fail(now, origin, self.read_refusal(gid));
         }
         if let Some(e) = self.prepared_refusal(gid, &meridian_txn::Span::key(key.clone())) {
@@ -683,7 +692,7 @@ impl NodeCore {
                 ApiError::KeyOutOfRange { key: start.clone(), desc: self.last_known_desc(&start).map(Box::new) },
             );
         };
-        if !self.groups[&gid].replica.can_serve_lease_read(now) {
+        if !self.groups[&gid].serves(now) {
             return self.fail(now, origin, self.read_refusal(gid));
         }
         if let Some(e) =
@@ -1031,6 +1040,15 @@ impl NodeCore {
 }
 
 impl Group {
+    /// Whether this replica may serve as the range's leader now: it holds a lease, every entry
+    /// of earlier leaders is chosen (Spanner §4.1.3), **and this node's state machine applied
+    /// every entry the replica learned**. The replica counts an entry applied once it hands it
+    /// over; inputs stepped before the next `ready`/`release` must not see state (locks,
+    /// prepared transactions, values) from before those entries.
+    fn serves(&self, now: TTInterval) -> bool {
+        self.replica.can_serve_lease_read(now) && self.state.applied >= self.replica.applied()
+    }
+
     fn new(replica: Replica, state: RangeState) -> Self {
         Group {
             replica,

@@ -76,7 +76,7 @@ impl NodeCore {
             );
         };
         let g = &self.groups[&gid];
-        let leader = g.replica.can_serve_lease_read(now);
+        let leader = g.serves(now);
         let s = match ts {
             Some(s) => s,
             None if leader => now.latest,

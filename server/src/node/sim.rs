@@ -28,6 +28,18 @@ enum Ev {
     Reach { node: NodeId, peer: NodeId, ok: bool },
 }
 
+impl Ev {
+    /// The node that handles the event.
+    fn node(&self) -> Option<NodeId> {
+        match self {
+            Ev::Deliver { to, .. } => Some(*to),
+            Ev::Tick { node, .. } | Ev::Synced { node, .. } | Ev::Client { node, .. } | Ev::Reach { node, .. } => {
+                Some(*node)
+            }
+        }
+    }
+}
+
 struct Item {
     at: Timestamp,
     seq: u64,
@@ -85,6 +97,13 @@ pub struct ClusterSim {
     pub fsync_us: (u64, u64),
     /// Pairs that cannot talk (either direction).
     pub cut: Vec<(NodeId, NodeId)>,
+    /// Probability that a batch of peer messages is lost on the way.
+    pub drop_prob: f64,
+    /// Probability that a batch of peer messages arrives twice (with independent delays, so
+    /// also out of order).
+    pub dup_prob: f64,
+    /// Nodes paused (SIGSTOP) until the given true time: they process nothing before it.
+    pub paused: BTreeMap<NodeId, Timestamp>,
     /// What each node last reported about reaching each other (as the shell does).
     reachable: BTreeMap<(NodeId, NodeId), bool>,
 }
@@ -110,6 +129,9 @@ impl ClusterSim {
             delay_us: (100, 2_000),
             fsync_us: (50, 1_000),
             cut: Vec::new(),
+            drop_prob: 0.0,
+            dup_prob: 0.0,
+            paused: BTreeMap::new(),
             reachable: BTreeMap::new(),
         };
         let engine = Arc::new(MemEngine::new());
@@ -213,7 +235,7 @@ impl ClusterSim {
             if !ready.batch.is_empty() {
                 n.engine.write(ready.batch.clone(), false).expect("mem engine writes");
             }
-            if ready.sync {
+            if ready.sync && !self.opts.paxos.unsafe_switches.ack_before_persist {
                 let lat = Duration::from_micros(self.rng.random_range(self.fsync_us.0..=self.fsync_us.1));
                 let n = self.nodes.get_mut(&id).expect("exists");
                 let epoch = n.epoch;
@@ -247,6 +269,13 @@ impl ClusterSim {
             if !ok {
                 continue;
             }
+            if self.drop_prob > 0.0 && self.rng.random_bool(self.drop_prob.min(1.0)) {
+                continue;
+            }
+            if self.dup_prob > 0.0 && self.rng.random_bool(self.dup_prob.min(1.0)) {
+                let d = Duration::from_micros(self.rng.random_range(self.delay_us.0..=self.delay_us.1 * 4));
+                self.schedule(d, Ev::Deliver { from: id, to, msgs: msgs.clone() });
+            }
             let d = Duration::from_micros(self.rng.random_range(self.delay_us.0..=self.delay_us.1));
             self.schedule(d, Ev::Deliver { from: id, to, msgs });
         }
@@ -278,6 +307,17 @@ impl ClusterSim {
             }
             let Reverse(item) = self.queue.pop().expect("peeked");
             self.now = item.at;
+            if let Some(node) = item.ev.node()
+                && let Some(until) = self.paused.get(&node).copied()
+            {
+                if self.now < until {
+                    // A stopped process: everything addressed to it waits until it resumes.
+                    self.seq += 1;
+                    self.queue.push(Reverse(Item { at: until, seq: self.seq, ev: item.ev }));
+                    continue;
+                }
+                self.paused.remove(&node);
+            }
             match item.ev {
                 Ev::Deliver { from, to, msgs } => self.input(to, Input::Peer { from, msgs }),
                 Ev::Tick { node, epoch } => {

@@ -682,6 +682,60 @@ fn two_phase_commit_keeps_prepared_transactions_across_leader_failover_and_presu
     assert_eq!(get(&mut sim, "a").as_deref(), Some("150"));
 }
 
+#[test]
+fn an_older_transaction_wounds_a_younger_one_prepared_in_another_range() {
+    // The cycle wound-wait must break across groups (meridian_txn::locks): young U is prepared
+    // at z's range and its coordinator's commit waits at a's range behind old T's read lock;
+    // T then reads z, blocked by prepared U. Only U's coordinator can abort U: the participant
+    // asks it to, instead of everyone waiting for an idle timeout.
+    use crate::node::api::CommitRole;
+    let mut sim = ClusterSim::new(35, NodeOptions { rebalance: false, ..opts() });
+    let (left, right, _) = two_ranges_apart(&mut sim);
+    put(&mut sim, "a", "100");
+    put(&mut sim, "z", "100");
+    let (t, u) = (txn(20, 20), txn(21, 21));
+    let get = |t, k: &str| Request::TxnGet { txn: t, key: k.as_bytes().to_vec() };
+    let Response::TxnValue { epoch: ta, .. } = txn_call(&mut sim, "a", get(t, "a")) else { panic!("T reads a") };
+    let Response::TxnValue { epoch: ua, .. } = txn_call(&mut sim, "a", get(u, "a")) else { panic!("U reads a") };
+    let Response::TxnValue { epoch: uz, .. } = txn_call(&mut sim, "z", get(u, "z")) else { panic!("U reads z") };
+    let prep = commit_req(u, &["z"], Some(uz), &[("z", "u")], CommitRole::Prepare { coordinator: left });
+    let Response::Prepared { ts: pu } = txn_call(&mut sim, "z", prep) else { panic!("U prepares") };
+    let coord = commit_req(
+        u,
+        &["a"],
+        Some(ua),
+        &[("a", "u")],
+        CommitRole::Coordinate { participants: vec![right], prepare_ts_max: pu },
+    );
+    let al = leader_of(&mut sim, b"a");
+    let u_commit = sim.submit(al, coord);
+    assert_eq!(sim.reply(u_commit, Duration::from_millis(300)), None, "U's commit waits for T's read lock");
+    let zl = leader_of(&mut sim, b"z");
+    let t_read = sim.submit(zl, get(t, "z"));
+    // Well inside the idle timeout that would otherwise break the cycle.
+    let r = sim.reply(t_read, Duration::from_secs(2));
+    let Some(Response::TxnValue { value, epoch: tz, .. }) = r else { panic!("T's read of z is answered: {r:?}") };
+    assert_eq!(value.as_deref(), Some(&b"100"[..]), "U was aborted, so T reads the old z");
+    assert!(super::txn::TXN_IDLE_TIMEOUT > Duration::from_secs(2));
+    let r = sim.reply(u_commit, Duration::from_secs(2));
+    assert!(matches!(r, Some(Response::Error(ApiError::Aborted(_)))), "U was wounded: {r:?}");
+    // T commits across both ranges.
+    let prep = commit_req(t, &["z"], Some(tz), &[("z", "t")], CommitRole::Prepare { coordinator: left });
+    let Response::Prepared { ts: pt } = txn_call(&mut sim, "z", prep) else { panic!("T prepares") };
+    let coord = commit_req(
+        t,
+        &["a"],
+        Some(ta),
+        &[("a", "t")],
+        CommitRole::Coordinate { participants: vec![right], prepare_ts_max: pt },
+    );
+    let r = txn_call(&mut sim, "a", coord);
+    assert!(matches!(r, Response::Written { .. }), "T commits: {r:?}");
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(super::tests::get(&mut sim, "a"), Some("t".into()));
+    assert_eq!(super::tests::get(&mut sim, "z"), Some("t".into()));
+}
+
 /// Sequential writes alternating between two ranges led by different nodes, the left leader's
 /// clock `offset_ns` off true time (ε = 50 ms): each write starts after the previous one was
 /// acknowledged, so external consistency demands increasing timestamps.

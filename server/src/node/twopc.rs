@@ -47,6 +47,9 @@ use super::{NodeCore, local_of, propose};
 
 /// How often a coordinator re-sends an unacknowledged decision.
 pub const RESOLVE_RETRY: Duration = Duration::from_secs(1);
+/// How often a participant repeats its request to abort a prepared transaction that blocks an
+/// older one (its coordinator may have been deciding, or the message lost).
+pub const WOUND_RETRY: Duration = Duration::from_millis(500);
 /// Shortest time a coordinator remembers a decision.
 pub const DECISION_REMEMBERED: Duration = Duration::from_secs(120);
 
@@ -61,13 +64,40 @@ impl NodeCore {
     }
 
     /// A coordinator that gives up a commit before deciding logs the abort, so the prepared
-    /// participants learn it at once instead of after their in-doubt timeout.
-    pub(super) fn decide_abort_if_coordinator(&mut self, now: TTInterval, gid: GroupId, id: TxnId, role: &CommitRole) {
-        let CommitRole::Coordinate { participants, .. } = role else { return };
+    /// participants learn it at once instead of after their in-doubt timeout. Returns whether
+    /// `origin` (the client's commit request, if given) will be answered from here.
+    ///
+    /// The client is answered **from the log**: whichever decision is first there, once it is
+    /// applied, never "aborted" straight away. An earlier leader's commit decision for the same
+    /// transaction may still be chosen (the client asked again after a lost answer), and the
+    /// first decision in the log wins (Spanner §4.2.1: the coordinator's decision is logged
+    /// through Paxos before anyone hears it).
+    pub(super) fn decide_abort_if_coordinator(
+        &mut self,
+        now: TTInterval,
+        gid: GroupId,
+        id: TxnId,
+        role: &CommitRole,
+        origin: Option<Origin>,
+    ) -> bool {
+        let CommitRole::Coordinate { participants, .. } = role else { return false };
         let me = self.ident.node;
-        let Some(g) = self.groups.get_mut(&gid) else { return };
-        if g.replica.role() != Role::Leader || g.state.decisions.contains_key(&id) {
-            return;
+        let Some(g) = self.groups.get_mut(&gid) else { return false };
+        if let Some(d) = g.state.decisions.get(&id) {
+            let Some(o) = origin else { return false };
+            match d.commit_ts {
+                Some(ts) => {
+                    self.commit_wait.insert((ts, o), Response::Written { ts });
+                }
+                None => self.fail(now, o, ApiError::Aborted(format!("transaction {id} was aborted"))),
+            }
+            return true;
+        }
+        if g.replica.role() != Role::Leader {
+            let Some(o) = origin else { return false };
+            let e = self.not_leader(gid);
+            self.fail(now, o, e);
+            return true;
         }
         let cmd = GroupCmd::Decide {
             txn: id,
@@ -75,10 +105,21 @@ impl NodeCore {
             participants: participants.clone(),
             writes: Vec::new(),
             at: local_of(now),
-            from: (me, Origin::Internal(0)),
+            from: (me, origin.unwrap_or(Origin::Internal(0))),
         };
-        if propose(g, &cmd).is_ok() {
-            self.dirty.insert(gid);
+        match propose(g, &cmd) {
+            Ok(()) => {
+                self.dirty.insert(gid);
+                if let Some(o) = origin {
+                    self.commit_answers.insert(o);
+                }
+                origin.is_some()
+            }
+            Err(e) => {
+                let Some(o) = origin else { return false };
+                self.fail(now, o, e);
+                true
+            }
         }
     }
 
@@ -94,7 +135,7 @@ impl NodeCore {
         if let Err(e) = self.serving_leader(gid) {
             return self.fail(now, origin, e);
         }
-        if !self.groups[&gid].replica.can_serve_lease_read(now) {
+        if !self.groups[&gid].serves(now) {
             // Earlier leaders' entries (perhaps this prepare) are not all applied yet.
             return self.fail(now, origin, self.read_refusal(gid));
         }
@@ -138,12 +179,13 @@ impl NodeCore {
         }
     }
 
-    /// Coordinator: a participant asks for the outcome of `txn`.
-    pub(super) fn serve_txn_inquire(&mut self, now: TTInterval, origin: Origin, gid: GroupId, txn: TxnId) {
+    /// Coordinator: a participant asks for the outcome of `txn`, or (`wound`) asks to abort it
+    /// because it blocks an older transaction there.
+    pub(super) fn serve_txn_inquire(&mut self, now: TTInterval, origin: Origin, gid: GroupId, txn: TxnId, wound: bool) {
         if let Err(e) = self.serving_leader(gid) {
             return self.fail(now, origin, e);
         }
-        if !self.groups[&gid].replica.can_serve_lease_read(now) {
+        if !self.groups[&gid].serves(now) {
             return self.fail(now, origin, self.read_refusal(gid));
         }
         let me = self.ident.node;
@@ -152,11 +194,21 @@ impl NodeCore {
             let decision = Some(d.commit_ts);
             return self.respond(now, origin, Response::Outcome { decision });
         }
-        if g.txns.is_active(txn) {
-            // The transaction is alive here (its locks are held, its client keeps it alive): its
-            // commit may still come. Ask again later.
+        if g.txns.is_preparing(txn) {
+            // Its decision is on its way through Paxos: ask again later.
             return self.respond(now, origin, Response::Outcome { decision: None });
         }
+        if g.txns.is_active(txn) {
+            if !wound {
+                // The transaction is alive here (its locks are held, its client keeps it alive):
+                // its commit may still come. Ask again later.
+                return self.respond(now, origin, Response::Outcome { decision: None });
+            }
+            // Spanner §4.2.1 wound-wait, across groups: an older transaction waits behind this
+            // one at a participant where it is prepared; undecided, it is still woundable here.
+            self.abort_txn(now, gid, txn, "wounded by an older transaction at a participant (wound-wait)");
+        }
+        let g = self.groups.get_mut(&gid).expect("checked");
         // Presumed abort: log it; the answer is whichever decision the log holds first.
         let cmd = GroupCmd::Decide {
             txn,
@@ -194,11 +246,16 @@ impl NodeCore {
         let (id, coordinator) = (p.txn.id, p.coordinator);
         let ts = g.state.prepared.entry(id).or_insert(p).prepare_ts;
         g.state.last_write_ts = g.state.last_write_ts.max(ts);
-        if g.replica.role() == Role::Leader {
+        let leader = g.replica.role() == Role::Leader;
+        if leader {
             g.txns.participants.on_prepared(id, coordinator, ts, local_of(now));
         }
         if let Some(o) = mine {
             self.respond(now, o, Response::Prepared { ts });
+        }
+        if leader {
+            // Older requests may have queued behind it while its record was on its way.
+            self.wound_prepared_blockers(now, gid, None);
         }
     }
 
@@ -244,7 +301,10 @@ impl NodeCore {
             }
         };
         let Some(o) = mine else { return };
-        match (asked_commit, decided) {
+        // A client's commit request gets a commit's answer, also when its leader proposed an
+        // abort on its behalf; an inquiry gets the outcome.
+        let commit_request = asked_commit || self.commit_answers.remove(&o);
+        match (commit_request, decided) {
             (true, Some(ts)) => {
                 self.commit_wait.insert((ts, o), Response::Written { ts });
             }
@@ -396,8 +456,32 @@ impl NodeCore {
         let Some(p) = g.state.prepared.get(&txn) else { return };
         let coordinator = p.coordinator;
         g.txns.participants.heard(txn, local_of(now));
-        let request = Request::TxnInquire { group: coordinator, txn };
+        let request = Request::TxnInquire { group: coordinator, txn, wound: false };
         self.group_request(now, coordinator, request, Internal::Inquiry { gid, txn, coordinator });
+    }
+
+    /// Wound-wait across groups (see `meridian_txn::locks`): every transaction prepared here
+    /// that blocks a waiting request of an older one (of `waiter` only, or of any) is asked to
+    /// abort at its coordinator, which does so unless it already decided. Re-sent at most every
+    /// [`WOUND_RETRY`] while the block lasts.
+    pub(super) fn wound_prepared_blockers(&mut self, now: TTInterval, gid: GroupId, waiter: Option<TxnId>) {
+        let local = local_of(now);
+        let Some(g) = self.groups.get_mut(&gid) else { return };
+        let blockers = g.txns.locks.prepared_blockers(waiter);
+        g.txns.wounding.retain(|id, _| blockers.contains(id) || waiter.is_some());
+        let mut send = Vec::new();
+        for id in blockers {
+            let Some(p) = g.state.prepared.get(&id) else { continue }; // its record is on its way
+            if g.txns.wounding.get(&id).is_some_and(|t| local < t.saturating_add(WOUND_RETRY)) {
+                continue;
+            }
+            g.txns.wounding.insert(id, local);
+            send.push((id, p.coordinator));
+        }
+        for (txn, coordinator) in send {
+            let request = Request::TxnInquire { group: coordinator, txn, wound: true };
+            self.group_request(now, coordinator, request, Internal::Inquiry { gid, txn, coordinator });
+        }
     }
 
     /// Housekeeping of a leader: ask about transactions in doubt, re-send unacknowledged
@@ -431,8 +515,9 @@ impl NodeCore {
         if !forget.is_empty() && propose(g, &GroupCmd::Forget { txns: forget }).is_ok() {
             self.dirty.insert(gid);
         }
+        self.wound_prepared_blockers(now, gid, None);
         for (txn, coordinator) in ask {
-            let request = Request::TxnInquire { group: coordinator, txn };
+            let request = Request::TxnInquire { group: coordinator, txn, wound: false };
             self.group_request(now, coordinator, request, Internal::Inquiry { gid, txn, coordinator });
         }
         for txn in resend {

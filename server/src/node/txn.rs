@@ -87,7 +87,7 @@ struct PendingCommit {
 /// The transaction state of one range's leader.
 #[derive(Default)]
 pub(super) struct GroupTxns {
-    locks: LockTable,
+    pub(super) locks: LockTable,
     waits: BTreeMap<u64, Wait>,
     commits: BTreeMap<u64, PendingCommit>,
     /// Aborted here, and when (local time).
@@ -100,6 +100,9 @@ pub(super) struct GroupTxns {
     /// Coordinator: participants that acknowledged a decision, and when the decision was last
     /// sent to the others (local time).
     pub(super) resolving: BTreeMap<TxnId, (BTreeSet<GroupId>, Timestamp)>,
+    /// Participant: prepared transactions blocking an older one, and when their coordinator was
+    /// last asked to abort them (local time).
+    pub(super) wounding: BTreeMap<TxnId, Timestamp>,
 }
 
 impl GroupTxns {
@@ -135,7 +138,7 @@ impl NodeCore {
         let Some(gid) = self.group_for_key(key) else {
             return Err(ApiError::KeyOutOfRange { key: key.to_vec(), desc: self.last_known_desc(key).map(Box::new) });
         };
-        if !self.groups[&gid].replica.can_serve_lease_read(now) {
+        if !self.groups[&gid].serves(now) {
             return Err(self.read_refusal(gid));
         }
         self.restore_prepared_locks(gid);
@@ -218,6 +221,7 @@ impl NodeCore {
                 for w in wounded {
                     self.abort_txn(now, gid, w, "wounded by an older transaction (wound-wait)");
                 }
+                self.wound_prepared_blockers(now, gid, Some(txn.id));
             }
             Err(e) => self.txn_refused(now, gid, origin, txn.id, e),
         }
@@ -246,6 +250,27 @@ impl NodeCore {
                 }
             }
         }
+    }
+
+    /// A commit the lock table refused. A coordinator logs the abort and answers from the log
+    /// ([`Self::decide_abort_if_coordinator`]); others answer as [`Self::txn_refused`] does.
+    fn refuse_commit(
+        &mut self,
+        now: TTInterval,
+        gid: GroupId,
+        origin: Origin,
+        id: TxnId,
+        role: &CommitRole,
+        e: meridian_txn::Error,
+    ) {
+        if matches!(role, CommitRole::Coordinate { .. }) {
+            self.abort_txn(now, gid, id, &e.to_string());
+            if self.decide_abort_if_coordinator(now, gid, id, role, Some(origin)) {
+                return;
+            }
+            return self.fail(now, origin, ApiError::Aborted(e.to_string()));
+        }
+        self.txn_refused(now, gid, origin, id, e)
     }
 
     /// A lock-table refusal: a wounded transaction aborts; limits are reported as they are.
@@ -398,6 +423,9 @@ impl NodeCore {
             }
         }
         if let Err(e) = self.txn_admit(now, gid, txn) {
+            if self.decide_abort_if_coordinator(now, gid, txn.id, &role, Some(origin)) {
+                return; // answered from the log
+            }
             return self.fail(now, origin, e);
         }
         let commit = self.next_txn_req();
@@ -415,7 +443,7 @@ impl NodeCore {
                 }
                 Err(e) => {
                     // Locks taken so far stay until the abort or expiry releases them.
-                    return self.txn_refused(now, gid, origin, txn.id, e);
+                    return self.refuse_commit(now, gid, origin, txn.id, &role, e);
                 }
             }
         }
@@ -425,8 +453,9 @@ impl NodeCore {
             self.abort_txn(now, gid, w, "wounded by an older transaction (wound-wait)");
         }
         if outstanding == 0 {
-            self.finish_commit(now, gid, commit);
+            return self.finish_commit(now, gid, commit);
         }
+        self.wound_prepared_blockers(now, gid, Some(txn.id));
     }
 
     /// Every exclusive lock of a commit is held: check the reads and propose the write (one
@@ -445,7 +474,9 @@ impl NodeCore {
         };
         if let Some(why) = why {
             self.abort_txn(now, gid, c.txn.id, why);
-            self.decide_abort_if_coordinator(now, gid, c.txn.id, &c.role);
+            if self.decide_abort_if_coordinator(now, gid, c.txn.id, &c.role, Some(c.origin)) {
+                return; // answered from the log
+            }
             return self.fail(now, c.origin, ApiError::Aborted(format!("transaction {}: {why}", c.txn.id)));
         }
         if c.writes.is_empty() && c.role == CommitRole::Single {
@@ -456,8 +487,7 @@ impl NodeCore {
             return self.respond(now, c.origin, Response::Written { ts });
         }
         if let Err(e) = g.txns.locks.mark_prepared(c.txn.id) {
-            self.decide_abort_if_coordinator(now, gid, c.txn.id, &c.role);
-            return self.txn_refused(now, gid, c.origin, c.txn.id, e);
+            return self.refuse_commit(now, gid, c.origin, c.txn.id, &c.role, e);
         }
         if g.replica.role() != Role::Leader {
             let e = self.not_leader(gid);
@@ -474,7 +504,7 @@ impl NodeCore {
         };
         if !g.replica.can_assign(now, ts) {
             self.release_txn(now, gid, c.txn.id);
-            self.decide_abort_if_coordinator(now, gid, c.txn.id, &c.role);
+            self.decide_abort_if_coordinator(now, gid, c.txn.id, &c.role, None);
             return self.fail(
                 now,
                 c.origin,
@@ -507,6 +537,9 @@ impl NodeCore {
                 g.replica.note_assigned(ts);
                 g.proposed.insert(c.origin, ts);
                 self.dirty.insert(gid);
+                if self.opts.unsafe_early_lock_release {
+                    self.release_txn(now, gid, c.txn.id);
+                }
             }
             Err(e) => {
                 self.release_txn(now, gid, c.txn.id);
@@ -528,11 +561,13 @@ impl NodeCore {
         g.txns.remember_aborted(id, local_of(now));
         let mut failed = Vec::new();
         let commits: Vec<u64> = g.txns.commits.iter().filter(|(_, c)| c.txn.id == id).map(|(k, _)| *k).collect();
-        let mut roles = Vec::new();
+        let mut coordinating = Vec::new();
         for c in commits {
             let pc = g.txns.commits.remove(&c).expect("listed");
-            failed.push(pc.origin);
-            roles.push(pc.role);
+            match pc.role {
+                CommitRole::Coordinate { .. } => coordinating.push((pc.origin, pc.role)),
+                _ => failed.push(pc.origin),
+            }
         }
         let gets: Vec<u64> = g
             .txns
@@ -553,8 +588,11 @@ impl NodeCore {
             self.fail(now, o, ApiError::Aborted(format!("transaction {id}: {why}")));
         }
         self.release_txn(now, gid, id);
-        for role in roles {
-            self.decide_abort_if_coordinator(now, gid, id, &role);
+        for (origin, role) in coordinating {
+            // A coordinator's client hears the logged decision, never an abort straight away.
+            if !self.decide_abort_if_coordinator(now, gid, id, &role, Some(origin)) {
+                self.fail(now, origin, ApiError::Aborted(format!("transaction {id}: {why}")));
+            }
         }
     }
 
@@ -564,7 +602,7 @@ impl NodeCore {
             let Some(g) = self.groups.get_mut(&gid) else { return };
             match g.txns.waits.remove(&req) {
                 Some(Wait::Get { origin, txn: _, read }) => {
-                    if g.replica.can_serve_lease_read(now) {
+                    if g.serves(now) {
                         self.answer_txn_read(now, gid, origin, read);
                     } else {
                         let e = self.read_refusal(gid);
@@ -596,7 +634,12 @@ impl NodeCore {
             }
         }
         for (_, c) in t.commits {
-            self.fail(now, c.origin, ApiError::Aborted(format!("range {gid} changed leader; its locks are gone")));
+            let e = match c.role {
+                // Only the log may say a coordinator's transaction aborted: ask the new leader.
+                CommitRole::Coordinate { .. } => ApiError::Unavailable(format!("range {gid} changed leader; retry")),
+                _ => ApiError::Aborted(format!("range {gid} changed leader; its locks are gone")),
+            };
+            self.fail(now, c.origin, e);
         }
     }
 

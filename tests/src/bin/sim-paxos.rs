@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use meridian_shard::paxos::sim::random::{SimConfig, run_seed_catching};
+use meridian_tests::seeds::{cores, for_each_seed};
 
 fn usage() -> ! {
     eprintln!("usage: sim-paxos [--seeds N] [--seed S] [--from F]");
@@ -39,33 +40,21 @@ fn main() {
         println!("1 seeds, {} violations", usize::from(!r.violations.is_empty()));
         std::process::exit(i32::from(!r.violations.is_empty()));
     }
-    let next = AtomicU64::new(from);
     let failed = Mutex::new(Vec::new());
     let done = AtomicU64::new(0);
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| {
-                loop {
-                    let seed = next.fetch_add(1, Ordering::SeqCst);
-                    if seed >= from + seeds {
-                        break;
-                    }
-                    let r = run_seed_catching(seed, &cfg);
-                    if !r.violations.is_empty() {
-                        let mut f = failed.lock().unwrap_or_else(|p| p.into_inner());
-                        eprintln!("seed {seed} FAILED — replay with: make sim-paxos SEED={seed}");
-                        for v in &r.violations {
-                            eprintln!("  {v}");
-                        }
-                        f.push(seed);
-                    }
-                    let d = done.fetch_add(1, Ordering::SeqCst) + 1;
-                    if d.is_multiple_of(500) {
-                        eprintln!("… {d}/{seeds} seeds");
-                    }
-                }
-            });
+    for_each_seed(from..from + seeds, cores(), |seed| {
+        let r = run_seed_catching(seed, &cfg);
+        if !r.violations.is_empty() {
+            let mut f = failed.lock().unwrap_or_else(|p| p.into_inner());
+            eprintln!("seed {seed} FAILED — replay with: make sim-paxos SEED={seed}");
+            for v in &r.violations {
+                eprintln!("  {v}");
+            }
+            f.push(seed);
+        }
+        let d = done.fetch_add(1, Ordering::SeqCst) + 1;
+        if d.is_multiple_of(500) {
+            eprintln!("… {d}/{seeds} seeds");
         }
     });
     let failed = failed.into_inner().unwrap_or_else(|p| p.into_inner());

@@ -469,6 +469,29 @@ fn prepare_rules() {
 }
 
 #[test]
+fn prepared_holders_blocking_older_requests_are_named() {
+    // Across groups: `young` prepared here, `old` asks for its key. Wound-wait wounds `young`
+    // through its coordinator, so the table must name it; a younger waiter or an unprepared
+    // holder (wounded locally instead) is not named.
+    let mut t = LockTable::new();
+    let (old, young, younger) = (meta(1, 1), meta(2, 2), meta(3, 3));
+    t.acquire(young, 1, Span::key("k"), Mode::Exclusive).expect("free");
+    t.mark_prepared(young.id).expect("nothing waits");
+    assert!(t.prepared_blockers(None).is_empty(), "nobody waits yet");
+    t.acquire(younger, 2, Span::key("k"), Mode::Shared).expect("queues");
+    assert!(t.prepared_blockers(None).is_empty(), "a younger waiter waits as wound-wait says");
+    assert_eq!(
+        t.acquire(old, 3, Span::range("a", "z").expect("span"), Mode::Shared),
+        Ok(Acquired::Waiting { wounded: vec![] })
+    );
+    assert_eq!(t.prepared_blockers(Some(old.id)), [young.id].into());
+    assert_eq!(t.prepared_blockers(None), [young.id].into());
+    assert!(t.prepared_blockers(Some(younger.id)).is_empty());
+    t.release(young.id);
+    assert!(t.prepared_blockers(None).is_empty(), "released: nothing blocks");
+}
+
+#[test]
 fn keepalive_expiry() {
     let mut t = LockTable::new();
     let (a, b, c) = (meta(1, 1), meta(2, 2), meta(3, 3));
