@@ -151,6 +151,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 const ATTEMPTS_MAX: u32 = 8;
 /// Most commit requests for one coordinator decision (a lost answer is asked again).
 const COORDINATE_ATTEMPTS_MAX: u32 = 4;
+/// Longest a range may go without serving a client once every fault healed.
+const HEAL_SERVE_MAX: Duration = Duration::from_secs(4);
 /// The driver's step of simulated time.
 const STEP: Duration = Duration::from_millis(1);
 
@@ -277,7 +279,9 @@ struct Run {
     stopping: bool,
     healed_at: Option<Timestamp>,
     /// Requests whose answers nobody waits for (aborts).
-    discard: BTreeSet<u64>,
+    aborts: Vec<Pending>,
+    /// When each range first answered a client after healing.
+    served_after_heal: BTreeMap<GroupId, Timestamp>,
 }
 
 #[derive(Clone, Debug)]
@@ -311,7 +315,8 @@ impl Run {
             heals: Vec::new(),
             stopping: false,
             healed_at: None,
-            discard: BTreeSet::new(),
+            aborts: Vec::new(),
+            served_after_heal: BTreeMap::new(),
         }
     }
 
@@ -344,6 +349,7 @@ impl Run {
         while self.sim.now < liveness_end {
             self.step();
         }
+        self.check_ranges_served();
         // Let every transaction in flight finish, bounded.
         self.stopping = true;
         let drain_end = self.sim.now.saturating_add(REQUEST_TIMEOUT * (ATTEMPTS_MAX + 4));
@@ -358,6 +364,28 @@ impl Run {
         }
         self.final_checks();
         self.report
+    }
+
+    /// Liveness after healing: every range of the workload served a client request within
+    /// [`HEAL_SERVE_MAX`] (an election, a lease, catch-up, and a client that gave up a prepared
+    /// transaction reaching its coordinator).
+    fn check_ranges_served(&mut self) {
+        let healed = self.healed_at.expect("healed");
+        let keys: Vec<Vec<u8>> = (0..self.cfg.accounts).map(account).chain((0..self.cfg.lists).map(list)).collect();
+        let mut checked = BTreeSet::new();
+        for key in keys {
+            let Some(gid) = self.range_of(&key) else { continue };
+            if !checked.insert(gid) {
+                continue;
+            }
+            let first = self.served_after_heal.get(&gid).map(|t| t.duration_since(healed));
+            if first.is_none_or(|d| d > HEAL_SERVE_MAX) {
+                let k = String::from_utf8_lossy(&key).into_owned();
+                self.violation(format!(
+                    "liveness: range {gid} (key {k}) first served a client {first:?} after every fault healed"
+                ));
+            }
+        }
     }
 
     // ----- set-up -----
@@ -514,7 +542,8 @@ impl Run {
             }
             self.refresh_due = true;
             // Reads and refusals can be sent again; a commit's fate is now unknown.
-            let idempotent = matches!(p.request, Request::TxnGet { .. } | Request::Read { .. });
+            let idempotent =
+                matches!(p.request, Request::TxnGet { .. } | Request::Read { .. } | Request::TxnAbort { .. });
             if idempotent && p.attempts < ATTEMPTS_MAX {
                 self.resend(p);
                 return None;
@@ -542,6 +571,12 @@ impl Run {
             let backoff = Duration::from_millis(20 << p.attempts.min(4));
             p.resend_at = Some(self.sim.now.saturating_add(backoff));
             return None;
+        }
+        if !matches!(r, Response::Error(_))
+            && self.healed_at.is_some()
+            && let Some(gid) = self.range_of(&p.key)
+        {
+            self.served_after_heal.entry(gid).or_insert(self.sim.now);
         }
         Some(match r {
             Response::Error(ApiError::Timeout(_)) | Response::Error(ApiError::Ambiguous(_)) => Answer::Lost,
@@ -652,10 +687,11 @@ impl Run {
 
     fn step(&mut self) {
         self.sim.run_for(STEP);
-        let answered: Vec<u64> = self.discard.iter().copied().filter(|id| self.sim.replies.contains_key(id)).collect();
-        for id in answered {
-            self.sim.replies.remove(&id);
-            self.discard.remove(&id);
+        // Aborts go on (following leaders) until some node answers them.
+        for mut p in std::mem::take(&mut self.aborts) {
+            if self.poll(&mut p).is_none() {
+                self.aborts.push(p);
+            }
         }
         if self.refresh_due {
             self.refresh();
@@ -1024,18 +1060,24 @@ impl Run {
 
     fn finish_failed(&mut self, c: usize, t: &mut Txn, _why: &str) -> Option<Pending> {
         let mut keys: BTreeMap<GroupId, Vec<u8>> = BTreeMap::new();
-        let touched: Vec<Vec<u8>> =
-            t.reads.values().flat_map(|(r, _)| r.clone()).chain(t.writes.keys().cloned()).collect();
-        for k in touched {
+        // Every range the transaction may have locked in, including a request whose answer
+        // was lost; the abort of a range it never reached is harmless.
+        let program: Vec<Vec<u8>> = match &t.kind {
+            Kind::Transfer { from, to, .. } => vec![account(*from), account(*to)],
+            Kind::Append(ops) => ops
+                .iter()
+                .map(|(MicroOp::Read { key, .. } | MicroOp::Append { key, .. })| list(*key as usize))
+                .collect(),
+            Kind::Audit => Vec::new(),
+        };
+        for k in program.into_iter().chain(t.writes.keys().cloned()) {
             if let Some(g) = self.range_of(&k) {
                 keys.entry(g).or_insert(k);
             }
         }
         for (_, key) in keys {
-            if let Some((_, n)) = self.locate(&key) {
-                let id = self.sim.submit(n, Request::TxnAbort { txn: t.meta, key });
-                self.discard.insert(id);
-            }
+            let p = self.send(key.clone(), Request::TxnAbort { txn: t.meta, key }, false);
+            self.aborts.push(p);
         }
         match &t.kind {
             Kind::Transfer { .. } => self.report.transfers.failed += 1,
