@@ -7,7 +7,7 @@
 
 use bytes::Bytes;
 use meridian_shard::GroupId;
-use meridian_shard::paxos::{Command, InstallSnapshot, NodeId, Replica, Role};
+use meridian_shard::paxos::{Ballot, Command, InstallSnapshot, NodeId, Replica, Role};
 use meridian_shard::range::{self, LeaderHint, META_GROUP, NodeInfo, RangeDescriptor};
 use meridian_storage::{Cf, Slot, WriteBatch, log, mvcc};
 use meridian_truetime::{TTInterval, Timestamp};
@@ -99,8 +99,16 @@ impl NodeCore {
                     g.state.desc.config = c;
                     g.state.desc.generation += 1;
                 }
-                Command::App(bytes) => match postcard::from_bytes::<GroupCmd>(&bytes) {
-                    Ok(c) => self.apply_cmd(now, gid, c, &mut batch),
+                Command::App(bytes) => match postcard::from_bytes::<(Ballot, GroupCmd)>(&bytes) {
+                    Ok((ballot, _)) if ballot < g.state.leader_ballot => {
+                        // Proposed by a leader deposed before this entry was chosen; a newer
+                        // leader has served since. Its proposer answered "ambiguous" when it
+                        // stepped down; the entry takes no effect anywhere.
+                    }
+                    Ok((ballot, c)) => {
+                        g.state.leader_ballot = ballot;
+                        self.apply_cmd(now, gid, c, &mut batch)
+                    }
                     Err(e) => {
                         panic!("undecodable command in {gid} slot {slot}: {e}; a node of another version wrote it")
                     }
@@ -225,6 +233,7 @@ impl NodeCore {
                     mvcc::put(batch, &key, ts, &postcard::to_allocvec(&hint).expect("encodes")).expect("small");
                 }
             }
+            GroupCmd::Barrier => {} // its ballot, recorded by `apply`, is the point
         }
     }
 

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use meridian_shard::GroupId;
-use meridian_shard::paxos::{Msg, NodeId};
+use meridian_shard::paxos::{Ballot, Msg, NodeId};
 use meridian_shard::range::{LeaderHint, NodeInfo, RangeDescriptor};
 use meridian_storage::Slot;
 use meridian_truetime::Timestamp;
@@ -150,6 +150,9 @@ pub enum GroupCmd {
         /// Its leader.
         hint: LeaderHint,
     },
+    /// A new leader's first entry: once applied, no entry proposed under an older ballot takes
+    /// effect (see [`RangeState::leader_ballot`]), and the leader may serve.
+    Barrier,
 }
 
 /// What a node sends another (inside one batch per destination).
@@ -212,6 +215,13 @@ pub struct RangeState {
     pub prepared: BTreeMap<TxnId, PreparedTxn>,
     /// Outcomes this range decided as coordinator, kept until every participant learned them.
     pub decisions: BTreeMap<TxnId, Decided>,
+    /// The newest ballot under which an applied entry was proposed. An entry proposed under an
+    /// older ballot and chosen only later (a deposed leader's write, found in a minority and
+    /// re-proposed by a later leader's phase 1) has no effect: its timestamp was assigned
+    /// under a lease that has ended, and newer leaders may already have served reads above it
+    /// (Spanner §4.1.3: a read at `t_safe` must see every write at or below it).
+    #[serde(default)]
+    pub leader_ballot: Ballot,
 }
 
 impl RangeState {
@@ -224,6 +234,7 @@ impl RangeState {
             frozen_into: None,
             prepared: BTreeMap::new(),
             decisions: BTreeMap::new(),
+            leader_ballot: Ballot::default(),
         }
     }
 }

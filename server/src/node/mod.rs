@@ -916,7 +916,15 @@ impl NodeCore {
                 }
             }
             Event::Removed => self.on_removed(gid),
-            Event::BecameLeader { .. } => {}
+            Event::BecameLeader { .. } => {
+                // Serving waits for this barrier: entries of deposed leaders that a later phase 1
+                // might still choose then have no effect (RangeState::leader_ballot).
+                if let Some(g) = self.groups.get_mut(&gid)
+                    && propose(g, &GroupCmd::Barrier).is_ok()
+                {
+                    self.dirty.insert(gid);
+                }
+            }
         }
     }
 
@@ -1041,12 +1049,15 @@ impl NodeCore {
 
 impl Group {
     /// Whether this replica may serve as the range's leader now: it holds a lease, every entry
-    /// of earlier leaders is chosen (Spanner §4.1.3), **and this node's state machine applied
-    /// every entry the replica learned**. The replica counts an entry applied once it hands it
+    /// of earlier leaders is chosen (Spanner §4.1.3), its own barrier entry is applied (so no
+    /// deposed leader's write can take effect after this point), **and this node's state
+    /// machine applied every entry the replica learned**. The replica counts an entry applied once it hands it
     /// over; inputs stepped before the next `ready`/`release` must not see state (locks,
     /// prepared transactions, values) from before those entries.
     fn serves(&self, now: TTInterval) -> bool {
-        self.replica.can_serve_lease_read(now) && self.state.applied >= self.replica.applied()
+        self.replica.can_serve_lease_read(now)
+            && self.state.applied >= self.replica.applied()
+            && self.state.leader_ballot == self.replica.promised()
     }
 
     fn new(replica: Replica, state: RangeState) -> Self {
@@ -1067,8 +1078,11 @@ impl Group {
 }
 
 /// Proposes a command in `g`'s log.
+/// Proposes `cmd` in `g`'s log, stamped with the proposing leader's ballot (see
+/// [`RangeState::leader_ballot`]).
 fn propose(g: &mut Group, cmd: &GroupCmd) -> Result<(), ApiError> {
-    let bytes = Bytes::from(postcard::to_allocvec(cmd).expect("group commands encode"));
+    let ballot = g.replica.promised();
+    let bytes = Bytes::from(postcard::to_allocvec(&(ballot, cmd)).expect("group commands encode"));
     g.replica.propose(Command::App(bytes)).map_err(|e| match e {
         ProposeError::NotLeader { hint } => {
             ApiError::NotLeader { group: g.state.desc.id, leader: hint, desc: Some(Box::new(g.state.desc.clone())) }
