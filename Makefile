@@ -9,7 +9,7 @@ BUILD := $(CARGO) build --workspace --bins
 # Extra arguments for the test run, e.g. `make test TEST_ARGS=storage`.
 TEST_ARGS ?=
 
-.PHONY: all demo test prereqs check lint fmt bench bench-storage bench-paxos bench-cluster bench-txn sim-paxos sim-bank
+.PHONY: all demo test prereqs check lint fmt bench bench-storage bench-paxos bench-cluster bench-txn sim-paxos sim-bank chaos chaos-ci
 
 all: test
 
@@ -34,6 +34,20 @@ ifdef SEED
 else
 	$(TARGET_DIR)/debug/sim-paxos --seeds $(SEEDS)
 endif
+
+## chaos: a long soak: the bank workload on 5 local node processes under every fault (kill -9,
+## SIGSTOP, partitions, clock skew within ε, leader transfers) for DURATION (default 30m), then
+## its checks; exits non-zero on any violation. SEED=S repeats a fault schedule; ARGS adds options.
+DURATION ?= 30m
+CHAOS_FAULTS := kill,pause,partition,skew,leader
+chaos: prereqs
+	$(BUILD)
+	$(MERIDIAN) chaos bank --nodes 5 --duration $(DURATION) --faults $(CHAOS_FAULTS) $(if $(SEED),--seed $(SEED)) $(ARGS)
+
+## chaos-ci: the bounded chaos run CI makes (under 3 minutes): 90 s of every safe fault on 5 nodes.
+chaos-ci: prereqs
+	$(BUILD)
+	$(MERIDIAN) chaos bank --nodes 5 --duration 90s --faults $(CHAOS_FAULTS) $(if $(SEED),--seed $(SEED)) $(ARGS)
 
 ## sim-bank: the whole-cluster simulation (real node cores; bank, list-append and external-
 ## consistency checkers under faults). SEEDS=N runs seeds 0..N; SEED=S replays one seed;

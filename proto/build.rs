@@ -9,6 +9,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::fs::read_dir(root.join("meridian/v1"))?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
     files.retain(|p| p.extension().is_some_and(|x| x == "proto"));
     files.sort(); // deterministic generated code
+    // The directory too: a new .proto file must rerun this script, not only a changed one.
+    println!("cargo:rerun-if-changed={}", root.join("meridian/v1").display());
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());
     }

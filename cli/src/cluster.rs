@@ -46,6 +46,12 @@ pub struct StartArgs {
     /// Serve SQL over the PostgreSQL protocol on this address (`psql`, drivers, `pgbench`).
     #[arg(long, env = "MERIDIAN_PG_LISTEN")]
     pub pg_listen: Option<SocketAddr>,
+    /// FOR CHAOS TESTING ONLY: obey the fault-injection admin API (`FaultInjection` gRPC
+    /// service), which cuts this node's links to chosen peers and offsets its TrueTime clock,
+    /// even beyond ε. `meridian chaos` starts its nodes with it. Off by default: a node without
+    /// it refuses every fault-injection call.
+    #[arg(long)]
+    pub fault_injection: bool,
 }
 
 impl StartArgs {
@@ -74,11 +80,13 @@ impl StartArgs {
             options,
             rocks: Default::default(),
             pg_advertise: self.pg_listen.map(|a| a.to_string()),
+            fault_injection: self.fault_injection,
         })
     }
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGINT or SIGTERM.
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
@@ -367,6 +375,7 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
                 replication: 3.min(args.nodes),
                 no_rebalance: false,
                 pg_listen: None,
+                fault_injection: false,
             }
         };
         let mut nodes = vec![Node::start(mk(0, vec![]).config()?).await?];

@@ -2,11 +2,13 @@
 //!
 //! One binary for every role (DESIGN.md §8): `demo` (a local cluster in one command), `start`
 //! (one node), `status`, `kv` and `admin` (talk to a cluster), `bench` (measure against the
-//! physical floor), `foundation` (the storage walk-through); `sql`, `workload` and `chaos` land
-//! with the issues that build them. Logging goes to stderr through `tracing`,
+//! physical floor), `foundation` (the storage walk-through), `sql` (a SQL shell), `workload`
+//! (invariant-checking workloads against any cluster) and `chaos` (a local multi-process
+//! cluster under injected faults, checked). Logging goes to stderr through `tracing`,
 //! filtered by `RUST_LOG` (default `info`).
 
 mod bench;
+mod chaos;
 mod cluster;
 mod foundation;
 mod sql;
@@ -56,6 +58,10 @@ enum Command {
     /// Measure Meridian against the physical floor of this machine.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Run a workload on a local multi-process cluster while injecting faults, then check it
+    /// (`chaos bank`).
+    #[command(subcommand)]
+    Chaos(chaos::ChaosCommand),
 }
 
 fn main() {
@@ -85,5 +91,6 @@ fn run() -> anyhow::Result<()> {
         Command::Foundation(args) => foundation::run(args),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Workload(cmd) => workload::run(cmd),
+        Command::Chaos(cmd) => chaos::run(cmd),
     }
 }

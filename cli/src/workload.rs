@@ -10,10 +10,11 @@
 //! ```
 //!
 //! Checks: every audit sums to the initial total and sees no negative balance and every
-//! account; every acknowledged transfer is in the ledger; the final balances are exactly the
-//! initial ones moved by the ledger's transfers (acknowledged, plus whichever of the unknown
-//! ones committed — the ledger tells which); and external consistency (a transfer or strong
-//! audit that began after another was acknowledged has the larger timestamp).
+//! account; every acknowledged transfer is in the ledger and no failed one is; the final
+//! balances are exactly the initial ones moved by the ledger's transfers (acknowledged, plus
+//! whichever of the unknown ones committed — the ledger tells which); and external consistency
+//! (a transfer or strong audit that began after another was acknowledged has the larger
+//! timestamp).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
@@ -95,7 +96,8 @@ enum Event {
     Audit { stale: bool, sum: i64, min: i64, rows: usize, invoke_ns: u64, ack_ns: u64, ts: u64 },
 }
 
-fn acct(i: usize) -> Vec<u8> {
+/// The key of account `i`.
+pub(crate) fn acct(i: usize) -> Vec<u8> {
     format!("{ACCT}{i:04}").into_bytes()
 }
 
@@ -123,7 +125,8 @@ pub fn run(cmd: WorkloadCommand) -> anyhow::Result<()> {
     })
 }
 
-async fn init(client: &Client, accounts: usize, balance: i64, ranges: usize) -> anyhow::Result<()> {
+/// Creates the bank: `accounts` accounts of `balance` over `ranges` ranges.
+pub(crate) async fn init(client: &Client, accounts: usize, balance: i64, ranges: usize) -> anyhow::Result<()> {
     anyhow::ensure!((2..=100_000).contains(&accounts), "--accounts must be between 2 and 100000");
     anyhow::ensure!(balance >= 0, "--balance must not be negative");
     anyhow::ensure!(client.get(META).await?.0.is_none(), "the bank exists already (bank/meta is set)");
@@ -145,14 +148,21 @@ async fn meta(client: &Client) -> anyhow::Result<Meta> {
 }
 
 /// Every account's balance in `ro`'s snapshot.
-fn balances<'t>(ro: &'t mut ReadOnly<'_>) -> TxnFuture<'t, Vec<i64>> {
+pub(crate) fn balances<'t>(ro: &'t mut ReadOnly<'_>) -> TxnFuture<'t, Vec<i64>> {
     Box::pin(async move {
         let rows = ro.scan(ACCT.as_bytes(), format!("{ACCT}~").as_bytes(), 1_000_000).await?;
         rows.iter().map(|(_, v)| number(v)).collect()
     })
 }
 
-async fn run_bank(client: &Arc<Client>, duration: Duration, workers: usize, history: &PathBuf) -> anyhow::Result<()> {
+/// Runs transfers and audits for `duration`, printing progress every second and recording every
+/// operation in `history`.
+pub(crate) async fn run_bank(
+    client: &Arc<Client>,
+    duration: Duration,
+    workers: usize,
+    history: &PathBuf,
+) -> anyhow::Result<()> {
     let m = meta(client).await?;
     let out = std::fs::File::create(history).with_context(|| format!("creating {}", history.display()))?;
     let out = Arc::new(std::sync::Mutex::new(std::io::BufWriter::new(out)));
@@ -276,19 +286,88 @@ async fn run_bank(client: &Arc<Client>, duration: Duration, workers: usize, hist
     Ok(())
 }
 
+/// What checking a history found.
+#[derive(Clone)]
+pub(crate) struct BankReport {
+    /// Acknowledged transfers.
+    pub ok: usize,
+    /// Transfers whose outcome the client did not learn.
+    pub unknown: u64,
+    /// Of those, how many the ledger shows committed.
+    pub unknown_committed: usize,
+    /// Transfers that certainly did not commit (aborted, or refused for lack of funds).
+    pub failed: u64,
+    /// Audits (strong and stale).
+    pub audits: u64,
+    /// Every broken invariant, in words.
+    pub violations: Vec<String>,
+}
+
 async fn check(client: &Client, history: &PathBuf) -> anyhow::Result<()> {
+    let r = check_history(client, history).await?;
+    println!(
+        "bank check: {} transfers ok, {} unknown ({} of them committed), {} failed, {} audits, {} violations",
+        r.ok,
+        r.unknown,
+        r.unknown_committed,
+        r.failed,
+        r.audits,
+        r.violations.len()
+    );
+    for v in r.violations.iter().take(VIOLATIONS_SHOWN_MAX) {
+        println!("  violation: {v}");
+    }
+    anyhow::ensure!(r.violations.is_empty(), "{} violations", r.violations.len());
+    Ok(())
+}
+
+/// Violations printed (the count is always exact).
+pub(crate) const VIOLATIONS_SHOWN_MAX: usize = 20;
+
+/// Checks a recorded history against the cluster's current state. An error means the check
+/// could not be made (the cluster did not answer, the history is unreadable); broken
+/// invariants are in the report.
+pub(crate) async fn check_history(client: &Client, history: &PathBuf) -> anyhow::Result<BankReport> {
     let m = meta(client).await?;
-    let total = m.balance * m.accounts as i64;
+    let checked = check_events(&read_history(history)?, m.accounts, m.balance);
+    check_final_state(client, &checked).await
+}
+
+/// The events of a history file.
+fn read_history(history: &PathBuf) -> anyhow::Result<Vec<Event>> {
     let file = std::fs::File::open(history).with_context(|| format!("opening {}", history.display()))?;
     let mut events = Vec::new();
     for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
         let line = line?;
         events.push(serde_json::from_str::<Event>(&line).with_context(|| format!("history line {}", i + 1))?);
     }
+    Ok(events)
+}
+
+/// A history checked on its own, ready for the check against the final state.
+pub(crate) struct Checked {
+    /// The report so far: counts, and the violations the history shows by itself.
+    pub report: BankReport,
+    ok: Vec<String>,
+    failed: Vec<String>,
+    accounts: usize,
+    balance: i64,
+}
+
+/// The checks that need only the history of a bank of `accounts` accounts of `balance`
+/// (`Err`: the history file is unreadable): every audit sees the whole, non-negative total,
+/// and external consistency.
+pub(crate) fn check_history_file(history: &PathBuf, accounts: usize, balance: i64) -> anyhow::Result<Checked> {
+    Ok(check_events(&read_history(history)?, accounts, balance))
+}
+
+fn check_events(events: &[Event], accounts: usize, balance: i64) -> Checked {
+    let total = balance * accounts as i64;
     let mut violations = Vec::new();
     let mut order = Vec::new();
     let (mut ok, mut unknown, mut audits) = (Vec::new(), 0u64, 0u64);
-    for e in &events {
+    let mut failed = Vec::new();
+    for e in events {
         match e {
             Event::Transfer { id, outcome, invoke_ns, ack_ns, ts, .. } => match outcome.as_str() {
                 "ok" => {
@@ -296,11 +375,11 @@ async fn check(client: &Client, history: &PathBuf) -> anyhow::Result<()> {
                     order.push(Committed { id: id.clone(), invoke_ns: *invoke_ns, ack_ns: *ack_ns, ts: *ts });
                 }
                 "unknown" => unknown += 1,
-                _ => {}
+                _ => failed.push(id.clone()),
             },
             Event::Audit { stale, sum, min, rows, invoke_ns, ack_ns, ts } => {
                 audits += 1;
-                if *sum != total || *min < 0 || *rows != m.accounts {
+                if *sum != total || *min < 0 || *rows != accounts {
                     violations.push(format!("audit at {ts}: sum {sum} (want {total}), min {min}, {rows} accounts"));
                 }
                 if !stale {
@@ -313,7 +392,17 @@ async fn check(client: &Client, history: &PathBuf) -> anyhow::Result<()> {
     if let Err(v) = meridian_check::external::check(&order) {
         violations.push(v.to_string());
     }
-    // The final state in one snapshot: balances and the ledger.
+    let report =
+        BankReport { ok: ok.len(), unknown, unknown_committed: 0, failed: failed.len() as u64, audits, violations };
+    Checked { report, ok, failed, accounts, balance }
+}
+
+/// Completes `checked` with the checks against the cluster's final state, read in one
+/// snapshot: the ledger holds every acknowledged transfer and no failed one, and the balances
+/// are the initial ones moved by the ledger's transfers. `Err`: the cluster did not answer.
+pub(crate) async fn check_final_state(client: &Client, checked: &Checked) -> anyhow::Result<BankReport> {
+    let Checked { report, ok, failed, accounts, balance } = checked;
+    let (accounts, balance, mut report) = (*accounts, *balance, report.clone());
     let (final_state, _) = client
         .read_only(|ro| {
             Box::pin(async move {
@@ -323,41 +412,38 @@ async fn check(client: &Client, history: &PathBuf) -> anyhow::Result<()> {
             })
         })
         .await?;
+    let violations = &mut report.violations;
     let (balances, ledger) = final_state;
     let ledger: BTreeMap<Vec<u8>, Vec<u8>> = ledger.into_iter().collect();
-    for id in &ok {
+    for id in ok {
         if !ledger.contains_key(id.as_bytes()) {
             violations.push(format!("acknowledged transfer {id} is not in the ledger (lost)"));
         }
     }
-    let mut expect = vec![m.balance; m.accounts];
+    for id in failed {
+        if ledger.contains_key(id.as_bytes()) {
+            violations.push(format!("transfer {id} was reported failed but is in the ledger (it committed)"));
+        }
+    }
+    let mut expect = vec![balance; accounts];
     for (k, v) in &ledger {
         let f: Vec<i64> = String::from_utf8_lossy(v).split(',').filter_map(|p| p.parse().ok()).collect();
         match f.as_slice() {
-            [from, to, amount] if (*from as usize) < m.accounts && (*to as usize) < m.accounts => {
+            [from, to, amount] if (*from as usize) < accounts && (*to as usize) < accounts => {
                 expect[*from as usize] -= amount;
                 expect[*to as usize] += amount;
             }
             _ => violations.push(format!("malformed ledger entry {}", String::from_utf8_lossy(k))),
         }
     }
-    if balances.len() != m.accounts {
-        violations.push(format!("{} accounts, {} expected", balances.len(), m.accounts));
+    if balances.len() != accounts {
+        violations.push(format!("{} accounts, {} expected", balances.len(), accounts));
     }
     for (i, (got, want)) in balances.iter().zip(&expect).enumerate() {
         if got != want {
             violations.push(format!("account {i}: balance {got}, but the ledger says {want}"));
         }
     }
-    let unknown_committed = ledger.len().saturating_sub(ok.len());
-    println!(
-        "bank check: {} transfers ok, {unknown} unknown ({unknown_committed} of them committed), {audits} audits, {} violations",
-        ok.len(),
-        violations.len()
-    );
-    for v in violations.iter().take(20) {
-        println!("  violation: {v}");
-    }
-    anyhow::ensure!(violations.is_empty(), "{} violations", violations.len());
-    Ok(())
+    report.unknown_committed = ledger.len().saturating_sub(ok.len());
+    Ok(report)
 }

@@ -10,15 +10,17 @@ use meridian_client::{Client, ClientError};
 use meridian_proto::v1 as pb;
 use meridian_shard::paxos::NodeId;
 use meridian_shard::range::RangeDescriptor;
-use meridian_tests::process::{NodeArgs, ProcessCluster};
+use meridian_tests::process::{MultiProcessLock, NodeArgs, ProcessCluster, multi_process_lock};
 
 const BIN: &str = env!("CARGO_BIN_EXE_meridian");
 
 /// Runs the tests of this file one at a time: each starts several node processes, and on two
-/// cores concurrent clusters starve each other's leases into spurious leader changes.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
+/// cores concurrent clusters starve each other's leases into spurious leader changes. The file
+/// lock keeps other test binaries' clusters (`cli/tests/chaos.rs`) away too.
+fn serial() -> (std::sync::MutexGuard<'static, ()>, MultiProcessLock) {
     static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    let serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    (serial, multi_process_lock())
 }
 
 fn rt() -> tokio::runtime::Runtime {

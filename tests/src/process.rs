@@ -3,6 +3,10 @@
 //! Each node runs in its own temporary data directory; its stderr goes to a log file there (the
 //! path is printed when a test fails). Nodes are killed with SIGKILL when the cluster is
 //! dropped, so a failing test leaves no process behind.
+//!
+//! Tests that start processes hold [`multi_process_lock`], so that clusters of different test
+//! binaries (or of two `cargo test` runs) never share the machine's cores: on two cores, two
+//! clusters starve each other's leases into spurious leader changes.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -11,6 +15,38 @@ use std::time::{Duration, Instant};
 
 /// How long a node may take to print its listening line.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a test waits for another to release the multi-process lock.
+const LOCK_WAIT_MAX: Duration = Duration::from_secs(30 * 60);
+
+/// Held while a test runs node processes; released when dropped (or when the process dies).
+pub struct MultiProcessLock {
+    _file: std::fs::File,
+}
+
+/// Waits (at most [`LOCK_WAIT_MAX`]) until no other test, in this or any other process, holds
+/// the multi-process lock, then takes it: an exclusive `flock` on a file in the temporary
+/// directory.
+pub fn multi_process_lock() -> MultiProcessLock {
+    use std::os::fd::AsRawFd;
+    let path = std::env::temp_dir().join("meridian-multi-process-tests.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("opening the test lock {}: {e}", path.display()));
+    let deadline = Instant::now() + LOCK_WAIT_MAX;
+    loop {
+        // SAFETY: flock(2) on a descriptor we own and keep open; it touches no memory.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return MultiProcessLock { _file: file };
+        }
+        let e = std::io::Error::last_os_error();
+        assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock, "locking {}: {e}", path.display());
+        assert!(Instant::now() < deadline, "another test held {} for {LOCK_WAIT_MAX:?}", path.display());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
 
 /// Options for the nodes of a test cluster.
 #[derive(Clone, Debug)]

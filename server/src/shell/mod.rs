@@ -12,8 +12,12 @@
 //!
 //! All inputs that queue while one batch is being synced are stepped together and persisted by
 //! the next single write: group commit across every group on the node.
+//!
+//! With `--fault-injection` (chaos testing only), the shell can also cut peer links and offset
+//! the node's clock (`fault`): the core sees nothing but an unreliable network and clock.
 
 mod convert;
+mod fault;
 mod services;
 
 use std::collections::HashMap;
@@ -85,6 +89,9 @@ pub struct NodeConfig {
     /// The address this node serves SQL on (PostgreSQL protocol), told to the cluster when it
     /// joins so tools can find it.
     pub pg_advertise: Option<String>,
+    /// Obey the `FaultInjection` service (partitions, clock offsets) for chaos testing. Off:
+    /// the service refuses every call.
+    pub fault_injection: bool,
 }
 
 enum CoreMsg {
@@ -224,12 +231,18 @@ impl Node {
         let rt = tokio::runtime::Handle::current();
         let core_tt = tt.clone();
         let core_engine = engine.clone();
+        let faults = Arc::new(fault::Faults::new(cfg.fault_injection));
+        if cfg.fault_injection {
+            tracing::warn!(node = %node_id, "fault injection is on: this node obeys partition and clock-offset requests");
+        }
+        let core_faults = faults.clone();
         let core_thread = std::thread::Builder::new()
             .name(format!("meridian-core-{}", node_id.0))
-            .spawn(move || core_loop(core, core_engine, core_tt, rx, tx, rt))?;
+            .spawn(move || core_loop(core, core_engine, core_tt, core_faults, rx, tx, rt))?;
 
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let svc = services::Services::new(handle.clone(), tt.clone());
+        let svc = services::Services::new(handle.clone(), tt.clone(), faults.clone());
+        let fault_svc = fault::FaultService::new(faults, tt.clone(), node_id);
         // Nagle off on every accepted connection: the builder's tcp_nodelay applies only to
         // listeners tonic binds itself, not to one handed over.
         let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -239,6 +252,7 @@ impl Node {
                 .add_service(svc.node_service())
                 .add_service(svc.kv_service())
                 .add_service(svc.admin_service())
+                .add_service(fault_svc.service())
                 .serve_with_incoming_shutdown(incoming, async {
                     let _ = stop_rx.await;
                 })
@@ -327,6 +341,7 @@ fn core_loop(
     mut core: NodeCore,
     engine: Arc<dyn Engine>,
     tt: Arc<SimTrueTime>,
+    faults: Arc<fault::Faults>,
     rx: Receiver<CoreMsg>,
     self_tx: SyncSender<CoreMsg>,
     rt: tokio::runtime::Handle,
@@ -395,11 +410,10 @@ fn core_loop(
                     tracing::debug!(%to, "no address for node; dropping messages");
                     continue;
                 };
-                let sender = peers
-                    .entry(to)
-                    .or_insert_with(|| spawn_peer(&rt, me, &cluster_id, to, &info.addr, self_tx.clone()));
+                let peer = || spawn_peer(&rt, me, &cluster_id, to, &info.addr, self_tx.clone(), faults.clone());
+                let sender = peers.entry(to).or_insert_with(peer);
                 if sender.addr != info.addr {
-                    *sender = spawn_peer(&rt, me, &cluster_id, to, &info.addr, self_tx.clone());
+                    *sender = peer();
                 }
                 // A full queue drops the batch: the peer is slow or gone, and Paxos resends.
                 let _ = sender.tx.try_send(msgs);
@@ -421,6 +435,7 @@ fn spawn_peer(
     to: NodeId,
     addr: &str,
     core: SyncSender<CoreMsg>,
+    faults: Arc<fault::Faults>,
 ) -> PeerSender {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<PeerMsg>>(PEER_QUEUE_MAX);
     let addr_s = addr.to_string();
@@ -446,17 +461,22 @@ fn spawn_peer(
                     break;
                 }
             }
-            let payload = postcard::to_allocvec(&msgs).expect("peer messages encode");
-            let batch = pb::PeerBatch {
-                from: Some(pb::Sender { cluster_id: cluster_id.clone(), node_id: me.0 }),
-                payload,
-                format: PEER_FORMAT,
-            };
-            let ok = match client.deliver(batch).await {
-                Ok(_) => true,
-                Err(s) => {
-                    tracing::debug!(%to, error = %s.message(), "peer delivery failed");
-                    false
+            // A partition (fault injection) fails the send as an unreachable peer would.
+            let ok = if faults.blocks(to) {
+                false
+            } else {
+                let payload = postcard::to_allocvec(&msgs).expect("peer messages encode");
+                let batch = pb::PeerBatch {
+                    from: Some(pb::Sender { cluster_id: cluster_id.clone(), node_id: me.0 }),
+                    payload,
+                    format: PEER_FORMAT,
+                };
+                match client.deliver(batch).await {
+                    Ok(_) => true,
+                    Err(s) => {
+                        tracing::debug!(%to, error = %s.message(), "peer delivery failed");
+                        false
+                    }
                 }
             };
             if ok != reachable {

@@ -10,6 +10,7 @@ use meridian_truetime::{SimTrueTime, Timestamp};
 use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
 
 use super::convert::{error_to_pb, ranges_to_pb, status_to_pb};
+use super::fault::Faults;
 use super::{CoreHandle, GRPC_MESSAGE_MAX, PEER_FORMAT};
 use crate::node::api::CommitRole;
 use crate::node::{ApiError, PeerMsg, Request, Response};
@@ -20,6 +21,7 @@ pub(super) struct Services {
     core: CoreHandle,
     #[allow(dead_code)]
     tt: Arc<SimTrueTime>,
+    faults: Arc<Faults>,
 }
 
 type R<T> = Result<GrpcResponse<T>, Status>;
@@ -29,8 +31,8 @@ fn unexpected(r: &Response) -> ApiError {
 }
 
 impl Services {
-    pub(super) fn new(core: CoreHandle, tt: Arc<SimTrueTime>) -> Self {
-        Services { core, tt }
+    pub(super) fn new(core: CoreHandle, tt: Arc<SimTrueTime>, faults: Arc<Faults>) -> Self {
+        Services { core, tt, faults }
     }
 
     pub(super) fn node_service(&self) -> pb::node_server::NodeServer<Services> {
@@ -89,6 +91,13 @@ impl pb::node_server::Node for Services {
         let Some(from) = batch.from else {
             return Err(Status::invalid_argument("peer batch without a sender"));
         };
+        if self.faults.blocks(NodeId(from.node_id)) {
+            return Err(Status::unavailable(format!(
+                "node {} is partitioned from node {} (fault injection)",
+                self.core.node,
+                NodeId(from.node_id)
+            )));
+        }
         if batch.format != PEER_FORMAT {
             return Err(Status::failed_precondition(format!(
                 "peer batch format {} is not supported (this node speaks {PEER_FORMAT}); upgrade the older node",
