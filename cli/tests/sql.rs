@@ -1,48 +1,18 @@
 //! `meridian sql` end to end: the real binary against `meridian_pg::serve` on loopback (over an
 //! in-memory store, so no cluster is needed) and in `--local` mode. Both must print the same.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use meridian_tests::process::{Output, run_sql};
 
 const BIN: &str = env!("CARGO_BIN_EXE_meridian");
 /// Longest one `meridian sql` run may take.
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
 /// Runs `meridian sql ARGS` with `stdin`, killing it after [`RUN_TIMEOUT`].
-fn meridian_sql(args: &[&str], stdin: &str) -> Run {
-    let mut child = Command::new(BIN)
-        .arg("sql")
-        .args(args)
-        .env_remove("MERIDIAN_PG_URL")
-        .env_remove("MERIDIAN_PG_ADDR")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start meridian");
-    child.stdin.take().expect("piped").write_all(stdin.as_bytes()).expect("write stdin");
-    let deadline = Instant::now() + RUN_TIMEOUT;
-    while child.try_wait().expect("try_wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("meridian sql {args:?} did not finish in {RUN_TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let out = child.wait_with_output().expect("output");
-    Run {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+fn meridian_sql(args: &[&str], stdin: &str) -> Output {
+    run_sql(BIN.as_ref(), args, stdin, RUN_TIMEOUT)
 }
 
 /// A PostgreSQL-protocol server over `MemKv` on loopback, running until the runtime is dropped.

@@ -2,9 +2,10 @@
 //! mode: by default it reports the error and goes on, like `psql -f`; with `--on-error-stop` it
 //! stops there and exits with status 3, like `psql -v ON_ERROR_STOP=1`.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
+
+use meridian_tests::process::{Output, run_sql};
 
 const BIN: &str = env!("CARGO_BIN_EXE_meridian");
 /// Longest one `meridian sql` run may take.
@@ -23,41 +24,10 @@ const BEFORE_THE_ERROR: &str = "CREATE TABLE\nINSERT 0 1\n";
 /// What the statements after the error print.
 const AFTER_THE_ERROR: &str = "INSERT 0 1\n count\n-------\n     2\n(1 row)\n\n";
 
-#[derive(Debug)]
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
 /// Runs `meridian sql --local ARGS` with `stdin`, killing it after [`RUN_TIMEOUT`].
-fn local_sql(args: &[&str], stdin: &str) -> Run {
-    let mut child = Command::new(BIN)
-        .args(["sql", "--local"])
-        .args(args)
-        .env_remove("MERIDIAN_PG_URL")
-        .env_remove("MERIDIAN_PG_ADDR")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start meridian");
-    // The shell may stop (at an error) before reading everything: a broken pipe is expected.
-    let _ = child.stdin.take().expect("piped stdin").write_all(stdin.as_bytes());
-    let deadline = Instant::now() + RUN_TIMEOUT;
-    while child.try_wait().expect("try_wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("meridian sql --local {args:?} did not finish within {RUN_TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let out = child.wait_with_output().expect("output");
-    Run {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+fn local_sql(args: &[&str], stdin: &str) -> Output {
+    let args: Vec<&str> = ["--local"].iter().chain(args).copied().collect();
+    run_sql(BIN.as_ref(), &args, stdin, RUN_TIMEOUT)
 }
 
 /// The SQLSTATEs of the error lines on stderr, checking each is one `ERROR: … (SQLSTATE x)` line.
@@ -73,7 +43,7 @@ fn sqlstates(stderr: &str) -> Vec<String> {
 }
 
 /// The script as a file (`FILE`), as `-` (stdin) and piped without an argument.
-fn each_input(test: impl Fn(&str, Run)) {
+fn each_input(test: impl Fn(&str, Output)) {
     let dir = tempfile::tempdir().expect("temporary directory");
     let file = dir.path().join("script.sql");
     std::fs::write(&file, SCRIPT).expect("write the script");

@@ -41,6 +41,7 @@ use meridian_server::node::api::CommitRole;
 use meridian_server::node::sim::{ClusterSim, START};
 use meridian_server::node::{ApiError, NodeOptions, Request, Response};
 use meridian_shard::GroupId;
+use meridian_shard::paxos::sim::random::panic_message;
 use meridian_shard::paxos::{NodeId, Options};
 use meridian_shard::range::RangeDescriptor;
 use meridian_truetime::Timestamp;
@@ -184,12 +185,7 @@ pub fn run_seed(seed: u64, cfg: &SimConfig) -> SeedReport {
     match std::panic::catch_unwind(AssertUnwindSafe(|| Run::new(seed, cfg).run())) {
         Ok(r) => r,
         Err(p) => {
-            let msg = p
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "a panic".into());
-            SeedReport { seed, violations: vec![format!("panic: {msg}")], ..SeedReport::default() }
+            SeedReport { seed, violations: vec![format!("panic: {}", panic_message(&*p))], ..SeedReport::default() }
         }
     }
 }

@@ -259,3 +259,46 @@ impl Drop for ProcessCluster {
         }
     }
 }
+
+/// What a finished `meridian` command printed.
+#[derive(Debug)]
+pub struct Output {
+    /// Exit status (`None`: killed by a signal).
+    pub code: Option<i32>,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+/// Runs `binary sql ARGS` with `stdin` (and no connection settings from the environment), killing
+/// it after `timeout`. The shell may stop (at an error) before reading all of `stdin`: a broken
+/// pipe is not a failure.
+pub fn run_sql(binary: &Path, args: &[&str], stdin: &str, timeout: Duration) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(binary)
+        .arg("sql")
+        .args(args)
+        .env_remove("MERIDIAN_PG_URL")
+        .env_remove("MERIDIAN_PG_ADDR")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start meridian");
+    let _ = child.stdin.take().expect("piped stdin").write_all(stdin.as_bytes());
+    let deadline = Instant::now() + timeout;
+    while child.try_wait().expect("try_wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("meridian sql {args:?} did not finish within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().expect("output");
+    Output {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}

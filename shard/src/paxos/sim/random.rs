@@ -781,15 +781,16 @@ pub fn run_seed(seed: u64, cfg: &SimConfig) -> SeedReport {
 pub fn run_seed_catching(seed: u64, cfg: &SimConfig) -> SeedReport {
     match std::panic::catch_unwind(|| run_seed(seed, cfg)) {
         Ok(r) => r,
-        Err(p) => {
-            let msg = p
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "non-string panic".into());
-            SeedReport { seed, violations: vec![format!("panic: {msg}")], ..Default::default() }
-        }
+        Err(p) => SeedReport { seed, violations: vec![format!("panic: {}", panic_message(&*p))], ..Default::default() },
     }
+}
+
+/// The message of a caught panic (what `panic!` was given), for simulation reports.
+pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "a panic without a message".into())
 }
 
 /// Seeds the broken-build tests search before giving up: each breakage must be caught within
