@@ -165,12 +165,14 @@ fn list(i: usize) -> Vec<u8> {
     format!("list/{i:02}").into_bytes()
 }
 
-fn node_options(u: Unsafe) -> NodeOptions {
+/// Node options of one seed: `housekeeping` varies by seed, since how often a leader's periodic
+/// work runs decides which interleavings with elections and applies a seed can reach.
+fn node_options(u: Unsafe, housekeeping: Duration) -> NodeOptions {
     let mut paxos = Options::with_lease(Duration::from_millis(1_000));
     paxos.unsafe_switches.ack_before_persist = u == Unsafe::AckBeforePersist;
     NodeOptions {
         paxos,
-        housekeeping: Duration::from_millis(300),
+        housekeeping,
         forward_timeout: Duration::from_millis(500),
         dead_after: Duration::from_secs(20),
         rebalance: false,
@@ -293,12 +295,14 @@ fn ns(t: Timestamp) -> u64 {
 
 impl Run {
     fn new(seed: u64, cfg: &SimConfig) -> Run {
-        let sim = ClusterSim::new(seed, node_options(cfg.unsafe_switch));
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_ba4c);
+        let housekeeping = Duration::from_millis(rng.random_range(5..=300));
+        let sim = ClusterSim::new(seed, node_options(cfg.unsafe_switch, housekeeping));
         Run {
             seed,
             cfg: cfg.clone(),
             sim,
-            rng: ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_ba4c),
+            rng,
             descs: Vec::new(),
             leaders: BTreeMap::new(),
             refresh_due: true,
@@ -592,7 +596,7 @@ impl Run {
         let n = nodes[self.rng.random_range(0..nodes.len())];
         let lasting = Duration::from_millis(self.rng.random_range(500..3_000));
         let eps_ns = 4_000_000i64;
-        let line = match self.rng.random_range(0..8) {
+        let line = match self.rng.random_range(0..9) {
             0 | 1 if !down => {
                 self.sim.crash(n);
                 self.heals.push((now.saturating_add(lasting), Heal::Restart(n)));
@@ -642,6 +646,21 @@ impl Run {
                     self.heals.push((now.saturating_add(lasting / 2), Heal::Restart(*m)));
                 }
                 format!("power loss: every node down for {:?}", lasting / 2)
+            }
+            8 => {
+                // A leader hands its range to another replica (what the balancer and operators
+                // do): the new leader takes over prepared transactions and locks at once.
+                let Some((&group, &from)) =
+                    self.leaders.iter().nth(self.rng.random_range(0..self.leaders.len().max(1)))
+                else {
+                    return;
+                };
+                let to = nodes[self.rng.random_range(0..nodes.len())];
+                if to == from || !self.up(from) {
+                    return;
+                }
+                self.sim.submit(from, Request::TransferLeader { group, to });
+                format!("hand {group} from {from} to {to}")
             }
             _ => return,
         };

@@ -1055,9 +1055,13 @@ impl Group {
     /// over; inputs stepped before the next `ready`/`release` must not see state (locks,
     /// prepared transactions, values) from before those entries.
     fn serves(&self, now: TTInterval) -> bool {
-        self.replica.can_serve_lease_read(now)
-            && self.state.applied >= self.replica.applied()
-            && self.state.leader_ballot == self.replica.promised()
+        self.replica.can_serve_lease_read(now) && self.caught_up()
+    }
+
+    /// The state-machine half of [`Group::serves`]: every entry the replica learned is applied
+    /// here, and this leader's barrier is among them.
+    fn caught_up(&self) -> bool {
+        self.state.applied >= self.replica.applied() && self.state.leader_ballot == self.replica.promised()
     }
 
     fn new(replica: Replica, state: RangeState) -> Self {

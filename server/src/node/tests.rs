@@ -683,6 +683,78 @@ fn two_phase_commit_keeps_prepared_transactions_across_leader_failover_and_presu
 }
 
 #[test]
+fn a_new_leader_rebuilds_prepared_locks_only_after_applying_its_predecessors_entries() {
+    // Found by `meridian chaos bank` (a lost credit): a new leader already held its lease while
+    // its predecessor's last prepare record was chosen but not yet applied here; a housekeeping
+    // tick rebuilt the lock table then, without that transaction, and a later transaction read
+    // the value from before its commit and overwrote it. Spanner §4.2.1: a prepared transaction
+    // keeps its locks across leader changes, so the rebuild must see every earlier entry.
+    use crate::node::api::CommitRole;
+    let mut sim = ClusterSim::new(36, NodeOptions { rebalance: false, ..opts() });
+    let (left, right, _) = two_ranges_apart(&mut sim);
+    put(&mut sim, "z", "100");
+    let t = txn(30, 30);
+    let Response::TxnValue { epoch: tz, .. } = txn_call(&mut sim, "z", Request::TxnGet { txn: t, key: b"z".to_vec() })
+    else {
+        panic!("T reads z")
+    };
+    let prep = commit_req(t, &["z"], Some(tz), &[("z", "106")], CommitRole::Prepare { coordinator: left });
+    let Response::Prepared { .. } = txn_call(&mut sim, "z", prep) else { panic!("T prepares") };
+
+    // Recreate that moment at z's leader: a fresh lock table (as after a leader change), T's
+    // record not yet in the state machine, this leader's barrier not yet applied.
+    let zl = leader_of(&mut sim, b"z");
+    let now = sim.tt(zl);
+    let core = sim.nodes.get_mut(&zl).and_then(|n| n.core.as_mut()).expect("leader is up");
+    let g = core.groups.get_mut(&right).expect("leads z's range");
+    let record = g.state.prepared.remove(&t.id).expect("T is prepared");
+    let barrier = std::mem::take(&mut g.state.leader_ballot);
+    g.txns = Default::default();
+    core.twopc_housekeeping(now, right); // a housekeeping tick in that moment
+    // Then T's record and the barrier are applied.
+    let g = core.groups.get_mut(&right).expect("leads z's range");
+    g.state.prepared.insert(t.id, record);
+    g.state.leader_ballot = barrier;
+
+    // A younger transaction's locking read of z waits for T instead of reading z from before T.
+    let u = txn(31, 31);
+    let r = sim.submit(zl, Request::TxnGet { txn: u, key: b"z".to_vec() });
+    let got = sim.reply(r, Duration::from_millis(300));
+    assert_eq!(got, None, "the read waits for prepared T's restored lock");
+}
+
+#[test]
+fn a_participant_that_asks_hears_a_commit_only_after_commit_wait() {
+    // Spanner §4.2.1: the coordinator tells participants the commit timestamp s only once
+    // TT.after(s). An inquiring participant (its in-doubt timer, a wound) gets no earlier answer.
+    use crate::node::api::CommitRole;
+    let mut sim = ClusterSim::new(37, NodeOptions { rebalance: false, ..opts() });
+    let (left, right, ll) = two_ranges_apart(&mut sim);
+    put(&mut sim, "a", "100");
+    put(&mut sim, "z", "100");
+    // A wide ε makes commit wait (2ε) long enough to ask inside it.
+    sim.set_epsilon(Duration::from_millis(200));
+    sim.run_for(Duration::from_secs(2));
+    let t = txn(40, 40);
+    let get = |k: &str| Request::TxnGet { txn: t, key: k.as_bytes().to_vec() };
+    let Response::TxnValue { epoch: ea, .. } = txn_call(&mut sim, "a", get("a")) else { panic!("T reads a") };
+    let Response::TxnValue { epoch: ez, .. } = txn_call(&mut sim, "z", get("z")) else { panic!("T reads z") };
+    let prep = commit_req(t, &["z"], Some(ez), &[("z", "90")], CommitRole::Prepare { coordinator: left });
+    let Response::Prepared { ts: p } = txn_call(&mut sim, "z", prep) else { panic!("T prepares") };
+    let al = leader_of(&mut sim, b"a");
+    assert_eq!(al, ll);
+    let role = CommitRole::Coordinate { participants: vec![right], prepare_ts_max: p };
+    let commit = sim.submit(al, commit_req(t, &["a"], Some(ea), &[("a", "110")], role));
+    sim.run_for(Duration::from_millis(100)); // decided and logged; commit wait runs ~400 ms
+    let ask = sim.submit(al, Request::TxnInquire { group: left, txn: t.id, wound: false });
+    let answer = sim.reply(ask, Duration::from_secs(3));
+    let heard_at = sim.now;
+    let Some(Response::Written { ts: s }) = sim.reply(commit, Duration::from_secs(3)) else { panic!("T commits") };
+    assert_eq!(answer, Some(Response::Outcome { decision: Some(Some(s)) }));
+    assert!(heard_at > s, "the participant heard s = {s} at true time {heard_at}, before TT.after(s)");
+}
+
+#[test]
 fn an_older_transaction_wounds_a_younger_one_prepared_in_another_range() {
     // The cycle wound-wait must break across groups (meridian_txn::locks): young U is prepared
     // at z's range and its coordinator's commit waits at a's range behind old T's read lock;

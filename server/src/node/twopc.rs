@@ -192,7 +192,15 @@ impl NodeCore {
         let g = self.groups.get_mut(&gid).expect("checked");
         if let Some(d) = g.state.decisions.get(&txn) {
             let decision = Some(d.commit_ts);
-            return self.respond(now, origin, Response::Outcome { decision });
+            return match d.commit_ts {
+                // Spanner §4.2.1: participants hear the commit only after commit wait, like the
+                // client; a participant that applied it sooner would let a later transaction
+                // there read it before TT.after(s) and take a timestamp below s.
+                Some(s) if now.earliest <= s => {
+                    self.commit_wait.insert((s, origin), Response::Outcome { decision });
+                }
+                _ => self.respond(now, origin, Response::Outcome { decision }),
+            };
         }
         if g.txns.is_preparing(txn) {
             // Its decision is on its way through Paxos: ask again later.

@@ -148,10 +148,17 @@ impl NodeCore {
     /// A leader able to serve (every earlier leader's entry applied) first takes back the locks
     /// of every transaction prepared here (Spanner §4.2.1: prepared transactions stay prepared
     /// across leader changes), before it grants any new lock.
+    ///
+    /// Only once the leader's state machine holds every earlier leader's entry (its barrier is
+    /// applied): a prepare record chosen by an earlier leader but applied after the restore
+    /// would leave its transaction prepared without locks here, and a later reader would see
+    /// the value from before its commit and overwrite it (a lost update, found by `meridian
+    /// chaos bank`: housekeeping of a leader that held a lease but had not yet applied its
+    /// predecessor's last prepare).
     pub(super) fn restore_prepared_locks(&mut self, gid: GroupId) {
         let Some(g) = self.groups.get_mut(&gid) else { return };
         let epoch = g.replica.promised().round;
-        if g.txns.restored_epoch == Some(epoch) || g.replica.role() != Role::Leader {
+        if g.txns.restored_epoch == Some(epoch) || g.replica.role() != Role::Leader || !g.caught_up() {
             return;
         }
         for p in g.state.prepared.values() {
@@ -160,6 +167,31 @@ impl NodeCore {
             }
         }
         g.txns.restored_epoch = Some(epoch);
+    }
+
+    /// Invariant, checked by the simulations after every step: a leader whose lock table was
+    /// rebuilt holds the locks of every transaction prepared in its state machine, marked
+    /// prepared (Spanner §4.2.1: a prepared transaction keeps its locks until it is resolved,
+    /// across leader changes). Broken on purpose by `unsafe_early_lock_release`.
+    pub fn check_prepared_locks(&self) -> Result<(), String> {
+        if self.opts.unsafe_early_lock_release {
+            return Ok(());
+        }
+        for (gid, g) in &self.groups {
+            if g.replica.role() != Role::Leader || g.txns.restored_epoch != Some(g.replica.promised().round) {
+                continue;
+            }
+            for id in g.state.prepared.keys() {
+                if !g.txns.locks.txn(*id).is_some_and(|t| t.prepared) {
+                    return Err(format!(
+                        "{}: leader of {gid} at {} has transaction {id} prepared but not its locks",
+                        self.ident.node,
+                        g.replica.promised()
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Fails `txn`'s request if the transaction was aborted here; records its activity.
