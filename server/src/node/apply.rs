@@ -44,6 +44,11 @@ pub(super) fn write_at(batch: &mut WriteBatch, writes: &[(Vec<u8>, Option<Vec<u8
         }
     }
     g.state.last_write_ts = g.state.last_write_ts.max(ts);
+    // Spanner §4.1.2: timestamps of Paxos writes increase monotonically, even across leaders.
+    // Leases keep successive leaders' own timestamps apart; a participant also applies commit
+    // timestamps its coordinator chose, so every replica raises its clock past what it applied
+    // and a later leader here assigns above it whatever the lease arithmetic.
+    g.clock.observe(ts);
     g.writes_recent += 1;
 }
 
@@ -71,6 +76,7 @@ pub(super) fn install_snapshot(batch: &mut WriteBatch, g: &mut Group, snap: &Ins
     put_versions(batch, &s.versions);
     batch.put(Cf::Meta, range_state_key(s.state.desc.id), postcard::to_allocvec(&s.state).expect("encodes"));
     g.state = s.state;
+    g.clock.observe(g.state.last_write_ts);
 }
 
 impl NodeCore {
@@ -377,6 +383,7 @@ impl NodeCore {
         g.meta_synced_generation = 0;
         let last = data.iter().map(|(_, ts, _)| *ts).max().unwrap_or_default();
         g.state.last_write_ts = g.state.last_write_ts.max(last);
+        g.clock.observe(last);
         // The right range's data travels in the command: this replica does not depend on its
         // own copy of the right range having caught up.
         delete_span(batch, &right);

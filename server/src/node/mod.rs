@@ -1068,8 +1068,8 @@ impl Group {
         Group {
             replica,
             meta_synced_generation: state.desc.generation,
+            clock: meridian_txn::LeaderClock::new(state.last_write_ts),
             state,
-            clock: meridian_txn::LeaderClock::default(),
             proposed: BTreeMap::new(),
             writes_recent: 0,
             leader_reported: None,

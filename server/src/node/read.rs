@@ -161,10 +161,8 @@ impl NodeCore {
                         "range {gid}: read timestamp {s} is beyond the leader's lease"
                     )));
                 }
-                if s > g.clock.last_assigned {
-                    g.clock.observe(s);
-                    g.replica.note_assigned(s);
-                }
+                g.clock.observe(s);
+                g.replica.note_assigned(s);
             }
             // Every write assigned a timestamp ≤ s must be applied before the read.
             let in_flight = g.proposed.values().any(|t| *t <= s);

@@ -255,7 +255,7 @@ impl ClusterSim {
         let n = self.nodes.get_mut(&id).expect("exists");
         let Some(core) = n.core.as_mut() else { return };
         let out = core.release(now, ready);
-        if let Err(e) = core.check_prepared_locks() {
+        if let Err(e) = core.check_invariants() {
             panic!("invariant violated: {e}");
         }
         for (req, resp) in out.replies {

@@ -254,6 +254,7 @@ impl NodeCore {
         let (id, coordinator) = (p.txn.id, p.coordinator);
         let ts = g.state.prepared.entry(id).or_insert(p).prepare_ts;
         g.state.last_write_ts = g.state.last_write_ts.max(ts);
+        g.clock.observe(ts);
         let leader = g.replica.role() == Role::Leader;
         if leader {
             g.txns.participants.on_prepared(id, coordinator, ts, local_of(now));

@@ -169,11 +169,22 @@ impl NodeCore {
         g.txns.restored_epoch = Some(epoch);
     }
 
-    /// Invariant, checked by the simulations after every step: a leader whose lock table was
-    /// rebuilt holds the locks of every transaction prepared in its state machine, marked
-    /// prepared (Spanner §4.2.1: a prepared transaction keeps its locks until it is resolved,
-    /// across leader changes). Broken on purpose by `unsafe_early_lock_release`.
-    pub fn check_prepared_locks(&self) -> Result<(), String> {
+    /// Invariants, checked by the simulations after every step:
+    /// - every replica's clock is past every write it applied, so it assigns above them if it
+    ///   leads (Spanner §4.1.2: monotonic across leaders);
+    /// - a leader whose lock table was rebuilt holds the locks of every transaction prepared in
+    ///   its state machine, marked prepared (Spanner §4.2.1: a prepared transaction keeps its
+    ///   locks until it is resolved, across leader changes). Broken on purpose by
+    ///   `unsafe_early_lock_release`.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        for (gid, g) in &self.groups {
+            if g.clock.last_assigned < g.state.last_write_ts {
+                return Err(format!(
+                    "{}: {gid} applied a write at {} but would assign from {}",
+                    self.ident.node, g.state.last_write_ts, g.clock.last_assigned
+                ));
+            }
+        }
         if self.opts.unsafe_early_lock_release {
             return Ok(());
         }
