@@ -297,7 +297,8 @@ impl Run {
     fn new(seed: u64, cfg: &SimConfig) -> Run {
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_ba4c);
         let housekeeping = Duration::from_millis(rng.random_range(5..=300));
-        let sim = ClusterSim::new(seed, node_options(cfg.unsafe_switch, housekeeping));
+        let mut sim = ClusterSim::new(seed, node_options(cfg.unsafe_switch, housekeeping));
+        sim.batch_us = if rng.random_bool(0.25) { 0 } else { rng.random_range(50..=500) };
         Run {
             seed,
             cfg: cfg.clone(),

@@ -21,11 +21,34 @@ use super::{Input, NodeCore, NodeOptions, PeerMsg, Ready, Request, Response};
 pub const START: Timestamp = Timestamp::from_millis(1_700_000_000_000);
 
 enum Ev {
-    Deliver { from: NodeId, to: NodeId, msgs: Vec<PeerMsg> },
-    Tick { node: NodeId, epoch: u64 },
-    Synced { node: NodeId, epoch: u64 },
-    Client { node: NodeId, id: u64, request: Request },
-    Reach { node: NodeId, peer: NodeId, ok: bool },
+    Deliver {
+        from: NodeId,
+        to: NodeId,
+        msgs: Vec<PeerMsg>,
+    },
+    Tick {
+        node: NodeId,
+        epoch: u64,
+    },
+    Synced {
+        node: NodeId,
+        epoch: u64,
+    },
+    Client {
+        node: NodeId,
+        id: u64,
+        request: Request,
+    },
+    Reach {
+        node: NodeId,
+        peer: NodeId,
+        ok: bool,
+    },
+    /// The node's event loop wakes up and steps every input queued since (see `batch_us`).
+    Drain {
+        node: NodeId,
+        epoch: u64,
+    },
 }
 
 impl Ev {
@@ -33,9 +56,11 @@ impl Ev {
     fn node(&self) -> Option<NodeId> {
         match self {
             Ev::Deliver { to, .. } => Some(*to),
-            Ev::Tick { node, .. } | Ev::Synced { node, .. } | Ev::Client { node, .. } | Ev::Reach { node, .. } => {
-                Some(*node)
-            }
+            Ev::Tick { node, .. }
+            | Ev::Synced { node, .. }
+            | Ev::Client { node, .. }
+            | Ev::Reach { node, .. }
+            | Ev::Drain { node, .. } => Some(*node),
         }
     }
 }
@@ -72,6 +97,8 @@ pub struct SimNode {
     pub offset_ns: i64,
     busy: Option<Ready>,
     backlog: VecDeque<Input>,
+    /// A `Drain` is scheduled for the backlog.
+    draining: bool,
     epoch: u64,
     tick_at: Timestamp,
     info: NodeInfo,
@@ -106,6 +133,11 @@ pub struct ClusterSim {
     pub paused: BTreeMap<NodeId, Timestamp>,
     /// What each node last reported about reaching each other (as the shell does).
     reachable: BTreeMap<(NodeId, NodeId), bool>,
+    /// Longest wake-up delay of a node's event loop in microseconds. Zero: every input is
+    /// stepped and its output written at once. Above zero: inputs that arrive while the loop
+    /// sleeps are stepped together before one `ready`, as the shell's loop does (a peer's message
+    /// and a due tick in one batch, say).
+    pub batch_us: u64,
 }
 
 /// The address a simulated node advertises.
@@ -133,6 +165,7 @@ impl ClusterSim {
             dup_prob: 0.0,
             paused: BTreeMap::new(),
             reachable: BTreeMap::new(),
+            batch_us: 0,
         };
         let engine = Arc::new(MemEngine::new());
         let info = NodeInfo { id: NodeId(1), addr: sim_addr(NodeId(1)), http_addr: None, pg_addr: None };
@@ -152,6 +185,7 @@ impl ClusterSim {
                 offset_ns: 0,
                 busy: None,
                 backlog: VecDeque::new(),
+                draining: false,
                 epoch: 0,
                 tick_at: Timestamp::ZERO,
                 info,
@@ -209,6 +243,15 @@ impl ClusterSim {
         }
         if n.busy.is_some() {
             n.backlog.push_back(input);
+            return;
+        }
+        if self.batch_us > 0 {
+            n.backlog.push_back(input);
+            if !n.draining {
+                n.draining = true;
+                let (epoch, after) = (n.epoch, Duration::from_micros(self.rng.random_range(0..=self.batch_us)));
+                self.schedule(after, Ev::Drain { node: id, epoch });
+            }
             return;
         }
         let now = self.tt(id);
@@ -302,6 +345,26 @@ impl ClusterSim {
         self.drive(id);
     }
 
+    /// The event loop of `id` wakes up: every queued input is stepped, then one `ready`.
+    fn drain(&mut self, id: NodeId, epoch: u64) {
+        let n = self.nodes.get_mut(&id).expect("exists");
+        if n.epoch != epoch && !n.draining {
+            return;
+        }
+        n.draining = false;
+        if n.busy.is_some() || n.core.is_none() {
+            return; // `synced` steps the backlog (a crash cleared it)
+        }
+        let backlog: Vec<Input> = n.backlog.drain(..).collect();
+        let now = self.tt(id);
+        for i in backlog {
+            if let Some(c) = self.nodes.get_mut(&id).expect("exists").core.as_mut() {
+                c.step(now, i);
+            }
+        }
+        self.drive(id);
+    }
+
     /// Runs events until `until` (true time).
     pub fn run_until(&mut self, until: Timestamp) {
         while let Some(Reverse(item)) = self.queue.peek() {
@@ -332,6 +395,7 @@ impl ClusterSim {
                 Ev::Synced { node, epoch } => self.synced(node, epoch),
                 Ev::Client { node, id, request } => self.input(node, Input::Client { id, request }),
                 Ev::Reach { node, peer, ok } => self.input(node, Input::PeerReachable { node: peer, reachable: ok }),
+                Ev::Drain { node, epoch } => self.drain(node, epoch),
             }
         }
         self.now = self.now.max(until);
@@ -388,6 +452,7 @@ impl ClusterSim {
         n.core = None;
         n.busy = None;
         n.backlog.clear();
+        n.draining = false;
         n.epoch += 1;
         let unsynced = n.engine.unsynced_batches();
         let keep = self.rng.random_range(0..=unsynced);

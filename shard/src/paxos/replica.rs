@@ -1006,7 +1006,10 @@ impl Replica {
                 p.matched = upto;
                 p.last_progress = t;
             }
-            if p.next <= p.matched {
+            // A replica waiting for a snapshot keeps `next` at 0 (a snapshot is due), also when
+            // it has accepted nothing yet: moving it to `matched + 1` would send it log entries
+            // it refuses, forever.
+            if p.next <= p.matched && !needs_snapshot {
                 p.next = Slot(p.matched.0 + 1);
             }
             if Slot(upto.0 + 1) < p.sent_from && !self.opts.unsafe_switches.no_retransmit {

@@ -165,6 +165,15 @@ impl SimNode {
         }
     }
 
+    /// A node that joins without the group's data (as a node shell creates a new replica): its
+    /// replica accepts nothing until the leader sends it a snapshot.
+    pub fn blank(id: NodeId, opts: Options, seed: u64, config: Config) -> Self {
+        let mut node = SimNode::new(id, opts.clone(), seed, config.clone());
+        let durable = Durable { config, awaiting_snapshot: true, ..Default::default() };
+        node.replica = Some(Replica::restart(id, opts, seed, durable));
+        node
+    }
+
     /// The replica, which must be up.
     ///
     /// # Panics

@@ -5,8 +5,9 @@
 //! Commands (nodes are `n1`, `n2`, …):
 //!
 //! ```text
-//! cluster nodes=3 [lease=2s] [learners=n4] [spare=1] [compact=N]
-//!                                           create a group (spare nodes exist, not yet members)
+//! cluster nodes=3 [lease=2s] [learners=n4] [spare=1] [blank=n4] [compact=N]
+//!                                           create a group (spare nodes exist, not yet members;
+//!                                           blank ones lack its data and wait for a snapshot)
 //! campaign n1                               start phase 1 at once (bootstrap; skips the probe)
 //! tick [n1 …]                               run timers (all nodes if none given)
 //! advance 500ms                             move true time
@@ -353,6 +354,10 @@ impl goldenscript::Runner for Scenario {
                     None => BTreeSet::new(),
                 };
                 let spare: u64 = args.parse("spare")?.unwrap_or(0);
+                let blank: BTreeSet<NodeId> = match args.key("blank") {
+                    Some(a) => a.split(',').map(parse_node).collect::<Res<_>>()?,
+                    None => BTreeSet::new(),
+                };
                 let mut opts = Options::with_lease(lease);
                 opts.compact_threshold = args.parse("compact")?.unwrap_or(opts.compact_threshold);
                 opts.compact_keep = opts.compact_keep.min(opts.compact_threshold / 2);
@@ -364,7 +369,8 @@ impl goldenscript::Runner for Scenario {
                 };
                 // Spare nodes exist but are not members until a configuration change adds them.
                 for id in ids.iter().copied().chain((n + 1..=n + spare).map(NodeId)) {
-                    self.nodes.insert(id, SimNode::new(id, opts.clone(), id.0, config.clone()));
+                    let node = if blank.contains(&id) { SimNode::blank } else { SimNode::new };
+                    self.nodes.insert(id, node(id, opts.clone(), id.0, config.clone()));
                 }
                 writeln!(
                     out,
