@@ -19,13 +19,11 @@
 //! ```text
 //!                  group leader only                      every replica
 //!   ┌──────────────────────────────────────────┐   ┌───────────────────────────┐
-//!   │ locks::LockTable   2PL + wound-wait      │   │ safetime::SafeTime        │
-//!   │ timestamps::LeaderClock  s, p rules      │   │   t_paxos_safe, prepared  │
-//!   │ outcome::Coordinator  votes → decision   │   │   spans → t_safe(span)    │
-//!   └──────────────────────────────────────────┘   │ outcome::Participants     │
-//!              │ proposes TxnRecord                │   in-doubt inquiries      │
-//!              ▼                                   └───────────────────────────┘
-//!        group's Paxos log  ── applied records feed ───────────▲
+//!   │ locks::LockTable   2PL + wound-wait,     │   │ safetime::SafeTime        │
+//!   │   restored from prepare records          │   │   t_paxos_safe, prepared  │
+//!   │ timestamps::LeaderClock  s, p rules      │   │   spans → t_safe(span)    │
+//!   │ outcome::Participants  in-doubt inquiries│   └───────────────────────────┘
+//!   └──────────────────────────────────────────┘
 //! ```
 //!
 //! - [`meta`]: [`TxnId`] and [`TxnMeta`], whose order is the wound-wait priority.
@@ -33,13 +31,13 @@
 //! - [`locks`]: the lock table; a new leader restores prepared transactions' locks.
 //! - [`timestamps`]: [`LeaderClock`], lease and commit-wait checks.
 //! - [`safetime`]: `t_safe` per key span, and the read timestamp of read-only transactions.
-//! - [`outcome`]: the Paxos records of two-phase commit and the coordinator and participant
-//!   state machines.
+//! - [`outcome`]: two-phase commit's participants and when one in doubt asks its coordinator
+//!   (the records and the coordinator live in the node, `server::node::twopc`).
 //!
 //! ## Conventions
 //!
 //! - No piece reads a clock: `TT.now()` is an argument where a rule needs the interval, and
-//!   local timers (keepalives, prepare timeout, in-doubt inquiries) take `now: Timestamp`, for
+//!   local timers (keepalives, in-doubt inquiries) take `now: Timestamp`, for
 //!   which the node passes `TT.now().latest`.
 //! - Output order never depends on a hash map: every collection is a `BTreeMap`/`BTreeSet` or a
 //!   queue with an explicit order.
@@ -63,7 +61,7 @@ pub mod timestamps;
 pub use error::{Error, Result};
 pub use locks::{Acquired, LockTable, Mode};
 pub use meta::{TxnId, TxnMeta};
-pub use outcome::{Coordinator, Decision, Participant, ParticipantState, Participants, TxnRecord};
+pub use outcome::{Participant, ParticipantState, Participants};
 pub use safetime::SafeTime;
 pub use span::Span;
 pub use timestamps::LeaderClock;

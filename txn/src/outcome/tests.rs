@@ -1,127 +1,14 @@
-//! Table tests of the two-phase-commit state machines and records.
+//! Table tests of two-phase commit's participant state machine and in-doubt inquiries.
 
 use super::*;
 
 fn t(n: u64) -> Timestamp {
     Timestamp::from_nanos(n)
 }
-fn tt(earliest: u64, latest: u64) -> TTInterval {
-    TTInterval::new(t(earliest), t(latest))
-}
 const G1: GroupId = GroupId(1);
 const G2: GroupId = GroupId(2);
 const G3: GroupId = GroupId(3);
 const TXN: TxnId = TxnId(7);
-const LEASE_END: Timestamp = Timestamp::from_nanos(1_000_000);
-
-fn coord() -> Coordinator {
-    Coordinator::new(TXN, [G2, G1], tt(90, 100), Duration::from_nanos(500))
-}
-
-#[test]
-fn commits_once_every_participant_prepared() {
-    let mut c = coord();
-    let mut clock = LeaderClock::default();
-    assert_eq!(c.participants(), vec![G1, G2], "participants in id order");
-    assert_eq!(c.on_prepared(G1, t(300), &mut clock, LEASE_END), None, "one vote missing");
-    assert_eq!(c.missing_votes(), vec![G2]);
-    assert_eq!(c.on_prepared(G3, t(999), &mut clock, LEASE_END), None, "not a participant: ignored");
-    assert_eq!(c.on_prepared(G1, t(300), &mut clock, LEASE_END), None, "duplicate vote: ignored");
-    // §4.2.1: s ≥ every prepare (300, 250), > now.latest at the commit request (100),
-    // > anything assigned: 300.
-    assert_eq!(c.on_prepared(G2, t(250), &mut clock, LEASE_END), Some(Decision::Commit(t(300))));
-    assert_eq!(c.decision(), Some(Decision::Commit(t(300))));
-    assert_eq!(clock.last_assigned, t(300), "the coordinator leader's clock moved");
-    assert_eq!(c.abort(), Decision::Commit(t(300)), "a commit stands: abort returns it");
-    assert_eq!(c.on_tick(t(10_000)), None, "the timeout no longer matters");
-    assert_eq!(
-        c.record(vec![(b"k".to_vec(), Some(b"v".to_vec()))]),
-        Some(TxnRecord::Committed {
-            txn: TXN,
-            commit_ts: t(300),
-            participants: vec![G1, G2],
-            writes: vec![(b"k".to_vec(), Some(b"v".to_vec()))]
-        })
-    );
-}
-
-/// Each commit-timestamp rule with a case where breaking it would change the answer.
-#[test]
-fn commit_timestamp_rules() {
-    // (last assigned by the coordinator leader, now at commit request, prepares, expected s)
-    let cases: [(u64, TTInterval, [u64; 2], u64, &str); 3] = [
-        (0, tt(90, 100), [20, 30], 101, "s > now.latest at the commit request"),
-        (0, tt(90, 100), [20, 400], 400, "s ≥ the largest prepare timestamp"),
-        (700, tt(90, 100), [20, 400], 701, "s > every timestamp the coordinator assigned"),
-    ];
-    for (last, now, [p1, p2], want, rule) in cases {
-        let mut c = Coordinator::new(TXN, [G1, G2], now, Duration::from_secs(1));
-        let mut clock = LeaderClock::new(t(last));
-        c.on_prepared(G1, t(p1), &mut clock, LEASE_END);
-        assert_eq!(c.on_prepared(G2, t(p2), &mut clock, LEASE_END), Some(Decision::Commit(t(want))), "{rule}");
-    }
-}
-
-#[test]
-fn aborts_when_the_commit_timestamp_is_outside_the_lease() {
-    let mut c = coord();
-    let mut clock = LeaderClock::default();
-    c.on_prepared(G1, t(300), &mut clock, t(301));
-    assert_eq!(c.on_prepared(G2, t(301), &mut clock, t(301)), Some(Decision::Abort), "§4.1.2 s must be < lease end");
-}
-
-#[test]
-fn aborts_on_refusal_and_never_flips() {
-    let mut c = coord();
-    let mut clock = LeaderClock::default();
-    c.on_prepared(G1, t(300), &mut clock, LEASE_END);
-    assert_eq!(c.on_refused(G2), Some(Decision::Abort));
-    assert_eq!(c.on_refused(G2), None, "already aborted");
-    assert_eq!(c.on_prepared(G2, t(310), &mut clock, LEASE_END), None, "a late vote changes nothing");
-    assert_eq!(c.decision(), Some(Decision::Abort));
-    assert_eq!(c.record(vec![]), Some(TxnRecord::Aborted { txn: TXN }));
-    assert_eq!(clock.last_assigned, Timestamp::ZERO, "no commit timestamp was assigned");
-}
-
-#[test]
-fn aborts_at_the_prepare_timeout() {
-    let mut c = coord(); // deadline = 100 + 500
-    let mut clock = LeaderClock::default();
-    assert_eq!(c.record(vec![]), None, "undecided: nothing to log");
-    c.on_prepared(G1, t(300), &mut clock, LEASE_END);
-    assert_eq!(c.on_tick(t(599)), None);
-    assert_eq!(c.on_tick(t(600)), Some(Decision::Abort));
-    assert_eq!(c.on_tick(t(700)), None, "reported once");
-}
-
-#[test]
-fn client_abort_before_votes() {
-    let mut c = coord();
-    assert_eq!(c.abort(), Decision::Abort);
-    assert_eq!(c.decision(), Some(Decision::Abort));
-}
-
-#[test]
-#[should_panic(expected = "a prepared participant cannot refuse")]
-fn refusal_after_a_prepared_vote_is_a_bug() {
-    let mut c = coord();
-    c.on_prepared(G1, t(300), &mut LeaderClock::default(), LEASE_END);
-    c.on_refused(G1);
-}
-
-#[test]
-#[should_panic(expected = "different prepare timestamps")]
-fn two_prepare_timestamps_from_one_group_is_a_bug() {
-    let mut c = coord();
-    c.on_prepared(G1, t(300), &mut LeaderClock::default(), LEASE_END);
-    c.on_prepared(G1, t(301), &mut LeaderClock::default(), LEASE_END);
-}
-
-#[test]
-#[should_panic(expected = "needs at least one participant")]
-fn coordinator_without_participants_is_a_bug() {
-    Coordinator::new(TXN, [], tt(1, 2), PREPARE_TIMEOUT);
-}
 
 #[test]
 fn participant_transitions() {
@@ -206,21 +93,4 @@ fn inquiries_are_bounded() {
     }
     assert_eq!(ps.due_inquiries(t(10)).len(), INQUIRIES_MAX);
     assert_eq!(ps.due_inquiries(t(10)).len(), 10, "the rest come next time");
-}
-
-#[test]
-fn records_roundtrip_and_name_their_spans() {
-    let prepared = TxnRecord::Prepared {
-        txn: TxnMeta::new(TXN, t(5)),
-        coordinator: G3,
-        prepare_ts: t(50),
-        writes: vec![(b"a".to_vec(), Some(b"1".to_vec())), (b"b".to_vec(), None)],
-        lock_spans: vec![(Span::key("a"), Mode::Exclusive), (Span::range("c", "").expect("valid"), Mode::Shared)],
-    };
-    assert_eq!(prepared.write_spans(), vec![Span::key("a"), Span::key("b")]);
-    assert_eq!(prepared.txn(), TXN);
-    let committed = TxnRecord::Committed { txn: TXN, commit_ts: t(60), participants: vec![G1], writes: vec![] };
-    for r in [prepared, committed, TxnRecord::Aborted { txn: TXN }] {
-        assert_eq!(crate::test_codec::roundtrip(&r), r);
-    }
 }
