@@ -52,7 +52,8 @@ enum Command {
     Sql(sql::SqlArgs),
     /// Walk through the storage foundation: TrueTime, MVCC on RocksDB, the Paxos log.
     Foundation(foundation::DemoArgs),
-    /// Workloads that check invariants against a running cluster (`workload bank init|run|check`).
+    /// Workloads that check invariants against a running cluster (`workload bank init|run|check`,
+    /// `workload append run|check`).
     #[command(subcommand)]
     Workload(workload::WorkloadCommand),
     /// Measure Meridian against the physical floor of this machine.

@@ -9,6 +9,9 @@
 //!   check  replays the history against the final state: the checks below, then a verdict
 //! ```
 //!
+//! `meridian workload append run|check` (Elle's list-append workload, checked for strict
+//! serializability) is in [`append`]; the helpers both share are at the bottom of this file.
+//!
 //! Checks: every audit sums to the initial total and sees no negative balance and every
 //! account; every acknowledged transfer is in the ledger and no failed one is; the final
 //! balances are exactly the initial ones moved by the ledger's transfers (acknowledged, plus
@@ -16,16 +19,20 @@
 //! (a transfer or strong audit that began after another was acknowledged has the larger
 //! timestamp).
 
-use std::collections::BTreeMap;
+mod append;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, Write};
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use meridian_check::elle::Outcome;
 use meridian_check::external::Committed;
 use meridian_client::{Client, ClientError, ReadOnly, TxnFuture};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 const ACCT: &str = "bank/acct/";
@@ -42,6 +49,15 @@ pub enum WorkloadCommand {
         addr: String,
         #[command(subcommand)]
         cmd: BankCommand,
+    },
+    /// Elle's list-append workload: transactions append to and read lists over several ranges;
+    /// the history is checked for strict serializability.
+    Append {
+        /// Any node of the cluster (`run` only).
+        #[arg(long, default_value = "127.0.0.1:7000", env = "MERIDIAN_ADDR")]
+        addr: String,
+        #[command(subcommand)]
+        cmd: append::AppendCommand,
     },
 }
 
@@ -110,19 +126,23 @@ fn number(v: &[u8]) -> Result<i64, ClientError> {
 
 /// Runs `meridian workload …`.
 pub fn run(cmd: WorkloadCommand) -> anyhow::Result<()> {
-    let WorkloadCommand::Bank { addr, cmd } = cmd;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    rt.block_on(async move {
-        let client = Arc::new(Client::connect([addr]).await?);
-        match cmd {
-            BankCommand::Init { accounts, balance, ranges } => init(&client, accounts, balance, ranges).await,
-            BankCommand::Run { seconds, workers, history } => {
-                run_bank(&client, Duration::from_secs(seconds), workers, &history).await?;
-                check(&client, &history).await
-            }
-            BankCommand::Check { history } => check(&client, &history).await,
+    match cmd {
+        WorkloadCommand::Bank { addr, cmd } => rt.block_on(bank(addr, cmd)),
+        WorkloadCommand::Append { addr, cmd } => rt.block_on(append::run(addr, cmd)),
+    }
+}
+
+async fn bank(addr: String, cmd: BankCommand) -> anyhow::Result<()> {
+    let client = Arc::new(Client::connect([addr]).await?);
+    match cmd {
+        BankCommand::Init { accounts, balance, ranges } => init(&client, accounts, balance, ranges).await,
+        BankCommand::Run { seconds, workers, history } => {
+            run_bank(&client, Duration::from_secs(seconds), workers, &history).await?;
+            check(&client, &history).await
         }
-    })
+        BankCommand::Check { history } => check(&client, &history).await,
+    }
 }
 
 /// Creates the bank: `accounts` accounts of `balance` over `ranges` ranges.
@@ -133,10 +153,7 @@ pub(crate) async fn init(client: &Client, accounts: usize, balance: i64, ranges:
     for i in 0..accounts {
         client.put(&acct(i), balance.to_string().as_bytes()).await?;
     }
-    for r in 1..ranges.clamp(1, accounts) {
-        let at = acct(r * accounts / ranges.clamp(1, accounts));
-        client.split(&at).await.with_context(|| format!("splitting at {}", String::from_utf8_lossy(&at)))?;
-    }
+    split_evenly(client, accounts, ranges, acct).await?;
     client.put(META, &serde_json::to_vec(&Meta { accounts, balance })?).await?;
     println!("bank: {accounts} accounts of {balance} over {ranges} ranges");
     Ok(())
@@ -161,27 +178,16 @@ pub(crate) async fn run_bank(
     client: &Arc<Client>,
     duration: Duration,
     workers: usize,
-    history: &PathBuf,
+    history: &Path,
 ) -> anyhow::Result<()> {
     let m = meta(client).await?;
-    let out = std::fs::File::create(history).with_context(|| format!("creating {}", history.display()))?;
-    let out = Arc::new(std::sync::Mutex::new(std::io::BufWriter::new(out)));
+    let out = HistoryWriter::create(history)?;
     let epoch = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed, unknown) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let hist = Arc::new(std::sync::Mutex::new(hdrhistogram::Histogram::<u64>::new(3)?));
-    let record = {
-        let out = out.clone();
-        move |e: &Event| {
-            let mut w = out.lock().unwrap_or_else(|p| p.into_inner());
-            let _ = serde_json::to_writer(&mut *w, e);
-            let _ = w.write_all(b"\n");
-        }
-    };
+    let progress = Arc::new(Progress::new()?);
     let mut tasks = Vec::new();
     for w in 0..workers {
-        let (client, stop, record) = (client.clone(), stop.clone(), record.clone());
-        let (ok, failed, unknown, hist) = (ok.clone(), failed.clone(), unknown.clone(), hist.clone());
+        let (client, stop, out, progress) = (client.clone(), stop.clone(), out.clone(), progress.clone());
         let n = m.accounts;
         tasks.push(tokio::spawn(async move {
             let mut x = 0x9E37_79B9_7F4A_7C15u64
@@ -216,30 +222,19 @@ pub(crate) async fn run_bank(
                     .await;
                 let ack_ns = epoch.elapsed().as_nanos() as u64;
                 let (outcome, ts) = match r {
-                    Ok((true, ts)) => ("ok", ts.nanos()),
-                    Ok((false, _)) => ("fail", 0), // insufficient funds: nothing written
-                    Err(ClientError::Aborted(_) | ClientError::Invalid(_)) => ("fail", 0),
-                    Err(_) => ("unknown", 0),
+                    Ok((true, ts)) => (Outcome::Ok, ts.nanos()),
+                    Ok((false, _)) => (Outcome::Fail, 0), // insufficient funds: nothing written
+                    Err(e) => (outcome_of(&e), 0),
                 };
-                match outcome {
-                    "ok" => {
-                        ok.fetch_add(1, Ordering::Relaxed);
-                        let _ = hist.lock().unwrap_or_else(|p| p.into_inner()).record(ack_ns - invoke_ns);
-                    }
-                    "fail" => {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                    }
-                    _ => {
-                        unknown.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                record(&Event::Transfer { id, from, to, amount, outcome: outcome.into(), invoke_ns, ack_ns, ts });
+                progress.record(outcome, ack_ns - invoke_ns);
+                let outcome = outcome_name(outcome).into();
+                out.record(&Event::Transfer { id, from, to, amount, outcome, invoke_ns, ack_ns, ts });
                 seq += 1;
             }
         }));
     }
     let auditor = {
-        let (client, stop, record) = (client.clone(), stop.clone(), record.clone());
+        let (client, stop, out) = (client.clone(), stop.clone(), out.clone());
         tokio::spawn(async move {
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
@@ -254,36 +249,19 @@ pub(crate) async fn run_bank(
                 if let Ok((b, ts)) = r {
                     let ack_ns = epoch.elapsed().as_nanos() as u64;
                     let (sum, min) = (b.iter().sum(), b.iter().copied().min().unwrap_or(0));
-                    record(&Event::Audit { stale, sum, min, rows: b.len(), invoke_ns, ack_ns, ts: ts.nanos() });
+                    out.record(&Event::Audit { stale, sum, min, rows: b.len(), invoke_ns, ack_ns, ts: ts.nanos() });
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         })
     };
-    let start = Instant::now();
-    let mut last = 0;
-    while start.elapsed() < duration {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let now = ok.load(Ordering::Relaxed);
-        let h = hist.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        println!(
-            "{:>4.0}s  {:>6} transfers/s  p50 {:>7.2} ms  p99 {:>7.2} ms  ok {now}  failed {}  unknown {}",
-            start.elapsed().as_secs_f64(),
-            now - last,
-            h.value_at_quantile(0.5) as f64 / 1e6,
-            h.value_at_quantile(0.99) as f64 / 1e6,
-            failed.load(Ordering::Relaxed),
-            unknown.load(Ordering::Relaxed)
-        );
-        last = now;
-    }
+    progress.print_every_second(duration, "transfers").await;
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         t.await?;
     }
     auditor.await?;
-    out.lock().unwrap_or_else(|p| p.into_inner()).flush()?;
-    Ok(())
+    out.finish()
 }
 
 /// What checking a history found.
@@ -303,7 +281,7 @@ pub(crate) struct BankReport {
     pub violations: Vec<String>,
 }
 
-async fn check(client: &Client, history: &PathBuf) -> anyhow::Result<()> {
+async fn check(client: &Client, history: &Path) -> anyhow::Result<()> {
     let r = check_history(client, history).await?;
     println!(
         "bank check: {} transfers ok, {} unknown ({} of them committed), {} failed, {} audits, {} violations",
@@ -327,21 +305,10 @@ pub(crate) const VIOLATIONS_SHOWN_MAX: usize = 20;
 /// Checks a recorded history against the cluster's current state. An error means the check
 /// could not be made (the cluster did not answer, the history is unreadable); broken
 /// invariants are in the report.
-pub(crate) async fn check_history(client: &Client, history: &PathBuf) -> anyhow::Result<BankReport> {
+pub(crate) async fn check_history(client: &Client, history: &Path) -> anyhow::Result<BankReport> {
     let m = meta(client).await?;
-    let checked = check_events(&read_history(history)?, m.accounts, m.balance);
+    let checked = check_events(&read_json_lines::<Event>(history)?, m.accounts, m.balance);
     check_final_state(client, &checked).await
-}
-
-/// The events of a history file.
-fn read_history(history: &PathBuf) -> anyhow::Result<Vec<Event>> {
-    let file = std::fs::File::open(history).with_context(|| format!("opening {}", history.display()))?;
-    let mut events = Vec::new();
-    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line?;
-        events.push(serde_json::from_str::<Event>(&line).with_context(|| format!("history line {}", i + 1))?);
-    }
-    Ok(events)
 }
 
 /// A history checked on its own, ready for the check against the final state.
@@ -357,8 +324,8 @@ pub(crate) struct Checked {
 /// The checks that need only the history of a bank of `accounts` accounts of `balance`
 /// (`Err`: the history file is unreadable): every audit sees the whole, non-negative total,
 /// and external consistency.
-pub(crate) fn check_history_file(history: &PathBuf, accounts: usize, balance: i64) -> anyhow::Result<Checked> {
-    Ok(check_events(&read_history(history)?, accounts, balance))
+pub(crate) fn check_history_file(history: &Path, accounts: usize, balance: i64) -> anyhow::Result<Checked> {
+    Ok(check_events(&read_json_lines::<Event>(history)?, accounts, balance))
 }
 
 fn check_events(events: &[Event], accounts: usize, balance: i64) -> Checked {
@@ -446,4 +413,160 @@ pub(crate) async fn check_final_state(client: &Client, checked: &Checked) -> any
     }
     report.unknown_committed = ledger.len().saturating_sub(ok.len());
     Ok(report)
+}
+
+// ----- shared by the workloads -----
+
+/// Splits the key space so that the keys `key(0..n)` spread over `ranges` ranges: at
+/// `key(r·n / ranges)` for `r` in `1..ranges` (`ranges` capped at `n`). A split point that
+/// already starts a range is left alone, so splitting again later is harmless. (The meta range
+/// learns of a split a moment after it is made, so the ranges are listed once, up front.)
+pub(crate) async fn split_evenly(
+    client: &Client,
+    n: usize,
+    ranges: usize,
+    key: impl Fn(usize) -> Vec<u8>,
+) -> anyhow::Result<()> {
+    let (descs, _, _) = client.cluster_view().await.context("listing the ranges")?;
+    let starts: BTreeSet<Vec<u8>> = descs.into_iter().map(|d| d.start).collect();
+    let ranges = ranges.clamp(1, n.max(1));
+    for r in 1..ranges {
+        let at = key(r * n / ranges);
+        if !starts.contains(&at) {
+            client.split(&at).await.with_context(|| format!("splitting at {}", String::from_utf8_lossy(&at)))?;
+        }
+    }
+    Ok(())
+}
+
+/// How a failed transaction ended, as far as the client knows: aborted or refused means it
+/// certainly did not commit; anything else (a lost connection, a deadline, an ambiguous
+/// commit) may hide a commit.
+pub(crate) fn outcome_of(e: &ClientError) -> Outcome {
+    match e {
+        ClientError::Aborted(_) | ClientError::Invalid(_) => Outcome::Fail,
+        ClientError::Ambiguous(_) | ClientError::Unavailable(_) | ClientError::Transport(_) => Outcome::Unknown,
+    }
+}
+
+/// The name of an outcome in history files and progress lines.
+pub(crate) fn outcome_name(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Ok => "ok",
+        Outcome::Fail => "fail",
+        Outcome::Unknown => "unknown",
+    }
+}
+
+/// A history file being written, one JSON object a line; cheap to clone into every task.
+/// Write errors are kept, not lost: [`HistoryWriter::finish`] reports the first.
+#[derive(Clone)]
+pub(crate) struct HistoryWriter(Arc<Mutex<HistoryOut>>);
+
+struct HistoryOut {
+    file: std::io::BufWriter<std::fs::File>,
+    /// The first write that failed.
+    error: Option<std::io::Error>,
+}
+
+impl HistoryWriter {
+    /// Creates (or truncates) `path`.
+    pub fn create(path: &Path) -> anyhow::Result<HistoryWriter> {
+        let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(HistoryWriter(Arc::new(Mutex::new(HistoryOut { file: std::io::BufWriter::new(file), error: None }))))
+    }
+
+    fn out(&self) -> std::sync::MutexGuard<'_, HistoryOut> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends one line.
+    pub fn record(&self, event: &impl Serialize) {
+        let mut out = self.out();
+        let written = serde_json::to_writer(&mut out.file, event).map_err(std::io::Error::from);
+        if let Err(e) = written.and_then(|()| out.file.write_all(b"\n")) {
+            out.error.get_or_insert(e);
+        }
+    }
+
+    /// Flushes; the first error of any write, if there was one.
+    pub fn finish(&self) -> anyhow::Result<()> {
+        let mut out = self.out();
+        if let Some(e) = out.error.take() {
+            return Err(e).context("writing the history");
+        }
+        out.file.flush().context("writing the history")
+    }
+}
+
+/// The lines of a history file, each a JSON `T`; blank lines are skipped. An error names the
+/// file, and the line that does not parse.
+pub(crate) fn read_json_lines<T: DeserializeOwned>(path: &Path) -> anyhow::Result<Vec<T>> {
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut events = Vec::new();
+    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line.with_context(|| format!("reading {}", path.display()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let event = serde_json::from_str(&line).with_context(|| format!("{} line {}", path.display(), i + 1))?;
+        events.push(event);
+    }
+    Ok(events)
+}
+
+/// A workload's outcome counts and latencies, shared by its workers and printed every second.
+pub(crate) struct Progress {
+    ok: AtomicU64,
+    failed: AtomicU64,
+    unknown: AtomicU64,
+    /// Latency of acknowledged transactions (ns).
+    latency_ns: Mutex<hdrhistogram::Histogram<u64>>,
+}
+
+impl Progress {
+    /// Nothing counted yet.
+    pub fn new() -> anyhow::Result<Progress> {
+        Ok(Progress {
+            ok: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            unknown: AtomicU64::new(0),
+            latency_ns: Mutex::new(hdrhistogram::Histogram::new(3)?),
+        })
+    }
+
+    /// Counts one transaction that took `latency_ns`.
+    pub fn record(&self, outcome: Outcome, latency_ns: u64) {
+        let counter = match outcome {
+            Outcome::Ok => {
+                let _ = self.latency_ns.lock().unwrap_or_else(|p| p.into_inner()).record(latency_ns);
+                &self.ok
+            }
+            Outcome::Fail => &self.failed,
+            Outcome::Unknown => &self.unknown,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Prints a line a second for `duration`: acknowledged `what` per second, latency
+    /// percentiles and the counts so far.
+    pub async fn print_every_second(&self, duration: Duration, what: &str) {
+        let start = Instant::now();
+        let mut last = 0;
+        while start.elapsed() < duration {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let now = self.ok.load(Ordering::Relaxed);
+            let h = self.latency_ns.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            println!(
+                "{:>4.0}s  {:>6} {what}/s  p50 {:>7.2} ms  p99 {:>7.2} ms  ok {now}  failed {}  unknown {}",
+                start.elapsed().as_secs_f64(),
+                now - last,
+                h.value_at_quantile(0.5) as f64 / 1e6,
+                h.value_at_quantile(0.99) as f64 / 1e6,
+                self.failed.load(Ordering::Relaxed),
+                self.unknown.load(Ordering::Relaxed)
+            );
+            last = now;
+        }
+    }
 }

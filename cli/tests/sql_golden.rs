@@ -39,13 +39,12 @@
 #[path = "../../sql/tests/fuzzgen/mod.rs"]
 mod fuzzgen;
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use meridian_client::Client;
-use meridian_tests::process::{NodeArgs, ProcessCluster};
+use meridian_tests::process::{NodeArgs, Output, ProcessCluster, run_bounded};
 use tokio_postgres::SimpleQueryMessage;
 
 const BIN: &str = env!("CARGO_BIN_EXE_meridian");
@@ -170,14 +169,7 @@ enum Target {
     Remote(String),
 }
 
-/// What a process (`meridian sql`, `psql`, `pgbench`) printed.
-struct ShellRun {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-fn run_shell(target: &Target, input: String) -> ShellRun {
+fn run_shell(target: &Target, input: String) -> Output {
     let mut cmd = Command::new(BIN);
     cmd.arg("sql");
     match target {
@@ -185,50 +177,7 @@ fn run_shell(target: &Target, input: String) -> ShellRun {
         Target::Remote(url) => cmd.arg("--url").arg(url),
     };
     cmd.args(["--on-error-stop", "-"]).env_remove("MERIDIAN_PG_URL").env_remove("MERIDIAN_PG_ADDR");
-    run_process(cmd, input, SHELL_TIMEOUT)
-}
-
-/// Runs `cmd` with `input` on stdin, killing it after `timeout`.
-fn run_process(mut cmd: Command, input: String, timeout: Duration) -> ShellRun {
-    let what = format!("{cmd:?}");
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {what}: {e}"));
-    let mut stdin = child.stdin.take().expect("piped stdin");
-    // The process may exit (at an error) before reading everything: a broken pipe is expected.
-    let writer = std::thread::spawn(move || {
-        let _ = stdin.write_all(input.as_bytes());
-    });
-    let read = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = r.read_to_end(&mut buf);
-            String::from_utf8_lossy(&buf).into_owned()
-        })
-    };
-    let stdout = read(Box::new(child.stdout.take().expect("piped stdout")));
-    let stderr = read(Box::new(child.stderr.take().expect("piped stderr")));
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what} did not finish within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    let _ = writer.join();
-    ShellRun {
-        code: status.code(),
-        stdout: stdout.join().expect("stdout reader"),
-        stderr: stderr.join().expect("stderr reader"),
-    }
+    run_bounded(cmd, &input, SHELL_TIMEOUT)
 }
 
 /// Splits a shell's stdout at the marker lines: one chunk per completed paragraph, then the rest.
@@ -619,7 +568,7 @@ fn bank_script() -> String {
     )
 }
 
-fn psql(addr: &str, args: &[&str], stdin: &str) -> ShellRun {
+fn psql(addr: &str, args: &[&str], stdin: &str) -> Output {
     let (host, port) = addr.rsplit_once(':').expect("host:port");
     let mut cmd = Command::new("psql");
     cmd.args(["-X", "-h", host, "-p", port, "-U", "root", "-d", "meridian"])
@@ -627,7 +576,7 @@ fn psql(addr: &str, args: &[&str], stdin: &str) -> ShellRun {
         .env("PGCONNECT_TIMEOUT", "10")
         .env_remove("PGPASSWORD")
         .env_remove("PGSERVICE");
-    run_process(cmd, stdin.to_string(), TOOL_TIMEOUT)
+    run_bounded(cmd, stdin, TOOL_TIMEOUT)
 }
 
 #[test]
@@ -686,7 +635,7 @@ fn psql_shows_an_aborted_transaction_and_pgbench_keeps_the_total() {
             .arg(&script)
             .args(["-c", "4", "-t", "25", "--max-tries", "50", "-h", host, "-p", port, "-U", "root", "meridian"])
             .env("PGCONNECT_TIMEOUT", "10");
-        let out = run_process(cmd, String::new(), TOOL_TIMEOUT);
+        let out = run_bounded(cmd, "", TOOL_TIMEOUT);
         eprintln!("{}", out.stdout);
         assert_eq!(out.code, Some(0), "pgbench failed:\n{}\n{}", out.stdout, out.stderr);
         assert!(out.stdout.contains("number of transactions actually processed: 100/100"), "{}", out.stdout);

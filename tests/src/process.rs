@@ -260,7 +260,7 @@ impl Drop for ProcessCluster {
     }
 }
 
-/// What a finished `meridian` command printed.
+/// What a finished command printed.
 #[derive(Debug)]
 pub struct Output {
     /// Exit status (`None`: killed by a signal).
@@ -272,33 +272,55 @@ pub struct Output {
 }
 
 /// Runs `binary sql ARGS` with `stdin` (and no connection settings from the environment), killing
-/// it after `timeout`. The shell may stop (at an error) before reading all of `stdin`: a broken
-/// pipe is not a failure.
+/// it after `timeout`; see [`run_bounded`].
 pub fn run_sql(binary: &Path, args: &[&str], stdin: &str, timeout: Duration) -> Output {
-    use std::io::Write;
-    let mut child = Command::new(binary)
-        .arg("sql")
-        .args(args)
-        .env_remove("MERIDIAN_PG_URL")
-        .env_remove("MERIDIAN_PG_ADDR")
+    let mut cmd = Command::new(binary);
+    cmd.arg("sql").args(args).env_remove("MERIDIAN_PG_URL").env_remove("MERIDIAN_PG_ADDR");
+    run_bounded(cmd, stdin, timeout)
+}
+
+/// Runs `cmd` with `stdin` to completion; past `timeout` it is killed and the test fails. Both
+/// output pipes are drained while it runs, so a chatty command never blocks on a full pipe. The
+/// command may stop (at an error) before reading all of `stdin`: a broken pipe is not a failure.
+pub fn run_bounded(mut cmd: Command, stdin: &str, timeout: Duration) -> Output {
+    use std::io::{Read, Write};
+    let what = format!("{cmd:?}");
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("start meridian");
-    let _ = child.stdin.take().expect("piped stdin").write_all(stdin.as_bytes());
+        .unwrap_or_else(|e| panic!("start {what}: {e}"));
+    let mut input = child.stdin.take().expect("piped stdin");
+    let stdin = stdin.to_string();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(stdin.as_bytes());
+    });
+    let read = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            String::from_utf8_lossy(&buf).into_owned()
+        })
+    };
+    let stdout = read(Box::new(child.stdout.take().expect("piped stdout")));
+    let stderr = read(Box::new(child.stderr.take().expect("piped stderr")));
     let deadline = Instant::now() + timeout;
-    while child.try_wait().expect("try_wait").is_none() {
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("meridian sql {args:?} did not finish within {timeout:?}");
+            let _ = child.wait();
+            panic!("{what} did not finish within {timeout:?}");
         }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let out = child.wait_with_output().expect("output");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let _ = writer.join();
     Output {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        code: status.code(),
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
     }
 }
