@@ -8,12 +8,16 @@
 //! - **idle**: a 3-node cluster split into many ranges, then left alone; reports each node's CPU
 //!   use (user + system time from `/proc/<pid>/stat`) per second of wall time.
 
+use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use meridian_client::Client;
+use meridian_shard::GroupId;
+use meridian_shard::paxos::NodeId;
+use meridian_shard::range::RangeDescriptor;
 
 use super::{Latency, histogram};
 
@@ -104,17 +108,20 @@ fn spawn_node(
 }
 
 /// `n` node processes under `root`, the first bootstrapping and the others joining it, each
-/// started with `extra` added to its `meridian start` arguments.
+/// started with `extra` added to its `meridian start` arguments; every range gets
+/// `replication` replicas (at most `n`).
 pub(super) fn spawn_cluster(
     root: &std::path::Path,
     n: usize,
+    replication: usize,
     epsilon_ms: u64,
     extra: &[&str],
 ) -> anyhow::Result<Vec<Proc>> {
-    let mut nodes = vec![spawn_node(&root.join("n1"), None, epsilon_ms, n.min(5), extra)?];
+    assert!((1..=n).contains(&replication), "a range cannot have more replicas than there are nodes");
+    let mut nodes = vec![spawn_node(&root.join("n1"), None, epsilon_ms, replication, extra)?];
     let first = nodes[0].addr.clone();
     for i in 1..n {
-        nodes.push(spawn_node(&root.join(format!("n{}", i + 1)), Some(&first), epsilon_ms, n.min(5), extra)?);
+        nodes.push(spawn_node(&root.join(format!("n{}", i + 1)), Some(&first), epsilon_ms, replication, extra)?);
     }
     Ok(nodes)
 }
@@ -123,13 +130,92 @@ pub(super) fn spawn_cluster(
 pub(super) async fn wait_replicated(client: &Client, replicas: usize, limit: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + limit;
     loop {
-        if let Ok((descs, _, _)) = client.cluster_view().await
-            && descs.iter().all(|d| d.config.voters.len() == replicas && d.config.learners.is_empty())
-        {
+        if View::fetch(client, replicas).await.is_some() {
             return Ok(());
         }
         anyhow::ensure!(Instant::now() < deadline, "ranges not replicated {replicas}× within {limit:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Splits the keyspace at each of `keys`, from the largest down: each split then cuts the
+/// original range, whose replicas are all in place, never a right half just made (its followers
+/// create it only when they learn the split is chosen, up to a heartbeat later, and a split of
+/// it waits for them — seconds each).
+pub(super) async fn split_at(client: &Client, mut keys: Vec<Vec<u8>>) -> anyhow::Result<()> {
+    keys.sort();
+    for at in keys.iter().rev() {
+        client.split(at).await.with_context(|| format!("split at {}", String::from_utf8_lossy(at)))?;
+    }
+    Ok(())
+}
+
+/// The cluster as the meta range shows it, once every range has the wanted replica count.
+pub(super) struct View {
+    pub(super) ranges: Vec<RangeDescriptor>,
+    /// Every node, in id order.
+    pub(super) nodes: Vec<NodeId>,
+    pub(super) leaders: BTreeMap<GroupId, NodeId>,
+}
+
+impl View {
+    /// The cluster view, or `None` while a range lacks `replicas` voters or has learners (a
+    /// split or a replica move is still in progress) or no node answers.
+    pub(super) async fn fetch(client: &Client, replicas: usize) -> Option<View> {
+        let (ranges, nodes, leaders) = client.cluster_view().await.ok()?;
+        if !ranges.iter().all(|d| d.config.voters.len() == replicas && d.config.learners.is_empty()) {
+            return None;
+        }
+        let mut nodes: Vec<NodeId> = nodes.iter().map(|n| n.id).collect();
+        nodes.sort();
+        Some(View { ranges, nodes, leaders: leaders.into_iter().collect() })
+    }
+
+    /// The range holding `key`.
+    pub(super) fn range(&self, key: &[u8]) -> Option<&RangeDescriptor> {
+        self.ranges.iter().find(|d| d.contains(key))
+    }
+
+    /// The leader of the range holding `key`.
+    pub(super) fn leader(&self, key: &[u8]) -> Option<NodeId> {
+        self.leaders.get(&self.range(key)?.id).copied()
+    }
+}
+
+/// Hands range leaderships over until `plan` — for a view, the node that should lead the range
+/// of each key, or `None` while the view is not ready (a split not yet visible) — holds and no
+/// leader has moved for `stable`. The nodes must run with `--no-rebalance`, or the leader
+/// balancer moves them again (see BENCHMARKS.md). Returns the view it settled on.
+pub(super) async fn place_leaders(
+    client: &Client,
+    replicas: usize,
+    limit: Duration,
+    stable: Duration,
+    plan: impl Fn(&View) -> Option<Vec<(Vec<u8>, NodeId)>>,
+) -> anyhow::Result<View> {
+    let deadline = Instant::now() + limit;
+    let (mut last, mut since) = (None, Instant::now());
+    loop {
+        anyhow::ensure!(Instant::now() < deadline, "leaders not placed within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let Some(view) = View::fetch(client, replicas).await else { continue };
+        let Some(wanted) = plan(&view) else { continue };
+        let mut placed = true;
+        for (key, want) in &wanted {
+            if view.leader(key) != Some(*want) {
+                placed = false;
+                // Refused while a hand-over is still in flight; asked again on the next round.
+                let _ = client.transfer_leader(key, *want).await;
+            }
+        }
+        if !placed || last.as_ref() != Some(&view.leaders) {
+            last = Some(view.leaders.clone());
+            since = Instant::now();
+            continue;
+        }
+        if since.elapsed() >= stable {
+            return Ok(view);
+        }
     }
 }
 
@@ -146,11 +232,11 @@ struct Row {
 
 /// `meridian bench replicate`.
 pub fn replicate(args: ReplicateArgs) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = super::runtime()?;
     let mut rows = Vec::new();
     for &r in &args.replicas {
         let tmp = tempfile::tempdir()?;
-        let nodes = spawn_cluster(tmp.path(), r, args.epsilon_ms, &[])?;
+        let nodes = spawn_cluster(tmp.path(), r, r.min(5), args.epsilon_ms, &[])?;
         eprintln!("cluster of {r} node(s) up; measuring");
         rt.block_on(async {
             let client = Arc::new(Client::connect(nodes.iter().map(|n| n.addr.clone())).await?);
@@ -238,9 +324,9 @@ fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
 
 /// `meridian bench idle`.
 pub fn idle(args: IdleArgs) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = super::runtime()?;
     let tmp = tempfile::tempdir()?;
-    let nodes = spawn_cluster(tmp.path(), 3, 4, &[])?;
+    let nodes = spawn_cluster(tmp.path(), 3, 3, 4, &[])?;
     let started = Instant::now();
     rt.block_on(async {
         let client = Client::connect(nodes.iter().map(|n| n.addr.clone())).await?;

@@ -37,20 +37,18 @@
 //! measure a follower read alone; `follower-stale` sends it reads at `now − 1 s` of the then
 //! idle range and counts how many it refuses. (`--staleness-ms` changes the 1 s.)
 
-use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use meridian_client::{Client, ReadOnly, TxnFuture};
 use meridian_proto::v1 as pb;
-use meridian_shard::GroupId;
 use meridian_shard::paxos::NodeId;
 use meridian_shard::range::{META_GROUP, RangeDescriptor};
 use tonic::transport::Channel;
 
-use super::cluster::{spawn_cluster, wait_replicated};
-use super::{Latency, histogram};
+use super::cluster::{View, place_leaders, spawn_cluster, wait_replicated};
+use super::{CLIENT_DEADLINE, Floors, LEADERS_STABLE, Latency, OP_TIMEOUT, SETTLE_MAX, WARM_OPS, drive, print_table};
 
 /// Arguments of `meridian bench txn`.
 #[derive(clap::Args)]
@@ -122,21 +120,8 @@ impl Workload {
 
 /// Where the keyspace is split: `txn/a/…` below, `txn/b/…` above.
 const SPLIT_KEY: &[u8] = b"txn/b";
-/// Longest one operation may take before it counts as failed (keeps every cell bounded).
-const OP_TIMEOUT: Duration = Duration::from_secs(10);
-/// The client's own per-request deadline (retries included), below [`OP_TIMEOUT`].
-const CLIENT_DEADLINE: Duration = Duration::from_secs(8);
-/// How long the leaders of the two benchmark ranges must stay put before measuring.
-const LEADERS_STABLE: Duration = Duration::from_secs(4);
-/// Longest to wait for a cluster to replicate and settle.
-const SETTLE_MAX: Duration = Duration::from_secs(120);
-/// Unrecorded operations per client before each measurement (routes, connections, leaders).
-const WARM_OPS: u64 = 3;
 /// Keys each client task cycles through in the read-write workloads (but `rw-two-ranges-hot`).
 const KEYS_PER_TASK: u64 = 1_000;
-/// Loopback round trips timed for the RTT floor.
-const RTT_PROBES: usize = 2_000;
-const _: () = assert!(CLIENT_DEADLINE.as_millis() < OP_TIMEOUT.as_millis());
 
 /// The key client task `task` reads in range a (seeded before the measurements).
 fn key_a(task: usize) -> Vec<u8> {
@@ -255,108 +240,38 @@ async fn follower_read(
 }
 
 /// Runs `w` with `c` concurrent clients for `d`.
-async fn measure(
-    ctx: &Arc<Ctx>,
-    w: Workload,
-    c: usize,
-    d: Duration,
-) -> anyhow::Result<(f64, u64, Option<String>, Latency)> {
-    for t in 0..c {
-        for i in 0..WARM_OPS {
-            let _ = tokio::time::timeout(OP_TIMEOUT, op(ctx, w, t, i)).await;
-        }
-    }
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..c)
-        .map(|t| {
-            let ctx = ctx.clone();
-            tokio::spawn(async move {
-                let mut h = histogram();
-                let (mut failed, mut first_error) = (0u64, None);
-                let mut i = WARM_OPS;
-                while start.elapsed() < d {
-                    i += 1;
-                    let t0 = Instant::now();
-                    match tokio::time::timeout(OP_TIMEOUT, op(&ctx, w, t, i)).await {
-                        Ok(Ok(())) => {
-                            h.record(t0.elapsed().as_nanos() as u64).ok();
-                        }
-                        Ok(Err(e)) => {
-                            failed += 1;
-                            first_error.get_or_insert_with(|| e.to_string());
-                        }
-                        Err(_) => {
-                            failed += 1;
-                            first_error.get_or_insert_with(|| format!("timed out after {OP_TIMEOUT:?}"));
-                        }
-                    }
-                }
-                (failed, first_error, h)
-            })
-        })
-        .collect();
-    let (mut failed, mut first_error, mut h) = (0, None, histogram());
-    for t in tasks {
-        let (f, e, ht) = t.await?;
-        failed += f;
-        first_error = first_error.or(e);
-        h.add(&ht).ok();
-    }
-    let wall = start.elapsed().as_secs_f64();
-    Ok((h.len() as f64 / wall, failed, first_error, Latency::of(&h)))
+async fn measure(ctx: &Arc<Ctx>, w: Workload, c: usize, d: Duration) -> anyhow::Result<super::Step> {
+    let ctx = ctx.clone();
+    drive(c, d, WARM_OPS, OP_TIMEOUT, move |t, i| {
+        let ctx = ctx.clone();
+        async move { (0, op(&ctx, w, t, i).await) }
+    })
+    .await
 }
 
-/// The ranges holding `txn/a/…` and `txn/b/…`, their leaders, and the leader of the meta range,
-/// as the cluster view shows them once every range has `replicas` voters and the split is done.
-async fn benchmark_ranges(
-    client: &Client,
-    replicas: usize,
-) -> Option<(RangeDescriptor, NodeId, NodeId, Option<NodeId>, Vec<NodeId>)> {
-    let (descs, nodes, leaders) = client.cluster_view().await.ok()?;
-    if !descs.iter().all(|d| d.config.voters.len() == replicas && d.config.learners.is_empty()) {
-        return None;
-    }
-    let find = |k: &[u8]| descs.iter().find(|d| d.contains(k)).cloned();
-    let (da, db) = (find(&key_a(0))?, find(&key_b(0))?);
+/// The range holding `txn/a/…`, the leaders of it and of `txn/b/…`'s range, in `v`.
+fn benchmark_ranges(v: &View) -> Option<(RangeDescriptor, NodeId, NodeId)> {
+    let (da, db) = (v.range(&key_a(0))?, v.range(&key_b(0))?);
     if da.id == db.id {
-        return None;
+        return None; // the split is not visible yet
     }
-    let leader = |g: GroupId| leaders.iter().find(|(lg, _)| *lg == g).map(|(_, n)| *n);
-    let (la, lb) = (leader(da.id)?, leader(db.id)?);
-    let mut ids: Vec<NodeId> = nodes.iter().map(|n| n.id).collect();
-    ids.sort();
-    Some((da, la, lb, leader(META_GROUP), ids))
+    Some((da.clone(), v.leader(&key_a(0))?, v.leader(&key_b(0))?))
 }
 
 /// Puts the leaders of the two benchmark ranges on different nodes, neither leading the meta
 /// range, as far as the cluster's size allows (the nodes run with `--no-rebalance`, so they
 /// stay there), and waits until they have not moved for [`LEADERS_STABLE`].
-async fn place_leaders(client: &Client, replicas: usize) -> anyhow::Result<(RangeDescriptor, NodeId, NodeId)> {
-    let deadline = Instant::now() + SETTLE_MAX;
-    let (mut last, mut since) = (None, Instant::now());
-    loop {
-        anyhow::ensure!(Instant::now() < deadline, "ranges did not settle within {SETTLE_MAX:?}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        let Some((da, la, lb, meta, ids)) = benchmark_ranges(client, replicas).await else { continue };
-        let pick = |avoid: &[Option<NodeId>]| ids.iter().copied().find(|n| !avoid.contains(&Some(*n)));
+async fn place_two_leaders(client: &Client, replicas: usize) -> anyhow::Result<(RangeDescriptor, NodeId, NodeId)> {
+    let view = place_leaders(client, replicas, SETTLE_MAX, LEADERS_STABLE, |v| {
+        let (_, la, lb) = benchmark_ranges(v)?;
+        let meta = v.leaders.get(&META_GROUP).copied();
+        let pick = |avoid: &[Option<NodeId>]| v.nodes.iter().copied().find(|n| !avoid.contains(&Some(*n)));
         let want_a = pick(&[meta]).unwrap_or(la);
         let want_b = pick(&[meta, Some(want_a)]).or_else(|| pick(&[Some(want_a)])).unwrap_or(lb);
-        for (key, now, want) in [(key_a(0), la, want_a), (key_b(0), lb, want_b)] {
-            if now != want {
-                // Refused while a hand-over is still in flight; asked again on the next round.
-                let _ = client.transfer_leader(&key, want).await;
-            }
-        }
-        let now = Some((da.id, la, lb));
-        if (la, lb) != (want_a, want_b) || now != last {
-            last = now;
-            since = Instant::now();
-            continue;
-        }
-        if since.elapsed() >= LEADERS_STABLE {
-            return Ok((da, la, lb));
-        }
-    }
+        Some(vec![(key_a(0), want_a), (key_b(0), want_b)])
+    })
+    .await?;
+    benchmark_ranges(&view).context("the benchmark ranges vanished")
 }
 
 /// A follower of `desc` (a voter that does not lead it) and its address.
@@ -371,33 +286,6 @@ async fn follower_of(
     Ok(Some((f, addr)))
 }
 
-/// p50 of a 64-byte TCP ping-pong on 127.0.0.1 (with `TCP_NODELAY`), in microseconds.
-fn loopback_rtt_us() -> anyhow::Result<f64> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let addr = listener.local_addr()?;
-    let echo = std::thread::spawn(move || -> std::io::Result<()> {
-        let (mut s, _) = listener.accept()?;
-        s.set_nodelay(true)?;
-        let mut buf = [0u8; 64];
-        for _ in 0..RTT_PROBES {
-            s.read_exact(&mut buf)?;
-            s.write_all(&buf)?;
-        }
-        Ok(())
-    });
-    let mut s = std::net::TcpStream::connect(addr)?;
-    s.set_nodelay(true)?;
-    let (mut buf, mut h) = ([7u8; 64], histogram());
-    for _ in 0..RTT_PROBES {
-        let t = Instant::now();
-        s.write_all(&buf)?;
-        s.read_exact(&mut buf)?;
-        h.record(t.elapsed().as_nanos() as u64).ok();
-    }
-    echo.join().map_err(|_| anyhow::anyhow!("echo thread panicked"))??;
-    Ok(h.value_at_quantile(0.5) as f64 / 1_000.0)
-}
-
 /// Measures every workload on one fresh cluster of `r` nodes at ε = `eps` ms. Returns the rows
 /// and a note on where the two ranges' leaders were.
 fn run_cluster(
@@ -410,14 +298,14 @@ fn run_cluster(
     // Dropping `nodes` (also on an early return) kills every process started here.
     // Without rebalancing: the leader balancer would move the benchmark ranges' leaders while
     // they are measured (see BENCHMARKS.md); `place_leaders` places them instead.
-    let nodes = spawn_cluster(tmp.path(), r, eps, &["--no-rebalance"])?;
+    let nodes = spawn_cluster(tmp.path(), r, r.min(5), eps, &["--no-rebalance"])?;
     let c_max = args.concurrency.iter().copied().max().unwrap_or(1);
     let d = Duration::from_secs_f64(args.seconds);
     let out = rt.block_on(async {
         let client = Client::connect(nodes.iter().map(|n| n.addr.clone())).await?.with_deadline(CLIENT_DEADLINE);
         wait_replicated(&client, r, SETTLE_MAX).await?;
         client.split(SPLIT_KEY).await.context("split at txn/b")?;
-        let (da, la, lb) = place_leaders(&client, r).await?;
+        let (da, la, lb) = place_two_leaders(&client, r).await?;
         eprintln!("{r} node(s), ε = {eps} ms: range {} (txn/a) led by {la}, range of txn/b led by {lb}", da.id);
         let value = vec![7u8; args.value_bytes];
         // `seeded`: the newest write to txn/a's range, the one its follower must have applied.
@@ -446,7 +334,7 @@ fn run_cluster(
                 continue;
             }
             for &c in &args.concurrency {
-                let (ops_per_sec, failed, first_error, latency) = measure(&ctx, w, c, d).await?;
+                let super::Step { ops_per_sec, failed, first_error, latency, .. } = measure(&ctx, w, c, d).await?;
                 eprintln!(
                     "  {:<17} ×{c:<3} {ops_per_sec:>8.0} ops/s  p50 {:>6.2} ms  p99 {:>6.2} ms  failed {failed}{}",
                     w.name(),
@@ -467,7 +355,7 @@ fn run_cluster(
             }
         }
         let mut notes = Vec::new();
-        let after = benchmark_ranges(&ctx.client, r).await.map(|(_, a, b, _, _)| (a, b));
+        let after = View::fetch(&ctx.client, r).await.and_then(|v| benchmark_ranges(&v)).map(|(_, a, b)| (a, b));
         notes.push(format!(
             "{r} replica(s), ε = {eps} ms: txn/a led by {la}, txn/b by {lb}{}",
             match after {
@@ -485,11 +373,8 @@ fn run_cluster(
 /// `meridian bench txn`.
 pub fn run(args: TxnArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.concurrency.iter().all(|&c| c >= 1), "--concurrency values must be at least 1");
-    let probe_dir = tempfile::tempdir()?;
-    let fsync_us = super::paxos::fsync_floor_us(probe_dir.path())?;
-    let rtt_us = loopback_rtt_us()?;
-    eprintln!("floors: fdatasync p50 {fsync_us:.0} µs, loopback TCP round trip p50 {rtt_us:.0} µs");
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let floors = Floors::measure()?;
+    let rt = super::runtime()?;
     let (mut rows, mut notes) = (Vec::new(), Vec::new());
     for &r in &args.replicas {
         for &eps in &args.epsilon_ms {
@@ -498,14 +383,13 @@ pub fn run(args: TxnArgs) -> anyhow::Result<()> {
             notes.extend(ns);
         }
     }
-    print_tables(&rows, &args, fsync_us, rtt_us);
+    print_tables(&rows, &args, floors.fsync_p50_us, floors.loopback_rtt_p50_us);
     println!();
     for n in &notes {
         println!("- {n}");
     }
     if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&rows)?)?;
-        eprintln!("wrote {}", path.display());
+        super::write_json(path, &rows)?;
     }
     Ok(())
 }
@@ -577,16 +461,4 @@ fn print_tables(rows: &[Row], args: &TxnArgs, fsync_us: f64, rtt_us: f64) {
     }
     let head = format!("| replicas | workload | ε ms | p50 − p50 at ε = {e0} ms | 2ε |\n|---:|---|---:|---:|---:|");
     print_table(&head, &wait);
-}
-
-/// A Markdown table after a blank line, if it has rows.
-fn print_table(head: &str, rows: &[String]) {
-    if rows.is_empty() {
-        return;
-    }
-    println!();
-    println!("{head}");
-    for r in rows {
-        println!("{r}");
-    }
 }
