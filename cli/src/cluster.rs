@@ -46,6 +46,10 @@ pub struct StartArgs {
     /// Serve SQL over the PostgreSQL protocol on this address (`psql`, drivers, `pgbench`).
     #[arg(long, env = "MERIDIAN_PG_LISTEN")]
     pub pg_listen: Option<SocketAddr>,
+    /// Serve HTTP for operators on this address: `/health` (`?ready=1`: 503 until the node
+    /// can serve), `/status` (an HTML page of its ranges) and `/metrics` (Prometheus).
+    #[arg(long, env = "MERIDIAN_HTTP_LISTEN")]
+    pub http_listen: Option<SocketAddr>,
     /// FOR CHAOS TESTING ONLY: obey the fault-injection admin API (`FaultInjection` gRPC
     /// service), which cuts this node's links to chosen peers and offsets its TrueTime clock,
     /// even beyond ε. `meridian chaos` starts its nodes with it. Off by default: a node without
@@ -80,6 +84,7 @@ impl StartArgs {
             options,
             rocks: Default::default(),
             pg_advertise: self.pg_listen.map(|a| a.to_string()),
+            http_listen: self.http_listen,
             fault_injection: self.fault_injection,
         })
     }
@@ -115,6 +120,9 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
         };
         if let Some(pg) = &pg {
             println!("SQL (PostgreSQL protocol) on {}", pg.url());
+        }
+        if let Some(http) = node.http_addr {
+            println!("HTTP on http://{http}/ (status, metrics, health)");
         }
         // Scripts wait for this line.
         println!("node {} of cluster {} listening on {}", node.node_id, node.cluster_id, node.addr);
@@ -375,6 +383,7 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
                 replication: 3.min(args.nodes),
                 no_rebalance: false,
                 pg_listen: None,
+                http_listen: None,
                 fault_injection: false,
             }
         };

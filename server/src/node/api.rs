@@ -16,6 +16,8 @@ use super::cmd::{KeyWrite, VersionRow};
 pub const SCAN_ROWS_MAX: u32 = 10_000;
 /// Most writes in one write request.
 pub const WRITE_KEYS_MAX: usize = 10_000;
+/// Most prepared transactions a status lists per replica (the count is always exact).
+pub const STATUS_PREPARED_MAX: usize = 100;
 
 /// A request to a node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -409,4 +411,19 @@ pub struct GroupStatus {
     pub applied: Slot,
     /// Largest commit timestamp applied.
     pub last_write_ts: Timestamp,
+    /// Transactions prepared here and waiting for their coordinator's decision.
+    pub prepared_count: usize,
+    /// The first [`STATUS_PREPARED_MAX`] of them, in id order.
+    pub prepared: Vec<InFlightTxn>,
+}
+
+/// A transaction prepared at a replica (two-phase commit), waiting for its outcome.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InFlightTxn {
+    /// The transaction.
+    pub txn: TxnId,
+    /// The range whose leader decides its outcome.
+    pub coordinator: GroupId,
+    /// Its prepare timestamp (its commit timestamp will be at least this).
+    pub prepare_ts: Timestamp,
 }

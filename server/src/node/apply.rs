@@ -166,7 +166,7 @@ impl NodeCore {
                 }
                 write_at(batch, &writes, ts, g);
                 if let Some(o) = mine {
-                    self.commit_wait.insert((ts, o), Response::Written { ts });
+                    self.hold_until_after(now, ts, o, Response::Written { ts });
                 }
             }
             GroupCmd::Split { at, right, from } => self.apply_split(now, gid, at, right, from, batch),

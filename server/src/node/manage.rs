@@ -30,6 +30,10 @@ use super::{NodeCore, local_of, propose};
 const MOVE_DEADLINE: Duration = Duration::from_secs(60);
 /// Most management operations one node runs at a time (placement starts no more).
 const OPS_IN_FLIGHT_MAX: usize = 2;
+/// Least time between two leadership hand-offs by the leader balancer of one node: the cluster
+/// view it balances by is refreshed only by housekeeping, so a node acting again before the
+/// view shows its last hand-off would count it twice.
+const LEADER_BALANCE_EVERY: Duration = Duration::from_secs(10);
 
 /// The cluster as the meta range last described it.
 #[derive(Clone, Debug, Default)]
@@ -625,17 +629,25 @@ impl NodeCore {
                     continue;
                 }
             }
-            // Leader balance: hand this range to a replica with fewer leaderships.
+            // Leader balance: hand this range to a replica with fewer leaderships. Only the
+            // node leading the most ranges sheds one, and at most one every
+            // LEADER_BALANCE_EVERY: every node balances by the same possibly stale view, and
+            // nodes that all shed at once onto the least loaded one made leadership flap under
+            // load (each hand-off aborts the transactions holding locks at the old leader).
             let mine = leaders.get(&me).copied().unwrap_or(0);
+            let busiest = leaders.iter().max_by_key(|(n, c)| (**c, n.0)).map(|(n, _)| *n);
             let others: Vec<NodeId> = voters.iter().copied().filter(|n| *n != me && live.contains(n)).collect();
             if let Some(to) = least(&others, &leaders)
                 && leaders.get(&to).copied().unwrap_or(0) + 2 <= mine
                 && *gid != META_GROUP
+                && busiest == Some(me)
+                && local >= self.leader_handed_at.saturating_add(LEADER_BALANCE_EVERY)
             {
                 *leaders.entry(me).or_default() -= 1;
                 *leaders.entry(to).or_default() += 1;
                 let g = self.groups.get_mut(gid).expect("listed");
                 if g.replica.transfer_leadership(now, to).is_ok() {
+                    self.leader_handed_at = local;
                     self.dirty.insert(*gid);
                 }
             }

@@ -22,6 +22,7 @@ pub mod api;
 mod apply;
 pub mod cmd;
 mod manage;
+pub mod observe;
 mod read;
 mod twopc;
 mod txn;
@@ -38,7 +39,7 @@ use meridian_storage::{Cf, Engine, LogStore, MetaTag, Mvcc, WriteBatch};
 use meridian_truetime::{TTInterval, Timestamp};
 use serde::{Deserialize, Serialize};
 
-pub use api::{ApiError, GroupStatus, NodeStatus, Request, Response};
+pub use api::{ApiError, GroupStatus, InFlightTxn, NodeStatus, Request, Response};
 pub use cmd::{GroupCmd, Origin, PeerMsg, RangeState};
 
 /// Errors opening or bootstrapping a node.
@@ -248,8 +249,11 @@ pub struct NodeCore {
     view: Option<manage::ClusterView>,
     outbound: BTreeMap<NodeId, Vec<PeerMsg>>,
     replies: Vec<(u64, Response)>,
-    /// Answers held back until `TT.after(ts)` (commit wait, Spanner §4.1.2).
-    commit_wait: BTreeMap<(Timestamp, Origin), Response>,
+    /// Answers held back until `TT.after(ts)` (commit wait, Spanner §4.1.2), with the local
+    /// time they were held at (for the commit-wait metric).
+    commit_wait: BTreeMap<(Timestamp, Origin), (Response, Timestamp)>,
+    /// Requests timed for the latency metric, by origin.
+    timers: observe::Timers,
     forwards: BTreeMap<u64, Forward>,
     next_fwd: u64,
     /// Continuations of this node's own housekeeping requests.
@@ -257,6 +261,8 @@ pub struct NodeCore {
     next_internal: u64,
     ops: manage::Ops,
     last_housekeeping: Timestamp,
+    /// When this node's leader balancer last handed a range away (local time).
+    leader_handed_at: Timestamp,
     /// Groups whose replica has something for `ready`.
     dirty: BTreeSet<GroupId>,
     /// Groups that need a `tick` at or after the given local time.
@@ -425,12 +431,14 @@ impl NodeCore {
             outbound: BTreeMap::new(),
             replies: Vec::new(),
             commit_wait: BTreeMap::new(),
+            timers: observe::Timers::default(),
             forwards: BTreeMap::new(),
             next_fwd: 1,
             internal: BTreeMap::new(),
             next_internal: 1,
             ops: manage::Ops::default(),
             last_housekeeping: Timestamp::ZERO,
+            leader_handed_at: Timestamp::ZERO,
             dirty: BTreeSet::new(),
             ticks: BTreeMap::new(),
             seed,
@@ -506,6 +514,24 @@ impl NodeCore {
         self.groups.values().all(|g| g.replica.leader_hint().is_some())
     }
 
+    /// Whether this node is ready to serve (`/health?ready=1`): it knows where the meta range
+    /// lives and a leader for every range it hosts. Otherwise, why not.
+    pub fn readiness(&self) -> Result<(), String> {
+        if self.meta_desc.is_none() {
+            return Err("the meta range's location is unknown".into());
+        }
+        let leaderless: Vec<GroupId> =
+            self.groups.iter().filter(|(_, g)| g.replica.leader_hint().is_none()).map(|(id, _)| *id).collect();
+        match leaderless.first() {
+            None => Ok(()),
+            Some(first) => Err(format!(
+                "{} of {} hosted ranges have no known leader (first: range {first})",
+                leaderless.len(),
+                self.groups.len()
+            )),
+        }
+    }
+
     /// Whether this node still leads any group (used by graceful shutdown).
     pub fn leads_any(&self) -> bool {
         self.groups.values().any(|g| g.replica.role() == Role::Leader)
@@ -577,6 +603,7 @@ impl NodeCore {
 
     /// Delivers a response to whoever waits for it.
     fn respond(&mut self, now: TTInterval, origin: Origin, response: Response) {
+        self.timers.finish(now, &origin, !matches!(response, Response::Error(_)));
         match origin {
             Origin::Client(id) => self.replies.push((id, response)),
             Origin::Peer { node, fwd } => self.send(node, PeerMsg::ForwardReply { fwd, response }),
@@ -602,6 +629,17 @@ impl NodeCore {
     fn handle_request(&mut self, now: TTInterval, origin: Origin, request: Request) {
         if request.is_meta() {
             return self.handle_meta_request(now, origin, request);
+        }
+        let kind = match &request {
+            Request::Write { .. } | Request::TxnCommit { role: api::CommitRole::Single, .. } => {
+                Some(observe::TxnKind::OnePc)
+            }
+            Request::TxnCommit { role: api::CommitRole::Coordinate { .. }, .. } => Some(observe::TxnKind::TwoPc),
+            Request::Read { .. } => Some(observe::TxnKind::ReadOnly),
+            _ => None,
+        };
+        if let Some(kind) = kind {
+            self.timers.start(now, origin, kind);
         }
         match request {
             Request::Get { key } => self.serve_get(now, origin, key),
@@ -818,6 +856,7 @@ impl NodeCore {
                 self.send(to, PeerMsg::Paxos { group: gid, msg });
             }
             if !out.apply.is_empty() {
+                observe::applied(out.apply.len());
                 self.apply(now, gid, out.apply);
                 for (g, id) in std::mem::take(&mut self.applied_txns) {
                     self.release_txn(now, g, id);
@@ -877,9 +916,15 @@ impl NodeCore {
         self.release_commit_waits(now);
         if local >= self.last_housekeeping.saturating_add(self.opts.housekeeping) {
             self.last_housekeeping = local;
+            self.timers.expire(now);
             self.housekeeping(now);
         }
         self.advance_ops(now);
+    }
+
+    /// Holds `response` to `origin` until `TT.after(ts)` (commit wait, Spanner §4.1.2).
+    fn hold_until_after(&mut self, now: TTInterval, ts: Timestamp, origin: Origin, response: Response) {
+        self.commit_wait.insert((ts, origin), (response, local_of(now)));
     }
 
     fn release_commit_waits(&mut self, now: TTInterval) {
@@ -888,7 +933,8 @@ impl NodeCore {
             if now.earliest <= *ts && !self.opts.unsafe_skip_commit_wait {
                 break;
             }
-            let ((_, origin), resp) = self.commit_wait.pop_first().expect("checked non-empty");
+            let ((_, origin), (resp, held)) = self.commit_wait.pop_first().expect("checked non-empty");
+            observe::commit_waited(now, held);
             self.respond(now, origin, resp);
         }
         self.release_resolve_waits(now);
@@ -946,6 +992,14 @@ impl NodeCore {
                     chosen: g.replica.chosen(),
                     applied: g.state.applied,
                     last_write_ts: g.state.last_write_ts,
+                    prepared_count: g.state.prepared.len(),
+                    prepared: g
+                        .state
+                        .prepared
+                        .values()
+                        .take(api::STATUS_PREPARED_MAX)
+                        .map(|p| InFlightTxn { txn: p.txn.id, coordinator: p.coordinator, prepare_ts: p.prepare_ts })
+                        .collect(),
                 })
                 .collect(),
             now_earliest: now.earliest,
@@ -1087,7 +1141,11 @@ impl Group {
 fn propose(g: &mut Group, cmd: &GroupCmd) -> Result<(), ApiError> {
     let ballot = g.replica.promised();
     let bytes = Bytes::from(postcard::to_allocvec(&(ballot, cmd)).expect("group commands encode"));
-    g.replica.propose(Command::App(bytes)).map_err(|e| match e {
+    let proposed = g.replica.propose(Command::App(bytes));
+    if proposed.is_ok() {
+        observe::proposed();
+    }
+    proposed.map_err(|e| match e {
         ProposeError::NotLeader { hint } => {
             ApiError::NotLeader { group: g.state.desc.id, leader: hint, desc: Some(Box::new(g.state.desc.clone())) }
         }

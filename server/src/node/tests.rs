@@ -755,6 +755,34 @@ fn a_participant_that_asks_hears_a_commit_only_after_commit_wait() {
 }
 
 #[test]
+fn a_client_abort_releases_a_prepared_participant_at_once() {
+    // The client gives up T (another participant refused, say) and its abort reaches a range
+    // where T is prepared before it reaches the coordinator's range, where T still holds a read
+    // lock. The participant asks the coordinator to abort T unless decided, so T's locks go
+    // now, not after the in-doubt timer (found by `meridian bench bank`: 2 s stalls).
+    use crate::node::api::CommitRole;
+    let mut sim = ClusterSim::new(38, NodeOptions { rebalance: false, ..opts() });
+    let (left, _right, _) = two_ranges_apart(&mut sim);
+    put(&mut sim, "a", "100");
+    put(&mut sim, "z", "100");
+    let t = txn(50, 50);
+    let read = |k: &str| Request::TxnGet { txn: t, key: k.as_bytes().to_vec() };
+    let Response::TxnValue { .. } = txn_call(&mut sim, "a", read("a")) else { panic!("T reads a") };
+    let Response::TxnValue { epoch: ez, .. } = txn_call(&mut sim, "z", read("z")) else { panic!("T reads z") };
+    let prep = commit_req(t, &["z"], Some(ez), &[("z", "90")], CommitRole::Prepare { coordinator: left });
+    let Response::Prepared { .. } = txn_call(&mut sim, "z", prep) else { panic!("T prepares") };
+    let r = txn_call(&mut sim, "z", Request::TxnAbort { txn: t, key: b"z".to_vec() });
+    assert!(matches!(r, Response::Done { .. }), "abort at the participant: {r:?}");
+
+    let zl = leader_of(&mut sim, b"z");
+    let w = sim.submit(zl, Request::Write { writes: vec![(b"z".to_vec(), Some(b"next".to_vec()))] });
+    let limit = meridian_txn::outcome::IN_DOUBT_AFTER / 4;
+    let r = sim.reply(w, limit);
+    assert!(matches!(r, Some(Response::Written { .. })), "z is free within {limit:?}: {r:?}");
+    assert_eq!(get(&mut sim, "z").as_deref(), Some("next"));
+}
+
+#[test]
 fn an_older_transaction_wounds_a_younger_one_prepared_in_another_range() {
     // The cycle wound-wait must break across groups (meridian_txn::locks): young U is prepared
     // at z's range and its coordinator's commit waits at a's range behind old T's read lock;

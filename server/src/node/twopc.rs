@@ -43,6 +43,7 @@ use super::api::{ApiError, CommitRole, Request, Response};
 use super::apply::write_at;
 use super::cmd::{Decided, GroupCmd, KeyWrite, Origin, PreparedTxn};
 use super::manage::Internal;
+use super::observe::AbortReason;
 use super::{NodeCore, local_of, propose};
 
 /// How often a coordinator re-sends an unacknowledged decision.
@@ -87,7 +88,7 @@ impl NodeCore {
             let Some(o) = origin else { return false };
             match d.commit_ts {
                 Some(ts) => {
-                    self.commit_wait.insert((ts, o), Response::Written { ts });
+                    self.hold_until_after(now, ts, o, Response::Written { ts });
                 }
                 None => self.fail(now, o, ApiError::Aborted(format!("transaction {id} was aborted"))),
             }
@@ -150,7 +151,7 @@ impl NodeCore {
             }
             // Already resolved; or, for an abort, not yet prepared: drop its locks.
             if commit_ts.is_none() && g.txns.is_active(txn) {
-                self.abort_txn(now, gid, txn, "its coordinator aborted it");
+                self.abort_txn(now, gid, txn, AbortReason::Coordinator, "its coordinator aborted it");
             }
             return self.respond(now, origin, Response::Done { detail: format!("transaction {txn} resolved") });
         }
@@ -197,7 +198,7 @@ impl NodeCore {
                 // client; a participant that applied it sooner would let a later transaction
                 // there read it before TT.after(s) and take a timestamp below s.
                 Some(s) if now.earliest <= s => {
-                    self.commit_wait.insert((s, origin), Response::Outcome { decision });
+                    self.hold_until_after(now, s, origin, Response::Outcome { decision });
                 }
                 _ => self.respond(now, origin, Response::Outcome { decision }),
             };
@@ -214,7 +215,13 @@ impl NodeCore {
             }
             // Spanner §4.2.1 wound-wait, across groups: an older transaction waits behind this
             // one at a participant where it is prepared; undecided, it is still woundable here.
-            self.abort_txn(now, gid, txn, "wounded by an older transaction at a participant (wound-wait)");
+            self.abort_txn(
+                now,
+                gid,
+                txn,
+                AbortReason::Wounded,
+                "wounded by an older transaction at a participant (wound-wait)",
+            );
         }
         let g = self.groups.get_mut(&gid).expect("checked");
         // Presumed abort: log it; the answer is whichever decision the log holds first.
@@ -246,7 +253,7 @@ impl NodeCore {
             // The range changed between proposal and apply: not prepared anywhere.
             if let Some(o) = mine {
                 let why = format!("range {gid} changed while transaction {} prepared", p.txn.id);
-                self.abort_txn(now, gid, p.txn.id, &why);
+                self.abort_txn(now, gid, p.txn.id, AbortReason::RangeChanged, &why);
                 self.fail(now, o, ApiError::Aborted(why));
             }
             return;
@@ -315,7 +322,7 @@ impl NodeCore {
         let commit_request = asked_commit || self.commit_answers.remove(&o);
         match (commit_request, decided) {
             (true, Some(ts)) => {
-                self.commit_wait.insert((ts, o), Response::Written { ts });
+                self.hold_until_after(now, ts, o, Response::Written { ts });
             }
             (true, None) => self.fail(now, o, ApiError::Aborted(format!("transaction {txn} was aborted"))),
             (false, decision) => self.respond(now, o, Response::Outcome { decision: Some(decision) }),
@@ -458,14 +465,18 @@ impl NodeCore {
         }
     }
 
-    /// A client gave up a transaction that is prepared here: ask its coordinator now (the
-    /// client may have sent the commit, so only the coordinator can say it aborted).
+    /// A client gave up a transaction that is prepared here: ask its coordinator now to abort
+    /// it unless it already decided (the client may have sent the commit, so only the
+    /// coordinator's log can say how it ended). Asking as a wound matters: the client's abort
+    /// may reach the coordinator's range after this question, and a plain inquiry about a
+    /// transaction still alive there is answered "ask again later" — the participant would hold
+    /// the transaction's locks until its in-doubt timer, stalling every transaction behind them.
     pub(super) fn inquire_now(&mut self, now: TTInterval, gid: GroupId, txn: TxnId) {
         let Some(g) = self.groups.get_mut(&gid) else { return };
         let Some(p) = g.state.prepared.get(&txn) else { return };
         let coordinator = p.coordinator;
         g.txns.participants.heard(txn, local_of(now));
-        let request = Request::TxnInquire { group: coordinator, txn, wound: false };
+        let request = Request::TxnInquire { group: coordinator, txn, wound: true };
         self.group_request(now, coordinator, request, Internal::Inquiry { gid, txn, coordinator });
     }
 

@@ -38,6 +38,7 @@ use meridian_txn::{Acquired, LockTable, Mode, Span, TxnId, TxnMeta};
 
 use super::api::{ApiError, CommitRole, Response};
 use super::cmd::{GroupCmd, KeyWrite, Origin};
+use super::observe::{self, AbortReason};
 use super::{NodeCore, local_of, propose};
 
 /// A transaction idle this long at a leader (no request) is aborted and its locks released
@@ -260,9 +261,10 @@ impl NodeCore {
         match t.locks.acquire(txn, req, span, Mode::Shared) {
             Ok(Acquired::Granted) => self.answer_txn_read(now, gid, origin, read),
             Ok(Acquired::Waiting { wounded }) => {
+                observe::lock_waited();
                 t.waits.insert(req, Wait::Get { origin, txn, read });
                 for w in wounded {
-                    self.abort_txn(now, gid, w, "wounded by an older transaction (wound-wait)");
+                    self.abort_txn(now, gid, w, AbortReason::Wounded, "wounded by an older transaction (wound-wait)");
                 }
                 self.wound_prepared_blockers(now, gid, Some(txn.id));
             }
@@ -307,7 +309,7 @@ impl NodeCore {
         e: meridian_txn::Error,
     ) {
         if matches!(role, CommitRole::Coordinate { .. }) {
-            self.abort_txn(now, gid, id, &e.to_string());
+            self.abort_txn(now, gid, id, AbortReason::Refused, &e.to_string());
             if self.decide_abort_if_coordinator(now, gid, id, role, Some(origin)) {
                 return;
             }
@@ -319,7 +321,7 @@ impl NodeCore {
     /// A lock-table refusal: a wounded transaction aborts; limits are reported as they are.
     fn txn_refused(&mut self, now: TTInterval, gid: GroupId, origin: Origin, id: TxnId, e: meridian_txn::Error) {
         if matches!(e, meridian_txn::Error::Wounded { .. }) {
-            self.abort_txn(now, gid, id, "wounded by an older transaction (wound-wait)");
+            self.abort_txn(now, gid, id, AbortReason::Wounded, "wounded by an older transaction (wound-wait)");
             return self.fail(now, origin, ApiError::Aborted(e.to_string()));
         }
         if e.retryable() {
@@ -359,7 +361,7 @@ impl NodeCore {
                 Response::Done { detail: format!("transaction {} is prepared; its coordinator decides", txn.id) },
             );
         }
-        self.abort_txn(now, gid, txn.id, "aborted by its client");
+        self.abort_txn(now, gid, txn.id, AbortReason::Client, "aborted by its client");
         self.respond(now, origin, Response::Done { detail: format!("transaction {} aborted", txn.id) });
     }
 
@@ -458,7 +460,7 @@ impl NodeCore {
                 if let Some(d) = st.decisions.get(&txn.id) {
                     return match d.commit_ts {
                         Some(ts) => {
-                            self.commit_wait.insert((ts, origin), Response::Written { ts });
+                            self.hold_until_after(now, ts, origin, Response::Written { ts });
                         }
                         None => self.fail(now, origin, ApiError::Aborted(format!("transaction {} aborted", txn.id))),
                     };
@@ -480,6 +482,7 @@ impl NodeCore {
             match t.locks.acquire(txn, req, Span::key(k.clone()), Mode::Exclusive) {
                 Ok(Acquired::Granted) => {}
                 Ok(Acquired::Waiting { wounded: w }) => {
+                    observe::lock_waited();
                     t.waits.insert(req, Wait::Commit { commit });
                     outstanding += 1;
                     wounded.extend(w);
@@ -493,7 +496,7 @@ impl NodeCore {
         let t = &mut self.groups.get_mut(&gid).expect("checked").txns;
         t.commits.insert(commit, PendingCommit { origin, txn, reads, read_epoch, writes, role, outstanding });
         for w in wounded {
-            self.abort_txn(now, gid, w, "wounded by an older transaction (wound-wait)");
+            self.abort_txn(now, gid, w, AbortReason::Wounded, "wounded by an older transaction (wound-wait)");
         }
         if outstanding == 0 {
             return self.finish_commit(now, gid, commit);
@@ -516,7 +519,7 @@ impl NodeCore {
             None
         };
         if let Some(why) = why {
-            self.abort_txn(now, gid, c.txn.id, why);
+            self.abort_txn(now, gid, c.txn.id, AbortReason::LockLost, why);
             if self.decide_abort_if_coordinator(now, gid, c.txn.id, &c.role, Some(c.origin)) {
                 return; // answered from the log
             }
@@ -599,8 +602,9 @@ impl NodeCore {
     }
 
     /// Aborts `id` here: remembered as aborted, its parked requests failed, its locks released.
-    pub(super) fn abort_txn(&mut self, now: TTInterval, gid: GroupId, id: TxnId, why: &str) {
+    pub(super) fn abort_txn(&mut self, now: TTInterval, gid: GroupId, id: TxnId, reason: AbortReason, why: &str) {
         let Some(g) = self.groups.get_mut(&gid) else { return };
+        observe::aborted(reason);
         g.txns.remember_aborted(id, local_of(now));
         let mut failed = Vec::new();
         let commits: Vec<u64> = g.txns.commits.iter().filter(|(_, c)| c.txn.id == id).map(|(k, _)| *k).collect();
@@ -671,6 +675,10 @@ impl NodeCore {
     pub(super) fn txns_lost_leadership(&mut self, now: TTInterval, gid: GroupId) {
         let Some(g) = self.groups.get_mut(&gid) else { return };
         let t = std::mem::take(&mut g.txns);
+        // Prepared transactions survive in the log (the new leader restores their locks).
+        for _ in t.locks.txn_ids().filter(|id| !t.locks.txn(*id).is_some_and(|i| i.prepared)) {
+            observe::aborted(AbortReason::LeaderChange);
+        }
         for (_, w) in t.waits {
             if let Wait::Get { origin, .. } = w {
                 self.fail(now, origin, ApiError::Aborted(format!("range {gid} changed leader; its locks are gone")));
@@ -700,7 +708,7 @@ impl NodeCore {
             g.txns.aborted.retain(|_, at| local < at.saturating_add(ABORTED_TTL));
             let expired = g.txns.locks.expired(local, TXN_IDLE_TIMEOUT);
             for id in expired {
-                self.abort_txn(now, gid, id, "idle too long; its client is gone");
+                self.abort_txn(now, gid, id, AbortReason::Idle, "idle too long; its client is gone");
             }
         }
     }

@@ -13,11 +13,16 @@
 //! All inputs that queue while one batch is being synced are stepped together and persisted by
 //! the next single write: group commit across every group on the node.
 //!
+//! With `--http-listen`, the node also serves `/health`, `/status` and `/metrics` over HTTP
+//! (`http`); the core only emits measurements through the `metrics` facade, the shell keeps
+//! and serves them.
+//!
 //! With `--fault-injection` (chaos testing only), the shell can also cut peer links and offset
 //! the node's clock (`fault`): the core sees nothing but an unreliable network and clock.
 
 mod convert;
 mod fault;
+pub mod http;
 mod services;
 
 use std::collections::HashMap;
@@ -89,6 +94,9 @@ pub struct NodeConfig {
     /// The address this node serves SQL on (PostgreSQL protocol), told to the cluster when it
     /// joins so tools can find it.
     pub pg_advertise: Option<String>,
+    /// Serve `/health`, `/status` and `/metrics` over HTTP on this address (port 0 picks a
+    /// free one); told to the cluster like the PostgreSQL address.
+    pub http_listen: Option<SocketAddr>,
     /// Obey the `FaultInjection` service (partitions, clock offsets) for chaos testing. Off:
     /// the service refuses every call.
     pub fault_injection: bool,
@@ -96,8 +104,13 @@ pub struct NodeConfig {
 
 enum CoreMsg {
     Input(Input),
-    Client { request: Request, reply: oneshot::Sender<Response> },
+    Client {
+        request: Request,
+        reply: oneshot::Sender<Response>,
+    },
     LeadsAny(oneshot::Sender<bool>),
+    /// Whether the node is ready to serve, or why not ([`NodeCore::readiness`]).
+    Ready(oneshot::Sender<Result<(), String>>),
     Stop,
 }
 
@@ -129,6 +142,22 @@ impl CoreHandle {
         }
     }
 
+    /// Whether the node is ready to serve, or why not; a core that does not answer within
+    /// `timeout` is not ready.
+    pub(crate) async fn readiness(&self, timeout: Duration) -> Result<(), String> {
+        let (reply, rx) = oneshot::channel();
+        match self.tx.try_send(CoreMsg::Ready(reply)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err("the core's request queue is full".into()),
+            Err(TrySendError::Disconnected(_)) => return Err("the core thread has stopped".into()),
+        }
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err("the core thread has stopped".into()),
+            Err(_) => Err(format!("the core thread did not answer within {timeout:?}")),
+        }
+    }
+
     /// Hands a batch of peer messages to the core; false if the queue is full.
     pub(crate) fn deliver(&self, from: NodeId, msgs: Vec<PeerMsg>) -> bool {
         self.tx.try_send(CoreMsg::Input(Input::Peer { from, msgs })).is_ok()
@@ -143,12 +172,31 @@ pub struct Node {
     pub cluster_id: String,
     /// The bound gRPC address.
     pub addr: SocketAddr,
+    /// The bound HTTP address (`/health`, `/status`, `/metrics`), if it serves HTTP.
+    pub http_addr: Option<SocketAddr>,
     /// Its clock (tests and chaos tooling skew it).
     pub truetime: Arc<SimTrueTime>,
     handle: CoreHandle,
     core_thread: Option<std::thread::JoinHandle<()>>,
     server_stop: Option<oneshot::Sender<()>>,
     server_task: Option<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>>,
+    http_stop: Option<oneshot::Sender<()>>,
+    http_task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+/// How long shutdown waits for HTTP connections to finish.
+const HTTP_DRAIN_MAX: Duration = Duration::from_secs(2);
+
+/// The HTTP address to tell the cluster: the bound one, with the advertised gRPC host when it
+/// listens on every interface.
+fn http_advertise(bound: SocketAddr, grpc_advertise: &str) -> String {
+    if !bound.ip().is_unspecified() {
+        return bound.to_string();
+    }
+    match grpc_advertise.rsplit_once(':') {
+        Some((host, _)) => format!("{host}:{}", bound.port()),
+        None => bound.to_string(),
+    }
 }
 
 fn grpc_endpoint(addr: &str) -> Result<tonic::transport::Endpoint, tonic::transport::Error> {
@@ -180,14 +228,24 @@ impl Node {
     /// Opens (or bootstraps, or joins) the node and starts serving.
     pub async fn start(cfg: NodeConfig) -> Result<Node, ShellError> {
         std::fs::create_dir_all(&cfg.data_dir)?;
-        let engine: Arc<dyn Engine> = Arc::new(RocksEngine::open(cfg.data_dir.join("db"), &cfg.rocks)?);
+        let rocks = Arc::new(RocksEngine::open(cfg.data_dir.join("db"), &cfg.rocks)?);
+        let engine: Arc<dyn Engine> = rocks.clone();
         let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
         let addr = listener.local_addr()?;
         let advertise = cfg.advertise.clone().unwrap_or_else(|| addr.to_string());
+        let http_listener = match cfg.http_listen {
+            Some(a) => Some(tokio::net::TcpListener::bind(a).await?),
+            None => None,
+        };
+        let http_addr = http_listener.as_ref().map(|l| l.local_addr()).transpose()?;
         let tt = Arc::new(SimTrueTime::system(cfg.epsilon));
         let seed = std::process::id() as u64 ^ tt.now().latest.nanos();
-        let me_info =
-            NodeInfo { id: NodeId(0), addr: advertise.clone(), http_addr: None, pg_addr: cfg.pg_advertise.clone() };
+        let me_info = NodeInfo {
+            id: NodeId(0),
+            addr: advertise.clone(),
+            http_addr: http_addr.map(|a| http_advertise(a, &advertise)),
+            pg_addr: cfg.pg_advertise.clone(),
+        };
 
         let mut core = match NodeCore::stored_identity(&*engine)? {
             Some(ident) => {
@@ -258,16 +316,27 @@ impl Node {
                 })
                 .await
         });
-        tracing::info!(node = %node_id, %addr, "node serving");
+        let (http_stop, http_task) = match http_listener {
+            Some(l) => {
+                let (stop, stopped) = oneshot::channel::<()>();
+                let state = http::HttpState { core: handle.clone(), tt: tt.clone(), rocks };
+                (Some(stop), Some(tokio::spawn(http::serve(l, state, stopped))))
+            }
+            None => (None, None),
+        };
+        tracing::info!(node = %node_id, %addr, ?http_addr, "node serving");
         Ok(Node {
             node_id,
             cluster_id,
             addr,
+            http_addr,
             truetime: tt,
             handle,
             core_thread: Some(core_thread),
             server_stop: Some(stop_tx),
             server_task: Some(server_task),
+            http_stop,
+            http_task,
         })
     }
 
@@ -296,6 +365,13 @@ impl Node {
         }
         if let Some(s) = self.server_stop.take() {
             let _ = s.send(());
+        }
+        if let Some(s) = self.http_stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.http_task.take() {
+            // A browser may hold a keep-alive connection open: do not wait on it for long.
+            let _ = tokio::time::timeout(HTTP_DRAIN_MAX, t).await;
         }
         if let Some(t) = self.server_task.take() {
             let _ = t.await;
@@ -373,6 +449,9 @@ fn core_loop(
             CoreMsg::LeadsAny(reply) => {
                 let _ = reply.send(core.leads_any());
             }
+            CoreMsg::Ready(reply) => {
+                let _ = reply.send(core.readiness());
+            }
             CoreMsg::Stop => *stop = true,
         };
         if let Some(m) = first {
@@ -388,11 +467,14 @@ fn core_loop(
             let mut ready = core.ready(now);
             if !ready.batch.is_empty() {
                 let batch = std::mem::take(&mut ready.batch);
+                let started = std::time::Instant::now();
                 if let Err(e) = engine.write(batch, ready.sync) {
                     // Nothing may be sent that depends on a write that did not happen.
                     tracing::error!(error = %e, "storage write failed; stopping the node");
                     return;
                 }
+                let sync = if ready.sync { "true" } else { "false" };
+                metrics::histogram!(http::STORAGE_WRITE, "sync" => sync).record(started.elapsed().as_secs_f64());
             }
             let out = core.release(now, ready);
             for (id, resp) in out.replies {
