@@ -9,7 +9,7 @@ BUILD := $(CARGO) build --workspace --bins
 # Extra arguments for the test run, e.g. `make test TEST_ARGS=storage`.
 TEST_ARGS ?=
 
-.PHONY: all demo test prereqs check lint fmt bench bench-storage bench-paxos bench-cluster bench-txn sim-paxos sim-bank chaos chaos-ci
+.PHONY: all demo test prereqs check lint fmt bench bench-storage bench-paxos bench-cluster bench-txn bench-commit bench-bank sim-paxos sim-bank chaos chaos-ci
 
 all: test
 
@@ -70,7 +70,7 @@ lint: prereqs
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 ## bench: every benchmark, optimised build; results are printed as Markdown tables.
-bench: bench-storage bench-paxos bench-cluster bench-txn
+bench: bench-storage bench-paxos bench-cluster bench-txn bench-commit bench-bank
 
 bench-storage: prereqs
 	$(BUILD) --release
@@ -91,3 +91,16 @@ bench-cluster: prereqs
 bench-txn: prereqs
 	$(BUILD) --release
 	$(TARGET_DIR)/release/meridian bench txn $(ARGS)
+
+## bench-commit: cross-shard two-phase commit by participant count (Spanner Table 4), ε = 0 and
+## 4 ms; JSON and an SVG plot in target/bench/.
+bench-commit: prereqs
+	$(BUILD) --release
+	mkdir -p $(TARGET_DIR)/bench
+	$(TARGET_DIR)/release/meridian bench commit --seconds 3 --json $(TARGET_DIR)/bench/commit.json --plot $(TARGET_DIR)/bench/commit.svg $(ARGS)
+
+## bench-bank: bank transfers across ranges at rising concurrency until throughput stops growing.
+bench-bank: prereqs
+	$(BUILD) --release
+	mkdir -p $(TARGET_DIR)/bench
+	$(TARGET_DIR)/release/meridian bench bank --seconds 5 --json $(TARGET_DIR)/bench/bank.json --plot $(TARGET_DIR)/bench/bank.svg $(ARGS)
