@@ -880,6 +880,15 @@ fn the_bank_workload_command_runs_and_checks_its_history() {
         cluster.dump_logs();
         panic!("run: {out}");
     }
+    // A second run on the same bank checks clean too: ledger ids carry their run.
+    let second = cluster.root().join("bank2.jsonl");
+    let second = second.to_str().expect("utf-8 path");
+    let run = ["workload", "bank", "--addr", &addr, "run", "--seconds", "2", "--workers", "3", "--history", second];
+    let (ok, out) = cluster.run_cli(&run);
+    if !(ok && out.contains(" 0 violations")) {
+        cluster.dump_logs();
+        panic!("second run: {out}");
+    }
     // Tampering with a balance behind the workload's back is caught by the ledger check.
     let (ok, out) = cluster.run_cli(&["kv", "--addr", &addr, "put", "bank/acct/0003", "1000000"]);
     assert!(ok, "{out}");
