@@ -422,12 +422,7 @@ impl NodeCore {
             self.handle_request(now, o, Request::ClusterView);
         }
         let me = self.ident.node;
-        let leading: Vec<GroupId> = self
-            .groups
-            .iter()
-            .filter(|(_, g)| g.replica.role() == Role::Leader && g.replica.lease_end(now).is_some())
-            .map(|(id, _)| *id)
-            .collect();
+        let leading = self.leading(now);
         for gid in &leading {
             let g = &self.groups[gid];
             // Keep the meta range's index current (after splits, merges, membership changes).

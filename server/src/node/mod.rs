@@ -42,6 +42,10 @@ use serde::{Deserialize, Serialize};
 pub use api::{ApiError, GroupStatus, InFlightTxn, NodeStatus, Request, Response};
 pub use cmd::{GroupCmd, Origin, PeerMsg, RangeState};
 
+/// Period of two-phase commit's retries while a range this node leads has a transaction in
+/// two-phase commit (each retry also has its own pace: `twopc::RESOLVE_RETRY`, `WOUND_RETRY`).
+pub const TWOPC_TICK: Duration = Duration::from_millis(100);
+
 /// Errors opening or bootstrapping a node.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -261,6 +265,8 @@ pub struct NodeCore {
     next_internal: u64,
     ops: manage::Ops,
     last_housekeeping: Timestamp,
+    /// When two-phase commit's retries last ran (local time; see `twopc_tick`).
+    last_twopc_tick: Timestamp,
     /// When this node's leader balancer last handed a range away (local time).
     leader_handed_at: Timestamp,
     /// Groups whose replica has something for `ready`.
@@ -438,6 +444,7 @@ impl NodeCore {
             next_internal: 1,
             ops: manage::Ops::default(),
             last_housekeeping: Timestamp::ZERO,
+            last_twopc_tick: Timestamp::ZERO,
             leader_handed_at: Timestamp::ZERO,
             dirty: BTreeSet::new(),
             ticks: BTreeMap::new(),
@@ -887,6 +894,9 @@ impl NodeCore {
     pub fn next_tick(&self, now: TTInterval) -> Timestamp {
         let local = now.earliest.saturating_add(now.width() / 2);
         let mut next = local.saturating_add(self.opts.housekeeping.min(Duration::from_millis(500)));
+        if self.twopc_pending() {
+            next = next.min(self.last_twopc_tick.saturating_add(TWOPC_TICK).max(local));
+        }
         if let Some(t) = self.ticks.values().min() {
             next = next.min(*t);
         }
@@ -916,10 +926,41 @@ impl NodeCore {
         self.release_commit_waits(now);
         if local >= self.last_housekeeping.saturating_add(self.opts.housekeeping) {
             self.last_housekeeping = local;
+            self.last_twopc_tick = local;
             self.timers.expire(now);
             self.housekeeping(now);
+        } else if self.twopc_pending() && local >= self.last_twopc_tick.saturating_add(TWOPC_TICK) {
+            self.last_twopc_tick = local;
+            self.twopc_tick(now);
         }
         self.advance_ops(now);
+    }
+
+    /// Whether a range this node leads is in the middle of two-phase commit (something to
+    /// resolve, re-send or ask about).
+    fn twopc_pending(&self) -> bool {
+        self.groups.values().any(|g| {
+            g.replica.role() == Role::Leader
+                && (!g.state.prepared.is_empty() || !g.txns.resolving.is_empty() || !g.txns.after_prepare.is_empty())
+        })
+    }
+
+    /// Two-phase commit's retries (in-doubt inquiries, re-sent decisions, wounds of prepared
+    /// blockers) on their own short period: tied to housekeeping (2 s with the default lease),
+    /// every lost or refused message of a commit held its locks that long.
+    fn twopc_tick(&mut self, now: TTInterval) {
+        for gid in self.leading(now) {
+            self.twopc_housekeeping(now, gid);
+        }
+    }
+
+    /// The ranges this node leads under a lease.
+    fn leading(&self, now: TTInterval) -> Vec<GroupId> {
+        self.groups
+            .iter()
+            .filter(|(_, g)| g.replica.role() == Role::Leader && g.replica.lease_end(now).is_some())
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     /// Holds `response` to `origin` until `TT.after(ts)` (commit wait, Spanner §4.1.2).

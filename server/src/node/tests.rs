@@ -783,6 +783,34 @@ fn a_client_abort_releases_a_prepared_participant_at_once() {
 }
 
 #[test]
+fn a_client_abort_that_overtakes_a_prepare_still_releases_it_at_once() {
+    // The client gives up T while T's prepare record is still on its way through Paxos (the
+    // prepare's answer is what the client stopped waiting for). Once the record applies, the
+    // participant asks T's coordinator at once instead of holding T's locks until a timer
+    // (found by `meridian bench bank`: 2 s stalls after aborts).
+    use crate::node::api::CommitRole;
+    let mut sim = ClusterSim::new(39, NodeOptions { rebalance: false, ..opts() });
+    let (left, _right, _) = two_ranges_apart(&mut sim);
+    put(&mut sim, "a", "100");
+    put(&mut sim, "z", "100");
+    let t = txn(60, 60);
+    let read = |k: &str| Request::TxnGet { txn: t, key: k.as_bytes().to_vec() };
+    let Response::TxnValue { .. } = txn_call(&mut sim, "a", read("a")) else { panic!("T reads a") };
+    let Response::TxnValue { epoch: ez, .. } = txn_call(&mut sim, "z", read("z")) else { panic!("T reads z") };
+    let zl = leader_of(&mut sim, b"z");
+    let prep = commit_req(t, &["z"], Some(ez), &[("z", "90")], CommitRole::Prepare { coordinator: left });
+    let p = sim.submit(zl, prep);
+    let abort = sim.submit(zl, Request::TxnAbort { txn: t, key: b"z".to_vec() });
+    assert!(matches!(sim.reply(abort, Duration::from_secs(1)), Some(Response::Done { .. })));
+    assert!(matches!(sim.reply(p, Duration::from_secs(1)), Some(Response::Prepared { .. })), "T prepared");
+
+    let w = sim.submit(zl, Request::Write { writes: vec![(b"z".to_vec(), Some(b"next".to_vec()))] });
+    let limit = meridian_txn::outcome::IN_DOUBT_AFTER / 4;
+    let r = sim.reply(w, limit);
+    assert!(matches!(r, Some(Response::Written { .. })), "z is free within {limit:?}: {r:?}");
+}
+
+#[test]
 fn an_older_transaction_wounds_a_younger_one_prepared_in_another_range() {
     // The cycle wound-wait must break across groups (meridian_txn::locks): young U is prepared
     // at z's range and its coordinator's commit waits at a's range behind old T's read lock;

@@ -47,7 +47,7 @@ use super::observe::AbortReason;
 use super::{NodeCore, local_of, propose};
 
 /// How often a coordinator re-sends an unacknowledged decision.
-pub const RESOLVE_RETRY: Duration = Duration::from_secs(1);
+pub const RESOLVE_RETRY: Duration = Duration::from_millis(200);
 /// How often a participant repeats its request to abort a prepared transaction that blocks an
 /// older one (its coordinator may have been deciding, or the message lost).
 pub const WOUND_RETRY: Duration = Duration::from_millis(500);
@@ -144,8 +144,9 @@ impl NodeCore {
         let g = self.groups.get_mut(&gid).expect("checked");
         if !g.state.prepared.contains_key(&txn) {
             if g.txns.is_preparing(txn) {
-                // Its prepare record is on its way: resolve it once applied (the coordinator
-                // re-sends).
+                // Its prepare record is on its way: resolve it as soon as it applies (and the
+                // coordinator re-sends, should this leader lose the note).
+                g.txns.after_prepare.insert(txn, Some(commit_ts));
                 let e = ApiError::Unavailable(format!("transaction {txn} is still preparing in range {gid}"));
                 return self.fail(now, origin, e);
             }
@@ -270,6 +271,11 @@ impl NodeCore {
             self.respond(now, o, Response::Prepared { ts });
         }
         if leader {
+            match self.groups.get_mut(&gid).and_then(|g| g.txns.after_prepare.remove(&id)) {
+                Some(Some(outcome)) => self.propose_resolve(now, gid, id, outcome, Origin::Internal(0)),
+                Some(None) => self.inquire_now(now, gid, id),
+                None => {}
+            }
             // Older requests may have queued behind it while its record was on its way.
             self.wound_prepared_blockers(now, gid, None);
         }

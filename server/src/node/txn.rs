@@ -104,6 +104,11 @@ pub(super) struct GroupTxns {
     /// Participant: prepared transactions blocking an older one, and when their coordinator was
     /// last asked to abort them (local time).
     pub(super) wounding: BTreeMap<TxnId, Timestamp>,
+    /// Participant: what to do once the prepare record of a transaction still preparing here
+    /// applies — the coordinator's outcome that arrived first (`Some`), or ask the coordinator
+    /// (`None`: its client gave up meanwhile). Without this the transaction would sit prepared,
+    /// holding its locks, until a timer (the coordinator's re-send, the in-doubt inquiry).
+    pub(super) after_prepare: BTreeMap<TxnId, Option<Option<Timestamp>>>,
 }
 
 impl GroupTxns {
@@ -350,7 +355,11 @@ impl NodeCore {
             Ok(g) => g,
             Err(e) => return self.fail(now, origin, e),
         };
-        let g = &self.groups[&gid];
+        let g = self.groups.get_mut(&gid).expect("txn_leader checked");
+        if !g.state.prepared.contains_key(&txn.id) && g.txns.is_preparing(txn.id) {
+            // Its prepare record is on its way: ask the coordinator once it applies.
+            g.txns.after_prepare.entry(txn.id).or_insert(None);
+        }
         if g.state.prepared.contains_key(&txn.id) || g.txns.is_preparing(txn.id) {
             // Prepared: only the coordinator may say it aborted (the client may have sent the
             // commit and lost the answer). Ask it now rather than after the in-doubt timeout.
@@ -606,6 +615,7 @@ impl NodeCore {
         let Some(g) = self.groups.get_mut(&gid) else { return };
         observe::aborted(reason);
         g.txns.remember_aborted(id, local_of(now));
+        g.txns.after_prepare.remove(&id);
         let mut failed = Vec::new();
         let commits: Vec<u64> = g.txns.commits.iter().filter(|(_, c)| c.txn.id == id).map(|(k, _)| *k).collect();
         let mut coordinating = Vec::new();
