@@ -577,6 +577,24 @@ fn read_at(
     }
 }
 
+/// T's locking reads of "a" and "z" (in two ranges): the leader epochs to commit with.
+fn read_a_and_z(sim: &mut ClusterSim, t: meridian_txn::TxnMeta) -> (u64, u64) {
+    let mut read = |k: &str| match txn_call(sim, k, Request::TxnGet { txn: t, key: k.as_bytes().to_vec() }) {
+        Response::TxnValue { epoch, .. } => epoch,
+        r => panic!("T reads {k}: {r:?}"),
+    };
+    (read("a"), read("z"))
+}
+
+/// A plain write of z at its leader `zl` commits well before a participant's in-doubt timer:
+/// no transaction holds z any more.
+fn assert_z_free_soon(sim: &mut ClusterSim, zl: NodeId) {
+    let w = sim.submit(zl, Request::Write { writes: vec![(b"z".to_vec(), Some(b"next".to_vec()))] });
+    let limit = meridian_txn::outcome::IN_DOUBT_AFTER / 4;
+    let r = sim.reply(w, limit);
+    assert!(matches!(r, Some(Response::Written { .. })), "z is free within {limit:?}: {r:?}");
+}
+
 /// Three nodes, the keyspace split at "m", the two halves led by different nodes. Returns the
 /// left and right ranges and the left one's leader.
 fn two_ranges_apart(sim: &mut ClusterSim) -> (meridian_shard::GroupId, meridian_shard::GroupId, NodeId) {
@@ -736,9 +754,7 @@ fn a_participant_that_asks_hears_a_commit_only_after_commit_wait() {
     sim.set_epsilon(Duration::from_millis(200));
     sim.run_for(Duration::from_secs(2));
     let t = txn(40, 40);
-    let get = |k: &str| Request::TxnGet { txn: t, key: k.as_bytes().to_vec() };
-    let Response::TxnValue { epoch: ea, .. } = txn_call(&mut sim, "a", get("a")) else { panic!("T reads a") };
-    let Response::TxnValue { epoch: ez, .. } = txn_call(&mut sim, "z", get("z")) else { panic!("T reads z") };
+    let (ea, ez) = read_a_and_z(&mut sim, t);
     let prep = commit_req(t, &["z"], Some(ez), &[("z", "90")], CommitRole::Prepare { coordinator: left });
     let Response::Prepared { ts: p } = txn_call(&mut sim, "z", prep) else { panic!("T prepares") };
     let al = leader_of(&mut sim, b"a");
@@ -766,19 +782,14 @@ fn a_client_abort_releases_a_prepared_participant_at_once() {
     put(&mut sim, "a", "100");
     put(&mut sim, "z", "100");
     let t = txn(50, 50);
-    let read = |k: &str| Request::TxnGet { txn: t, key: k.as_bytes().to_vec() };
-    let Response::TxnValue { .. } = txn_call(&mut sim, "a", read("a")) else { panic!("T reads a") };
-    let Response::TxnValue { epoch: ez, .. } = txn_call(&mut sim, "z", read("z")) else { panic!("T reads z") };
+    let (_, ez) = read_a_and_z(&mut sim, t);
     let prep = commit_req(t, &["z"], Some(ez), &[("z", "90")], CommitRole::Prepare { coordinator: left });
     let Response::Prepared { .. } = txn_call(&mut sim, "z", prep) else { panic!("T prepares") };
     let r = txn_call(&mut sim, "z", Request::TxnAbort { txn: t, key: b"z".to_vec() });
     assert!(matches!(r, Response::Done { .. }), "abort at the participant: {r:?}");
 
     let zl = leader_of(&mut sim, b"z");
-    let w = sim.submit(zl, Request::Write { writes: vec![(b"z".to_vec(), Some(b"next".to_vec()))] });
-    let limit = meridian_txn::outcome::IN_DOUBT_AFTER / 4;
-    let r = sim.reply(w, limit);
-    assert!(matches!(r, Some(Response::Written { .. })), "z is free within {limit:?}: {r:?}");
+    assert_z_free_soon(&mut sim, zl);
     assert_eq!(get(&mut sim, "z").as_deref(), Some("next"));
 }
 
@@ -794,20 +805,14 @@ fn a_client_abort_that_overtakes_a_prepare_still_releases_it_at_once() {
     put(&mut sim, "a", "100");
     put(&mut sim, "z", "100");
     let t = txn(60, 60);
-    let read = |k: &str| Request::TxnGet { txn: t, key: k.as_bytes().to_vec() };
-    let Response::TxnValue { .. } = txn_call(&mut sim, "a", read("a")) else { panic!("T reads a") };
-    let Response::TxnValue { epoch: ez, .. } = txn_call(&mut sim, "z", read("z")) else { panic!("T reads z") };
+    let (_, ez) = read_a_and_z(&mut sim, t);
     let zl = leader_of(&mut sim, b"z");
     let prep = commit_req(t, &["z"], Some(ez), &[("z", "90")], CommitRole::Prepare { coordinator: left });
     let p = sim.submit(zl, prep);
     let abort = sim.submit(zl, Request::TxnAbort { txn: t, key: b"z".to_vec() });
     assert!(matches!(sim.reply(abort, Duration::from_secs(1)), Some(Response::Done { .. })));
     assert!(matches!(sim.reply(p, Duration::from_secs(1)), Some(Response::Prepared { .. })), "T prepared");
-
-    let w = sim.submit(zl, Request::Write { writes: vec![(b"z".to_vec(), Some(b"next".to_vec()))] });
-    let limit = meridian_txn::outcome::IN_DOUBT_AFTER / 4;
-    let r = sim.reply(w, limit);
-    assert!(matches!(r, Some(Response::Written { .. })), "z is free within {limit:?}: {r:?}");
+    assert_z_free_soon(&mut sim, zl);
 }
 
 #[test]
