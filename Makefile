@@ -9,7 +9,7 @@ BUILD := $(CARGO) build --workspace --bins
 # Extra arguments for the test run, e.g. `make test TEST_ARGS=storage`.
 TEST_ARGS ?=
 
-.PHONY: all demo test prereqs check lint fmt bench bench-storage bench-paxos bench-cluster bench-txn bench-commit bench-bank sim-paxos sim-bank chaos chaos-ci
+.PHONY: all demo test prereqs check lint fmt bench bench-storage bench-paxos bench-cluster bench-micro bench-commit bench-bank bench-compare sim-paxos sim-bank chaos chaos-ci
 
 all: test
 
@@ -70,7 +70,7 @@ lint: prereqs
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 ## bench: every benchmark, optimised build; results are printed as Markdown tables.
-bench: bench-storage bench-paxos bench-cluster bench-txn bench-commit bench-bank
+bench: bench-storage bench-paxos bench-cluster bench-micro bench-commit bench-bank
 
 bench-storage: prereqs
 	$(BUILD) --release
@@ -86,11 +86,14 @@ bench-cluster: prereqs
 	$(TARGET_DIR)/release/meridian bench replicate --epsilon-ms 4 --concurrency 1,16 $(ARGS)
 	$(TARGET_DIR)/release/meridian bench idle $(ARGS)
 
-## bench-txn: read-write (one range, two ranges by 2PC), read-only and snapshot transactions on a
-## 3-node cluster at ε = 0 and ε = 4 ms (`ARGS="--replicas 1,3,5"` for more).
-bench-txn: prereqs
+## bench-micro: Spanner Table 3's microbenchmarks: read-write (one range, two ranges by 2PC),
+## read-only and snapshot transactions at 1, 3 and 5 replicas, ε = 0 and 4 ms; JSON and SVG plots
+## in target/bench/ (`meridian bench micro --help` for the workloads `make bench` leaves out).
+MICRO_WORKLOADS := rw-one-range,rw-two-ranges,read-only,stale,follower-snap
+bench-micro: prereqs
 	$(BUILD) --release
-	$(TARGET_DIR)/release/meridian bench txn $(ARGS)
+	mkdir -p $(TARGET_DIR)/bench
+	$(TARGET_DIR)/release/meridian bench micro --seconds 2 --workloads $(MICRO_WORKLOADS) --json $(TARGET_DIR)/bench/micro.json --plot $(TARGET_DIR)/bench/micro.svg $(ARGS)
 
 ## bench-commit: cross-shard two-phase commit by participant count (Spanner Table 4), ε = 0 and
 ## 4 ms; JSON and an SVG plot in target/bench/.
@@ -104,3 +107,10 @@ bench-bank: prereqs
 	$(BUILD) --release
 	mkdir -p $(TARGET_DIR)/bench
 	$(TARGET_DIR)/release/meridian bench bank --seconds 5 --json $(TARGET_DIR)/bench/bank.json --plot $(TARGET_DIR)/bench/bank.svg $(ARGS)
+
+## bench-compare: the bank transfers against Meridian, PostgreSQL (pgbench, serializable) and etcd
+## (3 members, txn compare-and-swap) in one run; installs PostgreSQL and etcd with apt-get when
+## root. Options with ARGS, e.g. ARGS="--seconds 5 --concurrency 1,8,32"; JSON in
+## $(TARGET_DIR)/bench/compare. Not part of `make bench` (it installs packages).
+bench-compare: prereqs
+	CARGO_TARGET_DIR=$(TARGET_DIR) bench/compare $(ARGS)

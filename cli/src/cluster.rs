@@ -26,22 +26,22 @@ pub struct StartArgs {
     #[arg(long, env = "MERIDIAN_ADVERTISE")]
     pub advertise: Option<String>,
     /// Join the cluster of this node (repeatable). Without it, an empty data directory
-    /// bootstraps a new cluster.
-    #[arg(long)]
+    /// bootstraps a new cluster. In MERIDIAN_JOIN, separate addresses with commas.
+    #[arg(long, env = "MERIDIAN_JOIN", value_delimiter = ',')]
     pub join: Vec<String>,
     /// TrueTime uncertainty ε in milliseconds.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, env = "MERIDIAN_EPSILON_MS")]
     pub epsilon_ms: u64,
     /// Leader lease length in milliseconds (Spanner's default is 10 s).
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, env = "MERIDIAN_LEASE_MS")]
     pub lease_ms: u64,
     /// Replicas per range.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, env = "MERIDIAN_REPLICATION")]
     pub replication: usize,
     /// Do not move replicas or leaders around for balance. Ranges are still brought up to
     /// `--replication` and dead nodes' replicas still replaced. For maintenance windows and for
     /// placing replicas by hand (`meridian admin move`).
-    #[arg(long)]
+    #[arg(long, env = "MERIDIAN_NO_REBALANCE")]
     pub no_rebalance: bool,
     /// Serve SQL over the PostgreSQL protocol on this address (`psql`, drivers, `pgbench`).
     #[arg(long, env = "MERIDIAN_PG_LISTEN")]
@@ -54,8 +54,26 @@ pub struct StartArgs {
     /// service), which cuts this node's links to chosen peers and offsets its TrueTime clock,
     /// even beyond ε. `meridian chaos` starts its nodes with it. Off by default: a node without
     /// it refuses every fault-injection call.
-    #[arg(long)]
+    #[arg(long, env = "MERIDIAN_FAULT_INJECTION")]
     pub fault_injection: bool,
+    /// Serve and dial with TLS, using the certificates in this directory (`meridian cert`):
+    /// `ca.crt`, and `node.<name>.crt`/`.key` (`--cert-name`), or `node.crt`/`node.key`, or
+    /// the only `node.*.crt` there is. Peers must present a node certificate of the same CA.
+    /// Without it the node is unencrypted and unauthenticated (it warns at start).
+    #[arg(long, env = "MERIDIAN_CERTS_DIR")]
+    pub certs_dir: Option<PathBuf>,
+    /// Which `node.<name>.crt` of `--certs-dir` this node presents.
+    #[arg(long, env = "MERIDIAN_CERT_NAME", requires = "certs_dir")]
+    pub cert_name: Option<String>,
+    /// Require clients to present the token on the first line of this file (gRPC metadata
+    /// `authorization: Bearer <token>`), or a client certificate of the cluster CA. A file,
+    /// never a flag value, so the token stays out of `ps` and shell history.
+    #[arg(long, env = "MERIDIAN_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Require a password on the PostgreSQL port (SCRAM-SHA-256): a file of `user:password`
+    /// lines, or a single password for the user `meridian`.
+    #[arg(long, env = "MERIDIAN_PG_PASSWORD_FILE")]
+    pub pg_password_file: Option<PathBuf>,
 }
 
 impl StartArgs {
@@ -63,7 +81,7 @@ impl StartArgs {
         anyhow::ensure!(self.lease_ms >= 100, "--lease-ms must be at least 100");
         anyhow::ensure!(
             self.epsilon_ms * 4 < self.lease_ms,
-            "ε ({} ms) must be well below the lease ({} ms): a lease shorter than 4ε cannot be held",
+            "ε ({} ms, --epsilon-ms) must be well below the lease ({} ms, --lease-ms): a lease shorter than 4ε cannot be held",
             self.epsilon_ms,
             self.lease_ms
         );
@@ -86,7 +104,27 @@ impl StartArgs {
             pg_advertise: self.pg_listen.map(|a| a.to_string()),
             http_listen: self.http_listen,
             fault_injection: self.fault_injection,
+            tls: self.node_tls()?,
+            token: self.token()?,
         })
+    }
+}
+
+impl StartArgs {
+    fn node_tls(&self) -> anyhow::Result<Option<meridian_server::shell::NodeTls>> {
+        let Some(dir) = &self.certs_dir else { return Ok(None) };
+        Ok(Some(meridian_server::shell::NodeTls::load(dir, self.cert_name.as_deref())?))
+    }
+
+    fn token(&self) -> anyhow::Result<Option<meridian_proto::auth::Secret<String>>> {
+        let Some(f) = &self.token_file else { return Ok(None) };
+        Ok(Some(meridian_proto::auth::read_secret_file(f).with_context(|| format!("--token-file {}", f.display()))?))
+    }
+
+    /// How this node's PostgreSQL gateway reaches the node: over TLS with the node's own
+    /// certificate (which the node accepts as a client credential).
+    fn gateway_client(&self) -> anyhow::Result<meridian_client::ClientOptions> {
+        crate::cert::node_client_options(self.certs_dir.as_deref(), self.cert_name.as_deref())
     }
 }
 
@@ -111,11 +149,24 @@ pub(crate) async fn shutdown_signal() {
 /// `meridian start`: runs one node until SIGINT/SIGTERM, then hands its leaderships away.
 pub fn start(args: StartArgs) -> anyhow::Result<()> {
     let cfg = args.config()?;
+    crate::config::preflight(&args)?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async move {
         let node = Node::start(cfg).await.context("starting the node")?;
         let pg = match args.pg_listen {
-            Some(listen) => Some(PgGateway::start(node.addr.to_string(), listen).await?),
+            Some(listen) => Some(
+                PgGateway::start_with(
+                    node.addr.to_string(),
+                    listen,
+                    args.gateway_client()?,
+                    crate::cert::pg_security(
+                        args.certs_dir.as_deref(),
+                        args.cert_name.as_deref(),
+                        args.pg_password_file.as_deref(),
+                    )?,
+                )
+                .await?,
+            ),
             None => None,
         };
         if let Some(pg) = &pg {
@@ -141,6 +192,8 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
 pub struct PgGateway {
     /// The bound address.
     pub addr: SocketAddr,
+    /// Whether the port requires TLS (the URL then asks for it).
+    tls: bool,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -148,25 +201,39 @@ pub struct PgGateway {
 impl PgGateway {
     /// Binds `listen` and serves until [`PgGateway::stop`].
     pub async fn start(node_addr: String, listen: SocketAddr) -> anyhow::Result<PgGateway> {
+        Self::start_with(node_addr, listen, Default::default(), Default::default()).await
+    }
+
+    /// [`PgGateway::start`] on a secured node: `client` reaches the node, `security` is the
+    /// port's TLS and passwords.
+    pub async fn start_with(
+        node_addr: String,
+        listen: SocketAddr,
+        client: meridian_client::ClientOptions,
+        security: meridian_pg::PgSecurity,
+    ) -> anyhow::Result<PgGateway> {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("binding the PostgreSQL port {listen}"))?;
         let addr = listener.local_addr()?;
-        let client = std::sync::Arc::new(Client::connect([node_addr]).await?);
+        let client = std::sync::Arc::new(Client::connect_with([node_addr], client).await?);
         let store = std::sync::Arc::new(meridian_client::ClusterKv::new(client));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let tls = security.has_tls();
+        let opts = meridian_pg::PgOptions { security, ..Default::default() };
         let task = tokio::spawn(async move {
-            meridian_pg::serve(listener, store, meridian_pg::PgOptions::default(), async {
+            meridian_pg::serve(listener, store, opts, async {
                 let _ = stopped.await;
             })
             .await
         });
-        Ok(PgGateway { addr, stop, task })
+        Ok(PgGateway { addr, tls, stop, task })
     }
 
     /// A `postgresql://` URL for `psql` and drivers.
     pub fn url(&self) -> String {
-        format!("postgresql://root@{}/meridian?sslmode=disable", self.addr)
+        let sslmode = if self.tls { "require" } else { "disable" };
+        format!("postgresql://root@{}/meridian?sslmode={sslmode}", self.addr)
     }
 
     /// Stops accepting and ends the connections.
@@ -182,6 +249,9 @@ pub struct StatusArgs {
     /// Any node of the cluster.
     #[arg(long, default_value = "127.0.0.1:7000", env = "MERIDIAN_ADDR")]
     pub addr: String,
+    /// TLS and token for a secured cluster.
+    #[command(flatten)]
+    pub auth: crate::cert::ClientAuthArgs,
 }
 
 /// `meridian status`: nodes, ranges, replicas, leaders and lease expiry. When the meta range
@@ -189,7 +259,7 @@ pub struct StatusArgs {
 pub fn status(args: StatusArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async move {
-        match Client::connect([args.addr.clone()]).await {
+        match Client::connect_with([args.addr.clone()], args.auth.options()?).await {
             Ok(client) => match render_status(&client).await {
                 Ok(s) => {
                     print!("{s}");
@@ -385,6 +455,10 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
                 pg_listen: None,
                 http_listen: None,
                 fault_injection: false,
+                certs_dir: None,
+                cert_name: None,
+                token_file: None,
+                pg_password_file: None,
             }
         };
         let mut nodes = vec![Node::start(mk(0, vec![]).config()?).await?];
@@ -558,10 +632,10 @@ pub enum AdminCommand {
 }
 
 /// Runs a `kv` command against `addr`.
-pub fn kv(addr: String, cmd: KvCommand) -> anyhow::Result<()> {
+pub fn kv(addr: String, auth: meridian_client::ClientOptions, cmd: KvCommand) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async move {
-        let c = Client::connect([addr]).await?;
+        let c = Client::connect_with([addr], auth).await?;
         match cmd {
             KvCommand::Get { key } => match c.get(key.as_bytes()).await? {
                 (Some(v), ts) => println!("{}  (version {ts})", String::from_utf8_lossy(&v)),
@@ -582,10 +656,10 @@ pub fn kv(addr: String, cmd: KvCommand) -> anyhow::Result<()> {
 }
 
 /// Runs an `admin` command against `addr`.
-pub fn admin(addr: String, cmd: AdminCommand) -> anyhow::Result<()> {
+pub fn admin(addr: String, auth: meridian_client::ClientOptions, cmd: AdminCommand) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async move {
-        let c = Client::connect([addr]).await?;
+        let c = Client::connect_with([addr], auth).await?;
         let detail = match cmd {
             AdminCommand::Split { key } => c.split(key.as_bytes()).await?,
             AdminCommand::Merge { key } => c.merge(key.as_bytes()).await?,

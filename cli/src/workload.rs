@@ -455,7 +455,7 @@ pub(crate) async fn split_evenly(
 /// commit) may hide a commit.
 pub(crate) fn outcome_of(e: &ClientError) -> Outcome {
     match e {
-        ClientError::Aborted(_) | ClientError::Invalid(_) => Outcome::Fail,
+        ClientError::Aborted(_) | ClientError::Invalid(_) | ClientError::Unauthenticated(_) => Outcome::Fail,
         ClientError::Ambiguous(_) | ClientError::Unavailable(_) | ClientError::Transport(_) => Outcome::Unknown,
     }
 }

@@ -10,7 +10,7 @@ use meridian_client::{Client, ClientError};
 use meridian_proto::v1 as pb;
 use meridian_shard::paxos::NodeId;
 use meridian_shard::range::RangeDescriptor;
-use meridian_tests::process::{MultiProcessLock, NodeArgs, ProcessCluster, multi_process_lock};
+use meridian_tests::process::{MultiProcessLock, NodeArgs, ProcessCluster, eventually, multi_process_lock, rt};
 
 const BIN: &str = env!("CARGO_BIN_EXE_meridian");
 
@@ -21,26 +21,6 @@ fn serial() -> (std::sync::MutexGuard<'static, ()>, MultiProcessLock) {
     static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     (serial, multi_process_lock())
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
-}
-
-/// Polls `f` until it returns `Some`, for at most `limit`.
-async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 async fn wait_replicated(client: &Client, n: usize) -> Vec<RangeDescriptor> {

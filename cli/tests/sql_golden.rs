@@ -44,7 +44,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use meridian_client::Client;
-use meridian_tests::process::{NodeArgs, Output, ProcessCluster, run_bounded};
+use meridian_tests::process::{NodeArgs, Output, ProcessCluster, rt, run_bounded};
 use tokio_postgres::SimpleQueryMessage;
 
 const BIN: &str = env!("CARGO_BIN_EXE_meridian");
@@ -71,10 +71,6 @@ const REPLICATION_TIMEOUT: Duration = Duration::from_secs(90);
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
     SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
 }
 
 /// Starts a 3-node cluster and waits until every range has its three replicas.

@@ -19,9 +19,14 @@
 //! # Ok(()) }
 //! ```
 //!
+//! A secured cluster (issue 9) wants TLS and a token or client certificate:
+//! [`Client::connect_with`] takes them in [`ClientOptions`]; [`Client::connect`] is plaintext
+//! without credentials, as before.
+//!
 //! Multi-key transactions arrive with the transaction layer (issue 5); until then a write may
 //! only touch keys of one range.
 
+pub mod limits;
 mod read;
 mod sqlkv;
 mod txn;
@@ -34,15 +39,17 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use meridian_proto::auth::{Bearer, Secret};
 use meridian_proto::v1 as pb;
 use meridian_shard::GroupId;
 use meridian_shard::paxos::NodeId;
 use meridian_shard::range::{self, NodeInfo, RangeCache, RangeDescriptor};
 use meridian_truetime::Timestamp;
-use tonic::transport::{Channel, Endpoint};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 /// Largest message the client sends or accepts.
-pub const GRPC_MESSAGE_MAX: usize = 64 << 20;
+pub const GRPC_MESSAGE_MAX: usize = limits::GRPC_MESSAGE_MAX;
 /// Default time a request may take, retries included.
 pub const DEADLINE_DEFAULT: Duration = Duration::from_secs(30);
 /// Ranges fetched per routing lookup.
@@ -66,6 +73,76 @@ pub enum ClientError {
     /// No node could be reached.
     #[error("cannot reach the cluster: {0}")]
     Transport(String),
+    /// The node refused the client's credentials (token or certificate), or its TLS: fix the
+    /// credentials, retrying will not help.
+    #[error("not authenticated: {0}")]
+    Unauthenticated(String),
+}
+
+/// How to verify the nodes, and which certificate to present (PEM text).
+#[derive(Clone, Debug)]
+pub struct ClientTls {
+    ca_pem: Vec<u8>,
+    identity: Option<(Vec<u8>, Secret<Vec<u8>>)>,
+    domain: Option<String>,
+}
+
+impl ClientTls {
+    /// Trust nodes whose certificate the CA `ca_pem` signed.
+    pub fn new(ca_pem: Vec<u8>) -> ClientTls {
+        ClientTls { ca_pem, identity: None, domain: None }
+    }
+
+    /// Present a client certificate (`meridian cert client`) as well.
+    pub fn with_identity(mut self, cert_pem: Vec<u8>, key_pem: Secret<Vec<u8>>) -> ClientTls {
+        self.identity = Some((cert_pem, key_pem));
+        self
+    }
+
+    /// Check node certificates for this name instead of the host of each address.
+    pub fn with_domain(mut self, domain: String) -> ClientTls {
+        self.domain = Some(domain);
+        self
+    }
+
+    fn config(&self) -> ClientTlsConfig {
+        let mut c = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&self.ca_pem));
+        if let Some((cert, key)) = &self.identity {
+            c = c.identity(Identity::from_pem(cert, key.expose()));
+        }
+        if let Some(d) = &self.domain {
+            c = c.domain_name(d.clone());
+        }
+        c
+    }
+}
+
+/// What [`Client::connect_with`] uses to reach a secured cluster.
+#[derive(Clone, Debug, Default)]
+pub struct ClientOptions {
+    /// TLS to every node (`None`: plaintext).
+    pub tls: Option<ClientTls>,
+    /// The bearer token the nodes want (`meridian start --token-file`).
+    pub token: Option<Secret<String>>,
+}
+
+/// A channel to one node that adds the client's token to every call.
+pub type NodeChannel = InterceptedService<Channel, Bearer>;
+
+/// A failed call as text, with its causes: a TLS refusal ("invalid peer certificate:
+/// UnknownIssuer") hides behind tonic's "transport error".
+fn status_text(status: &tonic::Status) -> String {
+    use std::error::Error as _;
+    let mut s = status.message().to_string();
+    let mut cause = status.source();
+    // Bounded: chains are short, but a cyclic one must not hang the client.
+    for _ in 0..8 {
+        let Some(c) = cause else { break };
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
 }
 
 /// Where a scan of `[…, end)` continues after one range's page: after the last row if the page
@@ -103,12 +180,21 @@ pub struct Client {
     routes: Mutex<Routes>,
     channels: Mutex<HashMap<String, Channel>>,
     deadline: Duration,
+    tls: Option<ClientTlsConfig>,
+    bearer: Bearer,
+    /// One permit per read-write transaction in flight ([`limits::TXNS_IN_FLIGHT_MAX`]).
+    txn_slots: limits::TxnSlots,
 }
 
-fn endpoint(addr: &str) -> Result<Endpoint, ClientError> {
-    Endpoint::from_shared(format!("http://{addr}"))
-        .map(|e| e.connect_timeout(Duration::from_secs(2)).timeout(Duration::from_secs(12)).tcp_nodelay(true))
-        .map_err(|e| ClientError::Invalid(format!("bad address {addr}: {e}")))
+fn endpoint(addr: &str, tls: Option<&ClientTlsConfig>) -> Result<Endpoint, ClientError> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let e = Endpoint::from_shared(format!("{scheme}://{addr}"))
+        .map(|e| e.connect_timeout(Duration::from_secs(2)).timeout(limits::ATTEMPT_TIMEOUT).tcp_nodelay(true))
+        .map_err(|e| ClientError::Invalid(format!("bad address {addr}: {e}")))?;
+    match tls {
+        Some(t) => e.tls_config(t.clone()).map_err(|e| ClientError::Invalid(format!("TLS settings for {addr}: {e}"))),
+        None => Ok(e),
+    }
 }
 
 fn classify(e: pb::Error) -> (pb::error::Kind, String, Option<NodeId>, Option<RangeDescriptor>) {
@@ -119,6 +205,14 @@ fn classify(e: pb::Error) -> (pb::error::Kind, String, Option<NodeId>, Option<Ra
 impl Client {
     /// Connects through any of `seeds` (node gRPC addresses) and loads the first routes.
     pub async fn connect<S: Into<String>>(seeds: impl IntoIterator<Item = S>) -> Result<Client, ClientError> {
+        Client::connect_with(seeds, ClientOptions::default()).await
+    }
+
+    /// [`Client::connect`] to a secured cluster: TLS and a token as `options` say.
+    pub async fn connect_with<S: Into<String>>(
+        seeds: impl IntoIterator<Item = S>,
+        options: ClientOptions,
+    ) -> Result<Client, ClientError> {
         let seeds: Vec<String> = seeds.into_iter().map(Into::into).collect();
         if seeds.is_empty() {
             return Err(ClientError::Invalid("at least one node address is needed".into()));
@@ -128,6 +222,9 @@ impl Client {
             routes: Mutex::new(Routes::default()),
             channels: Mutex::new(HashMap::new()),
             deadline: DEADLINE_DEFAULT,
+            tls: options.tls.as_ref().map(ClientTls::config),
+            bearer: Bearer::new(options.token.as_ref()).map_err(ClientError::Invalid)?,
+            txn_slots: limits::TxnSlots::new(limits::TXNS_IN_FLIGHT_MAX),
         };
         // A cluster that just started (or lost its meta leader) answers "unavailable" for a
         // moment; keep asking until the deadline.
@@ -136,6 +233,7 @@ impl Client {
         loop {
             match c.refresh(range::USER_KEYS_START).await {
                 Ok(()) => return Ok(c),
+                Err(e @ ClientError::Unauthenticated(_)) => return Err(e),
                 Err(e) if start.elapsed() >= c.deadline => return Err(e),
                 Err(_) => {
                     tokio::time::sleep(backoff).await;
@@ -151,24 +249,24 @@ impl Client {
         self
     }
 
-    fn channel(&self, addr: &str) -> Result<Channel, ClientError> {
+    fn channel(&self, addr: &str) -> Result<NodeChannel, ClientError> {
         let mut chans = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = chans.get(addr) {
-            return Ok(c.clone());
+            return Ok(InterceptedService::new(c.clone(), self.bearer.clone()));
         }
-        let c = endpoint(addr)?.connect_lazy();
+        let c = endpoint(addr, self.tls.as_ref())?.connect_lazy();
         chans.insert(addr.to_string(), c.clone());
-        Ok(c)
+        Ok(InterceptedService::new(c, self.bearer.clone()))
     }
 
-    fn kv(&self, addr: &str) -> Result<pb::kv_client::KvClient<Channel>, ClientError> {
+    fn kv(&self, addr: &str) -> Result<pb::kv_client::KvClient<NodeChannel>, ClientError> {
         Ok(pb::kv_client::KvClient::new(self.channel(addr)?)
             .max_decoding_message_size(GRPC_MESSAGE_MAX)
             .max_encoding_message_size(GRPC_MESSAGE_MAX))
     }
 
     /// An admin client for `addr`.
-    pub fn admin_at(&self, addr: &str) -> Result<pb::admin_client::AdminClient<Channel>, ClientError> {
+    pub fn admin_at(&self, addr: &str) -> Result<pb::admin_client::AdminClient<NodeChannel>, ClientError> {
         Ok(pb::admin_client::AdminClient::new(self.channel(addr)?)
             .max_decoding_message_size(GRPC_MESSAGE_MAX)
             .max_encoding_message_size(GRPC_MESSAGE_MAX))
@@ -207,6 +305,7 @@ impl Client {
     /// Reloads the routes for `key` (and the ranges after it) from the meta range.
     async fn refresh(&self, key: &[u8]) -> Result<(), ClientError> {
         let mut last = String::new();
+        let mut refused = None;
         for addr in self.all_addrs() {
             let Ok(mut kv) = self.kv(&addr) else { continue };
             match kv.lookup_range(pb::LookupRangeRequest { key: key.to_vec(), limit: LOOKUP_PREFETCH }).await {
@@ -221,10 +320,18 @@ impl Client {
                         Some(e) => last = format!("{addr}: {}", e.message),
                     }
                 }
-                Err(s) => last = format!("{addr}: {}", s.message()),
+                Err(s) => {
+                    last = format!("{addr}: {}", status_text(&s));
+                    if s.code() == tonic::Code::Unauthenticated {
+                        refused = Some(last.clone());
+                    }
+                }
             }
         }
-        Err(ClientError::Transport(format!("no node answered a routing lookup ({last})")))
+        match refused {
+            Some(why) => Err(ClientError::Unauthenticated(why)),
+            None => Err(ClientError::Transport(format!("no node answered a routing lookup ({last})"))),
+        }
     }
 
     /// Where to send a request about `key`: the range, and the address of its (likely) leader.
@@ -245,7 +352,7 @@ impl Client {
     /// until it succeeds, fails for good, or the deadline passes.
     async fn with_leader<T, F, Fut>(&self, key: &[u8], op: F) -> Result<T, ClientError>
     where
-        F: FnMut(pb::kv_client::KvClient<Channel>, RangeDescriptor) -> Fut,
+        F: FnMut(pb::kv_client::KvClient<NodeChannel>, RangeDescriptor) -> Fut,
         Fut: std::future::Future<Output = Result<Outcome<T>, tonic::Status>>,
     {
         self.with_leader_sent(key, false, op).await
@@ -263,7 +370,7 @@ impl Client {
         mut op: F,
     ) -> Result<T, ClientError>
     where
-        F: FnMut(pb::kv_client::KvClient<Channel>, RangeDescriptor) -> Fut,
+        F: FnMut(pb::kv_client::KvClient<NodeChannel>, RangeDescriptor) -> Fut,
         Fut: std::future::Future<Output = Result<Outcome<T>, tonic::Status>>,
     {
         let start = tokio::time::Instant::now();
@@ -318,7 +425,7 @@ impl Client {
     /// the caller then goes to the leader.
     async fn at_some_replica<T, F, Fut>(&self, key: &[u8], op: F) -> Option<T>
     where
-        F: FnOnce(pb::kv_client::KvClient<Channel>, RangeDescriptor) -> Fut,
+        F: FnOnce(pb::kv_client::KvClient<NodeChannel>, RangeDescriptor) -> Fut,
         Fut: std::future::Future<Output = Result<Outcome<T>, tonic::Status>>,
     {
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -393,6 +500,7 @@ impl Client {
         for (k, _) in &writes {
             range::check_user_key(k).map_err(ClientError::Invalid)?;
         }
+        limits::check_writes(writes.iter().map(|(k, v)| (&k[..], v.as_deref()))).map_err(ClientError::Invalid)?;
         let first = first.clone();
         let mutations: Vec<pb::Mutation> = writes.into_iter().map(|(key, value)| pb::Mutation { key, value }).collect();
         self.with_leader(&first, |mut kv, desc| {
@@ -463,7 +571,10 @@ impl Client {
                     self.learn(r);
                     return Ok((descs, nodes, leaders));
                 }
-                Err(s) => last = s.message().to_string(),
+                Err(s) if s.code() == tonic::Code::Unauthenticated => {
+                    return Err(ClientError::Unauthenticated(format!("{addr}: {}", s.message())));
+                }
+                Err(s) => last = status_text(&s),
             }
         }
         Err(ClientError::Transport(format!("no node answered ({last})")))
@@ -472,7 +583,7 @@ impl Client {
     /// Runs an admin request at the leader of the range holding `key`.
     async fn admin_at_leader<F, Fut>(&self, key: &[u8], op: F) -> Result<String, ClientError>
     where
-        F: Fn(pb::admin_client::AdminClient<Channel>) -> Fut,
+        F: Fn(pb::admin_client::AdminClient<NodeChannel>) -> Fut,
         Fut: std::future::Future<Output = Result<pb::AdminResponse, tonic::Status>>,
     {
         self.with_leader(key, |kv, desc| {
@@ -548,7 +659,7 @@ impl Client {
         a.status(pb::StatusRequest {})
             .await
             .map(|r| r.into_inner())
-            .map_err(|s| ClientError::Transport(format!("{addr}: {}", s.message())))
+            .map_err(|s| ClientError::Transport(format!("{addr}: {}", status_text(&s))))
     }
 }
 
@@ -584,7 +695,7 @@ mod tests {
         let get = || pb::GetRequest { key: b"k".to_vec() };
         // Nobody listens on a port just released: the connection is refused.
         let addr = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind");
-        let mut kv = pb::kv_client::KvClient::new(endpoint(&addr.to_string()).expect("addr").connect_lazy());
+        let mut kv = pb::kv_client::KvClient::new(endpoint(&addr.to_string(), None).expect("addr").connect_lazy());
         let st = kv.get(get()).await.expect_err("nobody listens");
         assert!(never_sent(&st), "refused: {st:?}");
         // A node that accepts and never answers may have read the request.

@@ -97,7 +97,7 @@ async fn read(
     limit: u32,
 ) -> Result<(Vec<pb::KeyValue>, Vec<u8>, bool), ClientError> {
     let req = pb::ReadRequest { start: start.to_vec(), end, limit, ts: ts.map(Timestamp::nanos) };
-    let op = |mut kv: pb::kv_client::KvClient<tonic::transport::Channel>, desc: RangeDescriptor| {
+    let op = |mut kv: pb::kv_client::KvClient<crate::NodeChannel>, desc: RangeDescriptor| {
         let req = req.clone();
         async move {
             let r = kv.read(req).await?.into_inner();

@@ -14,6 +14,11 @@
 //! A transaction that wrote to several ranges commits by two-phase commit: the range of its
 //! first written key coordinates, the others prepare first. [`Client::begin`] gives the same
 //! transaction without the retry loop, for callers (SQL sessions) that drive it themselves.
+//!
+//! **Tracing.** Each attempt runs in an info-level span `txn{id=… attempt=…}` (the id printed as
+//! the nodes print it: 32 hex digits), with debug-level child spans `read`, `scan`, `commit` and
+//! `abort`, and a debug event per retry; the nodes log the same id in their own `txn{id=…}`
+//! spans and 2PC events, so one grep follows a transaction client → coordinator → participants.
 
 use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -93,6 +98,8 @@ struct TxnState {
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     /// A key of every range that may hold our locks (to send the abort there).
     touched: Touched,
+    /// `txn{id=… attempt=…}`: the parent of every span of this attempt.
+    span: tracing::Span,
 }
 
 /// A read-write transaction over a client held as `C` (`&Client` or `Arc<Client>`); use the
@@ -142,7 +149,13 @@ impl TxnState {
             reads: BTreeMap::new(),
             writes: BTreeMap::new(),
             touched: Touched::default(),
+            span: tracing::info_span!("txn", id = %txn_id_text(id), attempt),
         }
+    }
+
+    /// The transaction id as the nodes log it.
+    fn id_text(&self) -> String {
+        txn_id_text((u128::from(self.pb.id_hi) << 64) | u128::from(self.pb.id_lo))
     }
 
     /// Records a read in `desc`'s range under `epoch`; a different epoch than earlier reads
@@ -159,6 +172,7 @@ impl TxnState {
         Ok(entry)
     }
 
+    #[tracing::instrument(name = "read", level = "debug", parent = &self.span, skip_all, fields(key = %range::show_key(key)))]
     async fn get(&mut self, client: &Client, key: &[u8]) -> Result<Option<Vec<u8>>, ClientError> {
         if let Some(v) = self.writes.get(key) {
             return Ok(v.clone());
@@ -178,6 +192,9 @@ impl TxnState {
         Ok(value)
     }
 
+    // `#[instrument]` spells the return type out inside its expansion, which clippy counts.
+    #[allow(clippy::type_complexity)]
+    #[tracing::instrument(level = "debug", parent = &self.span, skip_all, fields(start = %range::show_key(start), limit = limit))]
     async fn scan(
         &mut self,
         client: &Client,
@@ -242,10 +259,14 @@ impl TxnState {
     /// written key) prepares, then the coordinator commits at `s ≥` every prepare timestamp
     /// and tells the others (Spanner §4.2.1). Several ranges and no writes: each range checks
     /// that its read locks were held throughout and releases them. Returns the timestamp.
+    #[tracing::instrument(level = "debug", parent = &self.span, skip_all, fields(writes = self.writes.len()))]
     async fn commit(&mut self, client: &Client) -> Result<Timestamp, ClientError> {
         for k in self.writes.keys() {
             range::check_user_key(k).map_err(ClientError::Invalid)?;
         }
+        // The whole transaction, before anything is sent (each range checks its part again).
+        crate::limits::check_writes(self.writes.iter().map(|(k, v)| (&k[..], v.as_deref())))
+            .map_err(ClientError::Invalid)?;
         // Per range: a key to route by, the reads (with their epoch) and the writes.
         let mut parts: BTreeMap<GroupId, Part> = BTreeMap::new();
         for (gid, r) in &self.reads {
@@ -276,23 +297,29 @@ impl TxnState {
         let txn = self.pb;
         let Some(coordinator) = coordinator.filter(|_| parts.len() > 1) else {
             // One range, or reads only: every range commits on its own.
+            tracing::debug!(ranges = parts.len(), "commit without two-phase commit");
             let commits = parts.into_values().map(|p| send_commit(client, txn, p, None, Vec::new(), Timestamp::ZERO));
             let stamps = futures::future::try_join_all(commits).await?;
             return Ok(stamps.into_iter().max().unwrap_or(Timestamp::ZERO));
         };
         let coord = parts.remove(&coordinator).expect("the coordinator wrote");
         let participants: Vec<u64> = parts.keys().map(|g| g.0).collect();
+        tracing::debug!(coordinator = %coordinator, ?participants, "two-phase commit: preparing at the participants");
         let prepares =
             parts.into_values().map(|p| send_commit(client, txn, p, Some(coordinator.0), Vec::new(), Timestamp::ZERO));
         let prepared = futures::future::try_join_all(prepares).await?;
         let max = prepared.into_iter().max().unwrap_or(Timestamp::ZERO);
-        send_commit(client, txn, coord, None, participants, max).await
+        tracing::debug!(coordinator = %coordinator, prepare_ts_max = %max, "two-phase commit: committing at the coordinator");
+        let ts = send_commit(client, txn, coord, None, participants, max).await?;
+        tracing::debug!(commit_ts = %ts, "two-phase commit: committed");
+        Ok(ts)
     }
 
     /// Releases what the transaction holds (best effort: unreleased locks expire), in every
     /// range at once. A range where it prepared asks the coordinator instead (only the
     /// coordinator decides), and the coordinator's range, one hop closer, has usually released
     /// the transaction by then, so it answers "aborted" at once.
+    #[tracing::instrument(level = "debug", parent = &self.span, skip_all)]
     async fn abort(&mut self, client: &Client) {
         let txn = self.pb;
         let touched = std::mem::take(&mut *self.touched.lock());
@@ -353,6 +380,12 @@ async fn send_commit(
 }
 
 impl<C: Borrow<Client>> TxnOn<C> {
+    /// This transaction's id as the nodes log it (32 hex digits): grep the nodes' logs for it to
+    /// follow its reads, prepares and commit.
+    pub fn id(&self) -> String {
+        self.state.id_text()
+    }
+
     /// The value of `key` as this transaction sees it (its own buffered write first), holding a
     /// shared lock on it until the transaction ends.
     pub async fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, ClientError> {
@@ -433,6 +466,18 @@ impl Client {
     where
         F: for<'t, 'c> FnMut(&'t mut Txn<'c>) -> TxnFuture<'t, T>,
     {
+        // Bounded in-flight transactions per client: wait for a slot, at most the deadline.
+        let _slot = match tokio::time::timeout(self.deadline, self.txn_slots.sem.acquire()).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => unreachable!("the client never closes its transaction semaphore"),
+            Err(_) => {
+                return Err(ClientError::Unavailable(format!(
+                    "{} read-write transactions are already in flight on this client (the limit) and none \
+                     finished within the deadline of {:?}; wait for some to finish, or use more clients",
+                    self.txn_slots.max, self.deadline
+                )));
+            }
+        };
         let start = now_nanos();
         let mut backoff = Duration::from_millis(2);
         let mut last = String::new();
@@ -450,6 +495,7 @@ impl Client {
             match outcome {
                 Ok(done) => return Ok(done),
                 Err(ClientError::Aborted(why)) => {
+                    tracing::debug!(parent: &txn.state.span, reason = %why, ?backoff, "aborted; retrying");
                     last = why;
                     txn.state.abort(self).await;
                     // Jittered exponential backoff, so retried rivals do not collide again.
@@ -473,6 +519,11 @@ impl Client {
         }
         self.range_of(key).await
     }
+}
+
+/// A transaction id as `meridian_txn::TxnId` displays it (the nodes' logs).
+fn txn_id_text(id: u128) -> String {
+    format!("{id:032x}")
 }
 
 fn now_nanos() -> u64 {

@@ -148,6 +148,11 @@ impl<S> GuardedStream<S> {
         GuardedStream { inner, guard: FrameGuard::new(body_bytes_max), refused: None }
     }
 
+    /// The stream inside (a connection switching to TLS after its `SSLRequest`).
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
     /// Why reads fail, once they do.
     pub fn refused(&self) -> Option<&GuardError> {
         self.refused.as_ref()

@@ -76,6 +76,8 @@ pub struct Handler {
     parser: Arc<Parser>,
     /// Refuse the startup: the server is at its connection limit.
     reject: bool,
+    /// SCRAM password authentication; `None`: trust.
+    sasl: Option<Arc<crate::auth::Sasl>>,
 }
 
 impl Debug for Handler {
@@ -86,10 +88,10 @@ impl Debug for Handler {
 
 impl Handler {
     /// Handlers with a fresh session over `store`; with `reject`, the startup is refused with
-    /// `53300 too many connections`.
-    pub fn new(store: Arc<dyn KvStore>, reject: bool) -> Handler {
+    /// `53300 too many connections`; with `sasl`, clients authenticate with SCRAM.
+    pub fn new(store: Arc<dyn KvStore>, reject: bool, sasl: Option<Arc<crate::auth::Sasl>>) -> Handler {
         let session = Arc::new(Mutex::new(Session::new(store.clone())));
-        Handler { parser: Arc::new(Parser { session: session.clone() }), session, store, reject }
+        Handler { parser: Arc::new(Parser { session: session.clone() }), session, store, reject, sasl }
     }
 
     /// The session's transaction status, as ReadyForQuery reports it.
@@ -155,6 +157,17 @@ impl StartupHandler for Handler {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        if let Some(sasl) = &self.sasl {
+            // SCRAM: pgwire's handler runs the exchange (the startup packet, then the SASL
+            // messages) and finishes the startup once the proof checks out.
+            if self.reject && matches!(message, PgWireFrontendMessage::Startup(_)) {
+                return Err(PgWireError::UserError(Box::new(convert::fatal(
+                    "53300",
+                    "sorry, too many clients already",
+                ))));
+            }
+            return sasl.on_startup(client, message).await;
+        }
         let PgWireFrontendMessage::Startup(startup) = message else {
             return Err(PgWireError::UserError(Box::new(convert::fatal(
                 SqlState::ProtocolViolation.code(),
@@ -171,7 +184,7 @@ impl StartupHandler for Handler {
         client.set_pid_and_secret_key(pid, key);
         let mut parameters = DefaultServerParameterProvider::default();
         parameters.server_version = server_version();
-        // Trust authentication (issue 9 adds SCRAM and TLS): AuthenticationOk, parameters,
+        // Trust authentication (no password file): AuthenticationOk, parameters,
         // BackendKeyData, ReadyForQuery.
         finish_authentication(client, &parameters).await
     }

@@ -60,6 +60,7 @@
 //! - The number of prepared statements per connection is not bounded (PostgreSQL does not bound
 //!   it either); their memory is bounded by the connection limit times what a client prepares.
 
+mod auth;
 mod convert;
 pub mod guard;
 mod handler;
@@ -70,6 +71,7 @@ use std::time::Duration;
 
 use meridian_sql::KvStore;
 
+pub use auth::{AuthError, DEFAULT_USER, PgPasswords, PgSecurity, USERS_MAX};
 pub use handler::server_version;
 
 /// Default for [`PgOptions::connections_max`] (PostgreSQL's default `max_connections`).
@@ -97,6 +99,8 @@ pub struct PgOptions {
     pub startup_timeout: Duration,
     /// How long shutdown waits for connections to finish their current message.
     pub shutdown_grace: Duration,
+    /// TLS and passwords (default: neither).
+    pub security: PgSecurity,
 }
 
 impl Default for PgOptions {
@@ -105,6 +109,7 @@ impl Default for PgOptions {
             connections_max: CONNECTIONS_MAX_DEFAULT,
             startup_timeout: STARTUP_TIMEOUT_DEFAULT,
             shutdown_grace: SHUTDOWN_GRACE_DEFAULT,
+            security: PgSecurity::default(),
         }
     }
 }

@@ -5,8 +5,16 @@
 //! is copied from the session after every message; a broken frame gets a FATAL ErrorResponse
 //! saying what was wrong instead of a silently closed socket; and connections notice shutdown
 //! between messages. Message handling itself is pgwire's (`process_message`).
+//!
+//! An `SSLRequest` switches the connection to TLS when the server has a certificate
+//! ([`crate::PgSecurity`]): the loop answers `S`, hands the socket to rustls and goes on with a
+//! fresh codec over the encrypted stream. A server with a certificate refuses plaintext
+//! startups.
 
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
@@ -16,6 +24,7 @@ use pgwire::error::{ErrorInfo, PgWireError};
 use pgwire::messages::response::{GssEncResponse, ReadyForQuery, SslResponse, TransactionStatus};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage, SslNegotiationMetaMessage};
 use pgwire::tokio::server::{PgWireMessageServerCodec, process_message};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
@@ -35,7 +44,50 @@ const FATAL_SEND_TIMEOUT: Duration = Duration::from_secs(1);
 /// SQLSTATE `57P01`, PostgreSQL's code for a connection ended by a server shutdown.
 const ADMIN_SHUTDOWN: &str = "57P01";
 
-type Socket = Framed<GuardedStream<TcpStream>, PgWireMessageServerCodec<Arc<Prepared>>>;
+type Socket = Framed<GuardedStream<MaybeTls>, PgWireMessageServerCodec<Arc<Prepared>>>;
+
+/// SQLSTATE `28000`, invalid_authorization_specification: a plaintext startup on a TLS port.
+const INVALID_AUTHORIZATION: &str = "28000";
+/// Longest a TLS handshake may take (inside the startup timeout as well).
+const TLS_HANDSHAKE_MAX: Duration = Duration::from_secs(10);
+
+/// A connection before or after its switch to TLS.
+enum MaybeTls {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for MaybeTls {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            MaybeTls::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for MaybeTls {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            MaybeTls::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            MaybeTls::Plain(s) => Pin::new(s).poll_flush(cx),
+            MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            MaybeTls::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
 
 /// See [`crate::serve`].
 pub async fn serve(
@@ -81,13 +133,14 @@ pub async fn serve(
                         }
                     },
                 };
-                let handler = Arc::new(Handler::new(store.clone(), reject));
+                let handler = Arc::new(Handler::new(store.clone(), reject, opts.security.sasl.clone()));
                 let stop = stop_rx.clone();
                 let startup_timeout = opts.startup_timeout;
+                let tls = opts.security.tls.clone();
                 connections.spawn(async move {
                     let _permit = permit;
                     tracing::debug!(%peer, reject, "PostgreSQL connection opened");
-                    run_connection(stream, handler, stop, startup_timeout).await;
+                    run_connection(stream, handler, stop, startup_timeout, tls).await;
                     tracing::debug!(%peer, "PostgreSQL connection closed");
                 });
             }
@@ -113,13 +166,15 @@ async fn run_connection(
     handler: Arc<Handler>,
     mut stop: watch::Receiver<bool>,
     startup_timeout: Duration,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
     let Ok(peer) = stream.peer_addr() else { return };
     let _ = stream.set_nodelay(true);
     let mut socket: Socket = Framed::new(
-        GuardedStream::new(stream, MESSAGE_BYTES_MAX),
+        GuardedStream::new(MaybeTls::Plain(stream), MESSAGE_BYTES_MAX),
         PgWireMessageServerCodec::new(DefaultClient::new(peer, false)),
     );
+    let mut secure = false;
     let startup_deadline = Instant::now() + startup_timeout;
     let noop = Arc::new(NoopHandler);
     loop {
@@ -158,10 +213,38 @@ async fn run_connection(
         };
         match message {
             PgWireFrontendMessage::SslNegotiation(SslNegotiationMetaMessage::PostgresSsl(_)) => {
-                // No TLS yet (issue 9): 'N', and the client goes on in plaintext or gives up.
-                if socket.send(PgWireBackendMessage::SslResponse(SslResponse::Refuse)).await.is_err() {
+                let Some(acceptor) = tls.as_ref().filter(|_| !secure) else {
+                    // No certificate: 'N', and the client goes on in plaintext or gives up.
+                    if socket.send(PgWireBackendMessage::SslResponse(SslResponse::Refuse)).await.is_err() {
+                        break;
+                    }
+                    continue;
+                };
+                if socket.send(PgWireBackendMessage::SslResponse(SslResponse::Accept)).await.is_err() {
                     break;
                 }
+                // The client sends nothing more until the handshake: the read buffer is empty.
+                let MaybeTls::Plain(tcp) = socket.into_inner().into_inner() else {
+                    unreachable!("invariant: a connection switches to TLS once (`secure` guards it)")
+                };
+                let accepted = tokio::time::timeout(TLS_HANDSHAKE_MAX, acceptor.accept(tcp)).await;
+                let stream = match accepted {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, "PostgreSQL TLS handshake failed: {e}");
+                        break;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "PostgreSQL TLS handshake timed out");
+                        break;
+                    }
+                };
+                socket = Framed::new(
+                    GuardedStream::new(MaybeTls::Tls(Box::new(stream)), MESSAGE_BYTES_MAX),
+                    PgWireMessageServerCodec::new(DefaultClient::new(peer, true)),
+                );
+                socket.set_state(PgWireConnectionState::AwaitingStartup);
+                secure = true;
                 continue;
             }
             PgWireFrontendMessage::SslNegotiation(SslNegotiationMetaMessage::PostgresGss(_)) => {
@@ -176,6 +259,14 @@ async fn run_connection(
                 continue;
             }
             PgWireFrontendMessage::Terminate(_) => break,
+            PgWireFrontendMessage::Startup(_) if tls.is_some() && !secure => {
+                send_fatal(
+                    &mut socket,
+                    fatal(INVALID_AUTHORIZATION, "this server requires TLS: connect with sslmode=require or stricter"),
+                )
+                .await;
+                break;
+            }
             _ => {}
         }
         let is_cancel = matches!(message, PgWireFrontendMessage::CancelRequest(_));

@@ -5,8 +5,13 @@
 //! clients and servers). The `.proto` files are the contract: a field is added with a new tag
 //! and never reused, so nodes of adjacent versions interoperate during a rolling upgrade.
 //!
-//! Generated code only; conversions to and from the core types live in the crates that own
-//! those types, so this crate depends on nothing of ours.
+//! Generated code, plus [`auth`]: how a request carries its credentials, and [`limits`]: the
+//! sizes every client and node agrees on — both part of the contract too. Conversions to and
+//! from the core types live in the crates that own those types, so this crate depends on
+//! nothing of ours.
+
+pub mod auth;
+pub mod limits;
 
 /// Version 1 of the protocol.
 pub mod v1 {

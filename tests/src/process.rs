@@ -101,7 +101,8 @@ pub struct ProcessCluster {
     pub nodes: Vec<ProcessNode>,
 }
 
-fn free_port() -> u16 {
+/// A port on 127.0.0.1 free a moment ago (another process may take it before it is used).
+pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     l.local_addr().expect("bound").port()
 }
@@ -322,5 +323,26 @@ pub fn run_bounded(mut cmd: Command, stdin: &str, timeout: Duration) -> Output {
         code: status.code(),
         stdout: stdout.join().expect("stdout reader"),
         stderr: stderr.join().expect("stderr reader"),
+    }
+}
+
+/// A two-worker tokio runtime for a test's client side (the node processes are separate).
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
+}
+
+/// Polls `f` every 200 ms until it returns `Some`, for at most `limit`; panics naming `what`.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

@@ -68,7 +68,7 @@ const GAIN_MIN: f64 = 0.05;
 /// Steps in a row without growth after which the run stops.
 const FLAT_STEPS_MAX: usize = 2;
 /// Every account's opening balance: large enough that one-unit transfers never empty one.
-const BALANCE: i64 = 1_000_000_000;
+pub(super) const BALANCE: i64 = 1_000_000_000;
 /// Nodes of the cluster unless `--replicas` asks for more.
 const NODES: usize = 3;
 /// Most concurrent clients of one step.
@@ -120,7 +120,7 @@ async fn transfer(client: &Client, from: usize, to: usize) -> (u64, anyhow::Resu
 
 /// Two distinct accounts below `n` for transfer `i` of client `task` (splitmix64: every client
 /// draws its own sequence, and the same one in every run).
-fn pick(n: usize, task: usize, i: u64) -> (usize, usize) {
+pub(super) fn pick(n: usize, task: usize, i: u64) -> (usize, usize) {
     let mut x = (task as u64) << 40 ^ i;
     x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
     x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -172,7 +172,7 @@ pub fn run(args: BankArgs) -> anyhow::Result<()> {
         for (step, &c) in args.concurrency.iter().enumerate() {
             let (client, n) = (client.clone(), args.accounts);
             let d = Duration::from_secs_f64(args.seconds);
-            let s = drive(c, d, WARM_OPS, OP_TIMEOUT, move |t, i| {
+            let s = drive(&format!("{c} clients"), c, d, WARM_OPS, OP_TIMEOUT, move |t, i| {
                 let client = client.clone();
                 async move {
                     let (from, to) = pick(n, t, i);

@@ -139,20 +139,27 @@ fn run_cluster(rt: &tokio::runtime::Runtime, args: &CommitArgs, ranges: usize, e
         for (step, &n) in args.participants.iter().enumerate() {
             let (client, value) = (client.clone(), value.clone());
             let d = Duration::from_secs_f64(args.seconds);
-            let s = drive(args.concurrency, d, WARM_OPS, OP_TIMEOUT, move |t, i| {
-                let first = (t * 7 + i as usize) % ranges;
-                let keys: Vec<Vec<u8>> = (0..n).map(|j| key((first + j) % ranges, t, i)).collect();
-                let (client, value) = (client.clone(), value.clone());
-                async move {
-                    read_write_counted(&client, |txn| {
-                        for k in &keys {
-                            txn.put(k, &value);
-                        }
-                        Box::pin(async { Ok(()) })
-                    })
-                    .await
-                }
-            })
+            let s = drive(
+                &format!("ε {eps} ms, {n} participants"),
+                args.concurrency,
+                d,
+                WARM_OPS,
+                OP_TIMEOUT,
+                move |t, i| {
+                    let first = (t * 7 + i as usize) % ranges;
+                    let keys: Vec<Vec<u8>> = (0..n).map(|j| key((first + j) % ranges, t, i)).collect();
+                    let (client, value) = (client.clone(), value.clone());
+                    async move {
+                        read_write_counted(&client, |txn| {
+                            for k in &keys {
+                                txn.put(k, &value);
+                            }
+                            Box::pin(async { Ok(()) })
+                        })
+                        .await
+                    }
+                },
+            )
             .await?;
             eprintln!(
                 "  [{}/{}] ε = {eps} ms, {n:>3} participant(s): {}",

@@ -3,6 +3,8 @@
 mod bank;
 mod cluster;
 mod commit;
+mod compare;
+mod etcd;
 mod paxos;
 mod plot;
 mod storage;
@@ -11,6 +13,7 @@ mod txn;
 use std::future::Future;
 use std::io::{Read, Write};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use meridian_client::{Client, ClientError, Txn, TxnFuture};
@@ -26,14 +29,20 @@ pub enum BenchCommand {
     Replicate(cluster::ReplicateArgs),
     /// CPU use of nodes hosting many idle ranges.
     Idle(cluster::IdleArgs),
-    /// Read-write (one range, two ranges by 2PC), read-only and snapshot transactions through
-    /// node processes, by replica count and ε.
-    Txn(txn::TxnArgs),
+    /// Microbenchmarks beside Spanner's Table 3: read-write (one range, two ranges by 2PC),
+    /// read-only and snapshot transactions through node processes, at 1, 3 and 5 replicas, with
+    /// commit wait on (ε = 4 ms) and off (ε = 0). (`bench txn` is the old name.)
+    #[command(alias = "txn")]
+    Micro(txn::TxnArgs),
     /// Commit latency by number of ranges written (two-phase commit participants), beside
     /// Spanner's Table 4.
     Commit(commit::CommitArgs),
     /// Bank transfers across ranges at rising concurrency, until throughput stops growing.
     Bank(bank::BankArgs),
+    /// The same bank transfers against etcd, pgbench's log summary and the comparison table
+    /// with PostgreSQL and etcd (the pieces of `bench/compare`).
+    #[command(subcommand)]
+    Compare(compare::CompareCommand),
 }
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
@@ -42,9 +51,10 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Paxos(args) => paxos::run(args),
         BenchCommand::Replicate(args) => cluster::replicate(args),
         BenchCommand::Idle(args) => cluster::idle(args),
-        BenchCommand::Txn(args) => txn::run(args),
+        BenchCommand::Micro(args) => txn::run(args),
         BenchCommand::Commit(args) => commit::run(args),
         BenchCommand::Bank(args) => bank::run(args),
+        BenchCommand::Compare(cmd) => compare::run(cmd),
     }
 }
 
@@ -190,8 +200,16 @@ impl Step {
 
 /// Runs `op(task, i)` back to back in each of `c` client tasks for `d`, after `warm` unrecorded
 /// operations per task (routes, connections), each bounded by `timeout`. `op` returns how many
-/// of its attempts were aborted and its result.
-pub async fn drive<F, Fut>(c: usize, d: Duration, warm: u64, timeout: Duration, op: F) -> anyhow::Result<Step>
+/// of its attempts were aborted and its result. A progress bar labelled `label` shows the
+/// measurement on a terminal (nothing is drawn when stderr is not one).
+pub async fn drive<F, Fut>(
+    label: &str,
+    c: usize,
+    d: Duration,
+    warm: u64,
+    timeout: Duration,
+    op: F,
+) -> anyhow::Result<Step>
 where
     F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = (u64, anyhow::Result<()>)> + Send + 'static,
@@ -202,10 +220,25 @@ where
             let _ = tokio::time::timeout(timeout, op(t, i)).await;
         }
     }
+    let done = Arc::new(AtomicU64::new(0));
+    let bar = progress_bar(label, d);
+    let ticker = {
+        let (bar, done) = (bar.clone(), done.clone());
+        tokio::spawn(async move {
+            let start = Instant::now();
+            loop {
+                let elapsed = start.elapsed();
+                let ops = done.load(Ordering::Relaxed);
+                bar.set_position(elapsed.as_millis().min(d.as_millis()) as u64);
+                bar.set_message(format!("{ops} ops, {:.0}/s", ops as f64 / elapsed.as_secs_f64().max(1e-3)));
+                tokio::time::sleep(PROGRESS_TICK).await;
+            }
+        })
+    };
     let start = Instant::now();
     let tasks: Vec<_> = (0..c)
         .map(|t| {
-            let op = op.clone();
+            let (op, done) = (op.clone(), done.clone());
             tokio::spawn(async move {
                 let mut h = histogram();
                 let (mut aborts, mut failed, mut first_error) = (0u64, 0u64, None);
@@ -217,6 +250,7 @@ where
                         Ok((a, Ok(()))) => {
                             aborts += a;
                             h.record(t0.elapsed().as_nanos() as u64).ok();
+                            done.fetch_add(1, Ordering::Relaxed);
                         }
                         Ok((a, Err(e))) => {
                             aborts += a;
@@ -242,7 +276,24 @@ where
         h.add(&ht).ok();
     }
     let wall = start.elapsed().as_secs_f64();
+    ticker.abort();
+    bar.finish_and_clear();
     Ok(Step { ops_per_sec: h.len() as f64 / wall, aborts, failed, first_error, latency: Latency::of(&h) })
+}
+
+/// How often a progress bar is redrawn.
+const PROGRESS_TICK: Duration = Duration::from_millis(100);
+
+/// A bar over a measurement of `d`, counting milliseconds, drawn on stderr if it is a terminal.
+fn progress_bar(label: &str, d: Duration) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(d.as_millis() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{prefix:>28} [{bar:30}] {elapsed:>3}/{duration:<3} {msg}")
+            .expect("the progress template is valid")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(label.to_string());
+    bar
 }
 
 /// [`Client::read_write`], also returning how many of its attempts were aborted (every attempt

@@ -14,13 +14,17 @@ pub struct Line {
 }
 
 /// Colours of the measured lines, in order.
-const PALETTE: [RGBColor; 6] = [
+const PALETTE: [RGBColor; 10] = [
     RGBColor(31, 119, 180),
     RGBColor(214, 39, 40),
     RGBColor(44, 160, 44),
     RGBColor(255, 127, 14),
     RGBColor(148, 103, 189),
     RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
 ];
 /// Plot size in pixels.
 const SIZE: (u32, u32) = (900, 560);
@@ -84,6 +88,12 @@ fn y_span<'a>(lines: impl Iterator<Item = &'a Line>) -> (f64, f64) {
 
 /// Lines of milliseconds (log scale) against a linear x axis starting at 0.
 pub fn latency_by(path: &Path, title: &str, x_desc: &str, lines: &[Line]) -> anyhow::Result<()> {
+    log_y_by(path, title, x_desc, "latency, ms (log scale)", lines)
+}
+
+/// Lines of positive values on a log-scale y axis described by `y_desc`, against a linear x axis
+/// starting at 0.
+pub fn log_y_by(path: &Path, title: &str, x_desc: &str, y_desc: &str, lines: &[Line]) -> anyhow::Result<()> {
     let x_max = lines.iter().flat_map(|l| l.points.iter().map(|p| p.0)).fold(1.0, f64::max);
     let (lo, hi) = y_span(lines.iter());
     let root = canvas(path)?;
@@ -92,7 +102,7 @@ pub fn latency_by(path: &Path, title: &str, x_desc: &str, lines: &[Line]) -> any
     chart
         .configure_mesh()
         .x_desc(x_desc)
-        .y_desc("latency, ms (log scale)")
+        .y_desc(y_desc)
         .x_label_formatter(&|x| format!("{x:.0}"))
         .y_label_formatter(&|y| format!("{y}"))
         .draw()?;

@@ -1,4 +1,4 @@
-//! `meridian bench txn`: transactions through the Rust client against a cluster of
+//! `meridian bench micro` (formerly `bench txn`): transactions through the Rust client against a cluster of
 //! `meridian start` processes on loopback (issue 5; compare Spanner OSDI 2012, Table 3).
 //!
 //! For each replica count and each ε, a fresh cluster whose user keyspace is split at
@@ -48,13 +48,14 @@ use meridian_shard::range::{META_GROUP, RangeDescriptor};
 use tonic::transport::Channel;
 
 use super::cluster::{View, place_leaders, spawn_cluster, wait_replicated};
+use super::plot::{self, Line};
 use super::{CLIENT_DEADLINE, Floors, LEADERS_STABLE, Latency, OP_TIMEOUT, SETTLE_MAX, WARM_OPS, drive, print_table};
 
-/// Arguments of `meridian bench txn`.
+/// Arguments of `meridian bench micro`.
 #[derive(clap::Args)]
 pub struct TxnArgs {
     /// Replica counts (a cluster of that many nodes each).
-    #[arg(long, value_delimiter = ',', default_value = "3")]
+    #[arg(long, value_delimiter = ',', default_value = "1,3,5")]
     replicas: Vec<usize>,
     /// TrueTime ε values in milliseconds (a fresh cluster each; 0 makes commit wait free).
     #[arg(long, value_delimiter = ',', default_value = "0,4")]
@@ -78,9 +79,8 @@ pub struct TxnArgs {
     /// How old the `stale` and `follower-stale` reads are, in milliseconds.
     #[arg(long, default_value_t = 1_000)]
     staleness_ms: u64,
-    /// Also write the results as JSON to this file.
-    #[arg(long)]
-    json: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    out: super::Outputs,
 }
 
 /// What one operation of a measurement is (see the module documentation).
@@ -242,7 +242,7 @@ async fn follower_read(
 /// Runs `w` with `c` concurrent clients for `d`.
 async fn measure(ctx: &Arc<Ctx>, w: Workload, c: usize, d: Duration) -> anyhow::Result<super::Step> {
     let ctx = ctx.clone();
-    drive(c, d, WARM_OPS, OP_TIMEOUT, move |t, i| {
+    drive(&format!("{} ×{c}", w.name()), c, d, WARM_OPS, OP_TIMEOUT, move |t, i| {
         let ctx = ctx.clone();
         async move { (0, op(&ctx, w, t, i).await) }
     })
@@ -370,7 +370,7 @@ fn run_cluster(
     out
 }
 
-/// `meridian bench txn`.
+/// `meridian bench micro`.
 pub fn run(args: TxnArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.concurrency.iter().all(|&c| c >= 1), "--concurrency values must be at least 1");
     let floors = Floors::measure()?;
@@ -388,10 +388,47 @@ pub fn run(args: TxnArgs) -> anyhow::Result<()> {
     for n in &notes {
         println!("- {n}");
     }
-    if let Some(path) = &args.json {
+    if let Some(path) = &args.out.json {
         super::write_json(path, &rows)?;
     }
+    if let Some(path) = &args.out.plot {
+        plot_rows(path, &rows)?;
+    }
     Ok(())
+}
+
+/// Two plots by replica count, one line per workload and ε: p50 latency at one client (to
+/// `path`) and throughput at the highest concurrency measured (beside it, `…-throughput.svg`).
+fn plot_rows(path: &std::path::Path, rows: &[Row]) -> anyhow::Result<()> {
+    let c_max = rows.iter().map(|r| r.concurrency).max().unwrap_or(1);
+    let lines = |c: usize, y: fn(&Row) -> f64| {
+        let mut lines: Vec<Line> = Vec::new();
+        for r in rows.iter().filter(|r| r.concurrency == c && r.ops_per_sec > 0.0) {
+            let label = format!("{}, ε = {} ms", r.workload.name(), r.epsilon_ms);
+            match lines.iter_mut().find(|l| l.label == label) {
+                Some(l) => l.points.push((r.replicas as f64, y(r))),
+                None => lines.push(Line { label, points: vec![(r.replicas as f64, y(r))], reference: false }),
+            }
+        }
+        lines
+    };
+    plot::latency_by(
+        path,
+        "p50 latency at one client, by replicas",
+        "replicas",
+        &lines(1, |r| r.latency.p50_us / 1e3),
+    )?;
+    let tput = path.with_file_name(format!(
+        "{}-throughput.svg",
+        path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "micro".into())
+    ));
+    plot::log_y_by(
+        &tput,
+        &format!("throughput at {c_max} clients, by replicas"),
+        "replicas",
+        "operations/s (log scale)",
+        &lines(c_max, |r| r.ops_per_sec),
+    )
 }
 
 /// The results as Markdown: every measurement, then the ratios of medians at one client.

@@ -14,8 +14,13 @@ use super::cmd::{KeyWrite, VersionRow};
 
 /// Most rows a scan returns in one response.
 pub const SCAN_ROWS_MAX: u32 = 10_000;
-/// Most writes in one write request.
-pub const WRITE_KEYS_MAX: usize = 10_000;
+/// Most writes in one write request (the client-wide transaction limit).
+pub const WRITE_KEYS_MAX: usize = meridian_proto::limits::TXN_WRITES_MAX;
+const _: () = assert!(
+    meridian_proto::limits::KEY_SIZE_MAX == meridian_storage::KEY_SIZE_MAX
+        && meridian_proto::limits::VALUE_SIZE_MAX == meridian_storage::VALUE_SIZE_MAX,
+    "the limits clients check are the ones storage enforces"
+);
 /// Most prepared transactions a status lists per replica (the count is always exact).
 pub const STATUS_PREPARED_MAX: usize = 100;
 

@@ -451,10 +451,15 @@ impl NodeCore {
         for gid in &leading {
             self.twopc_housekeeping(now, *gid);
         }
-        let parked: Vec<GroupId> =
-            self.groups.iter().filter(|(_, g)| !g.parked_reads.is_empty()).map(|(id, _)| *id).collect();
+        let parked: Vec<GroupId> = self
+            .groups
+            .iter()
+            .filter(|(_, g)| !g.parked_reads.is_empty() || !g.parked_requests.is_empty())
+            .map(|(id, _)| *id)
+            .collect();
         for gid in parked {
             self.retry_parked_reads(now, gid);
+            self.retry_parked_requests(now, gid);
         }
         self.expire_txns(now);
         self.collect_garbage(now);

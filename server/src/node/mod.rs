@@ -136,6 +136,11 @@ const TOMBSTONE_PREFIX: &[u8] = &[MetaTag::Range as u8, b't'];
 const SPLIT_GRACE: Duration = Duration::from_millis(2_000);
 /// Most forwards in flight from one node.
 const FORWARDS_MAX: usize = 10_000;
+/// Most requests parked per range while its leader applies ([`Group::applying`]); beyond it
+/// they are refused as before (retryable).
+const PARKED_REQUESTS_MAX: usize = 10_000;
+/// Longest a request stays parked for a leader to apply its log.
+const REQUEST_PARK_MAX: Duration = Duration::from_secs(2);
 /// Shortest interval between two ticks.
 const TICK_MIN: Duration = Duration::from_micros(100);
 /// Most attempts of one forward before it fails.
@@ -220,6 +225,9 @@ struct Group {
     txns: txn::GroupTxns,
     /// Lock-free reads waiting for safe time.
     parked_reads: Vec<read::ParkedRead>,
+    /// Requests waiting for this leader to apply entries already chosen ([`Group::applying`]):
+    /// (origin, request, deadline in local time).
+    parked_requests: Vec<(Origin, Request, Timestamp)>,
     /// Follower: when it last asked the leader to close a timestamp (local time).
     close_asked: Timestamp,
 }
@@ -637,6 +645,15 @@ impl NodeCore {
         if request.is_meta() {
             return self.handle_meta_request(now, origin, request);
         }
+        if let Some(g) = self.request_group(&request).and_then(|gid| self.groups.get_mut(&gid))
+            && g.applying(now)
+            && g.parked_requests.len() < PARKED_REQUESTS_MAX
+        {
+            // Its answer waits for entries on their way to storage: serve it when they apply
+            // (`release`) rather than refuse it and have the client back off and ask again.
+            g.parked_requests.push((origin, request, local_of(now).saturating_add(REQUEST_PARK_MAX)));
+            return;
+        }
         let kind = match &request {
             Request::Write { .. } | Request::TxnCommit { role: api::CommitRole::Single, .. } => {
                 Some(observe::TxnKind::OnePc)
@@ -676,6 +693,43 @@ impl NodeCore {
             | Request::Join { .. }
             | Request::PutDescriptors { .. }
             | Request::PutLeader { .. } => unreachable!("meta requests are routed above"),
+        }
+    }
+
+    /// The range a leader-only request is for, where it says (by group or by key).
+    fn request_group(&self, request: &Request) -> Option<GroupId> {
+        let key = match request {
+            Request::TxnResolve { group, .. } | Request::TxnInquire { group, .. } => return Some(*group),
+            Request::Get { key }
+            | Request::TxnGet { key, .. }
+            | Request::TxnAbort { key, .. }
+            | Request::TxnKeepalive { key, .. } => key,
+            Request::Scan { start, .. } | Request::TxnScan { start, .. } => start,
+            Request::TxnCommit { writes, reads, read_spans, .. } => {
+                writes.first().map(|(k, _)| k).or(reads.first()).or(read_spans.first().map(|(start, _)| start))?
+            }
+            _ => return None,
+        };
+        self.group_for_key(key)
+    }
+
+    /// Serves the requests parked on `gid` while it applied (see [`Group::applying`]) — again
+    /// parked if it is still behind — and fails those past their deadline.
+    pub(super) fn retry_parked_requests(&mut self, now: TTInterval, gid: GroupId) {
+        let Some(g) = self.groups.get_mut(&gid) else { return };
+        if g.parked_requests.is_empty() {
+            return;
+        }
+        let local = local_of(now);
+        for (origin, request, deadline) in std::mem::take(&mut g.parked_requests) {
+            if local >= deadline {
+                let e = ApiError::Unavailable(format!(
+                    "range {gid}: the leader did not apply its log within {REQUEST_PARK_MAX:?}"
+                ));
+                self.fail(now, origin, e);
+            } else {
+                self.handle_request(now, origin, request);
+            }
         }
     }
 
@@ -768,21 +822,13 @@ impl NodeCore {
                 ApiError::Invalid(format!("a write needs 1 to {} keys", api::WRITE_KEYS_MAX)),
             );
         }
-        for (k, v) in &writes {
+        for (k, _) in &writes {
             if let Err(e) = range::check_user_key(k) {
                 return self.fail(now, origin, ApiError::Invalid(e));
             }
-            if v.as_ref().is_some_and(|v| v.len() > meridian_storage::VALUE_SIZE_MAX) {
-                let len = v.as_ref().map_or(0, Vec::len);
-                return self.fail(
-                    now,
-                    origin,
-                    ApiError::Invalid(format!(
-                        "value is {len} bytes; the limit is {} bytes",
-                        meridian_storage::VALUE_SIZE_MAX
-                    )),
-                );
-            }
+        }
+        if let Err(e) = meridian_proto::limits::check_writes(writes.iter().map(|(k, v)| (&k[..], v.as_deref()))) {
+            return self.fail(now, origin, ApiError::Invalid(e));
         }
         let Some(gid) = self.group_for_key(&writes[0].0) else {
             let key = writes[0].0.clone();
@@ -869,6 +915,7 @@ impl NodeCore {
                     self.release_txn(now, g, id);
                 }
                 self.retry_parked_reads(now, gid);
+                self.retry_parked_requests(now, gid);
             }
             for ev in out.events {
                 self.on_event(now, gid, ev);
@@ -1153,6 +1200,16 @@ impl Group {
         self.replica.can_serve_lease_read(now) && self.caught_up()
     }
 
+    /// A leader under a lease whose state machine is behind its log only until the next
+    /// `release`: entries are chosen (and handed over) but wait for the batch in flight to be
+    /// durable before they apply. Under load that is most of the time, so a request it cannot
+    /// serve yet is parked, not refused.
+    fn applying(&self, now: TTInterval) -> bool {
+        self.replica.role() == Role::Leader
+            && self.state.applied < self.replica.applied()
+            && self.replica.can_serve_lease_read(now)
+    }
+
     /// The state-machine half of [`Group::serves`]: every entry the replica learned is applied
     /// here, and this leader's barrier is among them.
     fn caught_up(&self) -> bool {
@@ -1171,6 +1228,7 @@ impl Group {
             split_at: None,
             txns: txn::GroupTxns::default(),
             parked_reads: Vec::new(),
+            parked_requests: Vec::new(),
             close_asked: Timestamp::ZERO,
         }
     }

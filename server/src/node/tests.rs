@@ -1104,3 +1104,73 @@ fn keepalives_keep_a_transaction_past_the_idle_timeout() {
     let r = sim.call(l, Request::TxnKeepalive { txn: u, key: b"x".to_vec() }, Duration::from_secs(1));
     assert!(matches!(r, Some(Response::Error(ApiError::Aborted(_)))), "expired: {r:?}");
 }
+
+#[test]
+fn writes_over_the_size_limits_are_refused_on_every_write_path() {
+    use crate::node::api::CommitRole;
+    use meridian_proto::limits::{TXN_BYTES_MAX, TXN_WRITES_MAX, VALUE_SIZE_MAX};
+    let mut sim = ClusterSim::new(83, opts());
+    sim.run_for(Duration::from_secs(1));
+    let invalid = |r: Response, what: &str, needle: &str| match r {
+        Response::Error(ApiError::Invalid(m)) => assert!(m.contains(needle), "{what}: {m}"),
+        other => panic!("{what} must be refused as invalid: {other:?}"),
+    };
+    let huge = vec![b'v'; VALUE_SIZE_MAX + 1];
+    let w = Request::Write { writes: vec![(b"k".to_vec(), Some(huge.clone()))] };
+    invalid(route(&mut sim, b"k", w), "a write of a too-large value", &format!("limit is {VALUE_SIZE_MAX} bytes"));
+    let many: Vec<super::cmd::KeyWrite> =
+        (0..=TXN_WRITES_MAX).map(|i| (format!("k{i:05}").into_bytes(), None)).collect();
+    invalid(route(&mut sim, b"k", Request::Write { writes: many.clone() }), "too many writes", "keys");
+    let roles = [CommitRole::Single, CommitRole::Prepare { coordinator: meridian_shard::GroupId(1) }];
+    for (i, role) in roles.into_iter().enumerate() {
+        let what = format!("{role:?}");
+        let t = txn(9_000 + i as u128, 1);
+        let mut big = commit_req(t, &[], None, &[], role.clone());
+        if let Request::TxnCommit { writes, .. } = &mut big {
+            *writes = vec![(b"k".to_vec(), Some(huge.clone()))];
+        }
+        invalid(txn_call(&mut sim, "k", big), &what, &format!("limit is {VALUE_SIZE_MAX} bytes"));
+        // 17 values of 1 MiB: each allowed, together more than a transaction may write.
+        let mut bulky = commit_req(txn(9_100 + i as u128, 1), &[], None, &[], role);
+        if let Request::TxnCommit { writes, .. } = &mut bulky {
+            *writes = (0..17).map(|j| (format!("k{j:02}").into_bytes(), Some(vec![b'v'; VALUE_SIZE_MAX]))).collect();
+        }
+        invalid(txn_call(&mut sim, "k", bulky), &what, &format!("at most {TXN_BYTES_MAX} bytes"));
+    }
+    // Nothing of it was written; a write at the limit is fine.
+    assert_eq!(get(&mut sim, "k"), None);
+    let at_limit = Request::Write { writes: vec![(b"k".to_vec(), Some(vec![b'v'; VALUE_SIZE_MAX]))] };
+    assert!(matches!(route(&mut sim, b"k", at_limit), Response::Written { .. }));
+}
+
+#[test]
+fn a_leader_parks_requests_while_it_applies_its_log_instead_of_refusing_them() {
+    // The shell steps a batch of inputs, then writes and applies: a request stepped after an
+    // `Accepted` that chose entries meets a leader whose state machine is behind its log until
+    // the batch is released. Batching like the shell makes that happen here.
+    let mut sim = ClusterSim::new(7, opts());
+    sim.run_for(Duration::from_secs(1));
+    for _ in 0..2 {
+        sim.join(NodeId(1)).expect("join");
+    }
+    wait_replicated(&mut sim, 3);
+    put(&mut sim, "b", "0");
+    let leader = leader_of(&mut sim, b"b");
+    sim.batch_us = 400;
+    let mut gets = Vec::new();
+    for i in 0..300u32 {
+        let k = format!("k{i:04}").into_bytes();
+        sim.submit(leader, Request::Write { writes: vec![(k, Some(b"v".to_vec()))] });
+        let t = txn(1_000 + u128::from(i), 10_000 + u64::from(i));
+        gets.push(sim.submit(leader, Request::TxnGet { txn: t, key: b"b".to_vec() }));
+        sim.run_for(Duration::from_micros(150));
+    }
+    let refused: Vec<Response> = gets
+        .into_iter()
+        .filter_map(|id| match sim.reply(id, Duration::from_secs(3)) {
+            Some(Response::TxnValue { .. }) => None,
+            other => Some(other.unwrap_or(Response::Error(ApiError::Timeout("no answer".into())))),
+        })
+        .collect();
+    assert!(refused.is_empty(), "{} of 300 locking reads at the leader refused, e.g. {:?}", refused.len(), refused[0]);
+}

@@ -29,6 +29,12 @@
 //! A coordinator remembers a decision until every participant acknowledged it and for at least
 //! [`DECISION_REMEMBERED`]: a client that retries its commit after losing the answer gets the
 //! logged answer, never a second execution.
+//!
+//! **Tracing.** Each step logs a debug event with `txn_id`, `node` and `range` (the core has
+//! no spans: it is a synchronous state machine, and the fields travel with every event):
+//! `participant: prepared`, `coordinator: decided commit|abort`, `coordinator: sending the
+//! decision`, `participant: resolve from the coordinator`, `participant: resolved`, and the
+//! inquiries. Grepping all nodes' logs for a transaction id shows its path.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -108,6 +114,7 @@ impl NodeCore {
             at: local_of(now),
             from: (me, origin.unwrap_or(Origin::Internal(0))),
         };
+        tracing::debug!(txn_id = %id, node = %me, range = %gid, "coordinator: proposing abort");
         match propose(g, &cmd) {
             Ok(()) => {
                 self.dirty.insert(gid);
@@ -141,6 +148,7 @@ impl NodeCore {
             return self.fail(now, origin, self.read_refusal(gid));
         }
         self.restore_prepared_locks(gid);
+        tracing::debug!(txn_id = %txn, node = %self.ident.node, range = %gid, commit_ts = ?commit_ts, "participant: resolve from the coordinator");
         let g = self.groups.get_mut(&gid).expect("checked");
         if !g.state.prepared.contains_key(&txn) {
             if g.txns.is_preparing(txn) {
@@ -191,6 +199,7 @@ impl NodeCore {
             return self.fail(now, origin, self.read_refusal(gid));
         }
         let me = self.ident.node;
+        tracing::debug!(txn_id = %txn, node = %me, range = %gid, wound, "coordinator: inquiry from a participant");
         let g = self.groups.get_mut(&gid).expect("checked");
         if let Some(d) = g.state.decisions.get(&txn) {
             let decision = Some(d.commit_ts);
@@ -264,6 +273,7 @@ impl NodeCore {
         g.state.last_write_ts = g.state.last_write_ts.max(ts);
         g.clock.observe(ts);
         let leader = g.replica.role() == Role::Leader;
+        tracing::debug!(txn_id = %id, node = %self.ident.node, range = %gid, prepare_ts = %ts, coordinator = %coordinator, leader, "participant: prepared");
         if leader {
             g.txns.participants.on_prepared(id, coordinator, ts, local_of(now));
         }
@@ -322,6 +332,12 @@ impl NodeCore {
                 c
             }
         };
+        match decided {
+            Some(ts) => {
+                tracing::debug!(txn_id = %txn, node = %self.ident.node, range = %gid, commit_ts = %ts, "coordinator: decided commit")
+            }
+            None => tracing::debug!(txn_id = %txn, node = %self.ident.node, range = %gid, "coordinator: decided abort"),
+        }
         let Some(o) = mine else { return };
         // A client's commit request gets a commit's answer, also when its leader proposed an
         // abort on its behalf; an inquiry gets the outcome.
@@ -345,6 +361,14 @@ impl NodeCore {
         batch: &mut WriteBatch,
     ) {
         let mine = (from.0 == self.ident.node).then_some(from.1);
+        match commit_ts {
+            Some(s) => {
+                tracing::debug!(txn_id = %txn, node = %self.ident.node, range = %gid, commit_ts = %s, "participant: resolved: committed")
+            }
+            None => {
+                tracing::debug!(txn_id = %txn, node = %self.ident.node, range = %gid, "participant: resolved: aborted")
+            }
+        }
         let g = self.groups.get_mut(&gid).expect("applying group exists");
         match commit_ts {
             Some(s) => g.txns.participants.on_committed(txn, s),
@@ -424,6 +448,7 @@ impl NodeCore {
         let entry = g.txns.resolving.entry(txn).or_insert_with(|| (BTreeSet::new(), Timestamp::ZERO));
         entry.1 = local_of(now);
         let acked = entry.0.clone();
+        tracing::debug!(txn_id = %txn, node = %self.ident.node, range = %gid, commit_ts = ?d.commit_ts, participants = ?d.participants, acked = ?acked, "coordinator: sending the decision to the participants");
         for p in d.participants.iter().filter(|p| !acked.contains(p)) {
             let request = Request::TxnResolve { group: *p, txn, commit_ts: d.commit_ts };
             self.group_request(now, *p, request, Internal::Resolved { coordinator: gid, txn, participant: *p });
@@ -482,6 +507,7 @@ impl NodeCore {
         let Some(p) = g.state.prepared.get(&txn) else { return };
         let coordinator = p.coordinator;
         g.txns.participants.heard(txn, local_of(now));
+        tracing::debug!(txn_id = %txn, node = %self.ident.node, range = %gid, coordinator = %coordinator, "participant: asking the coordinator for the outcome");
         let request = Request::TxnInquire { group: coordinator, txn, wound: true };
         self.group_request(now, coordinator, request, Internal::Inquiry { gid, txn, coordinator });
     }

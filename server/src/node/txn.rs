@@ -404,17 +404,9 @@ impl NodeCore {
                 return self.fail(now, origin, ApiError::Invalid(e));
             }
         }
-        if let Some(len) =
-            writes.iter().filter_map(|(_, v)| v.as_ref().map(Vec::len)).find(|l| *l > meridian_storage::VALUE_SIZE_MAX)
-        {
-            return self.fail(
-                now,
-                origin,
-                ApiError::Invalid(format!(
-                    "value is {len} bytes; the limit is {} bytes",
-                    meridian_storage::VALUE_SIZE_MAX
-                )),
-            );
+        // Value size, writes and bytes, for every role (one range, prepare, coordinator's commit).
+        if let Err(e) = meridian_proto::limits::check_writes(writes.iter().map(|(k, v)| (&k[..], v.as_deref()))) {
+            return self.fail(now, origin, ApiError::Invalid(e));
         }
         let first =
             writes.first().map(|(k, _)| k.clone()).or(reads.first().map(|s| s.start().to_vec())).unwrap_or_default();
@@ -587,6 +579,12 @@ impl NodeCore {
                 from,
             },
         };
+        let step = match &cmd {
+            GroupCmd::Prepare { .. } => "participant: proposing prepare",
+            GroupCmd::Decide { .. } => "coordinator: proposing commit",
+            _ => "single range: proposing commit",
+        };
+        tracing::debug!(txn_id = %c.txn.id, node = %me, range = %gid, %ts, "{step}");
         match propose(g, &cmd) {
             Ok(()) => {
                 g.replica.note_assigned(ts);
@@ -613,6 +611,7 @@ impl NodeCore {
     /// Aborts `id` here: remembered as aborted, its parked requests failed, its locks released.
     pub(super) fn abort_txn(&mut self, now: TTInterval, gid: GroupId, id: TxnId, reason: AbortReason, why: &str) {
         let Some(g) = self.groups.get_mut(&gid) else { return };
+        tracing::debug!(txn_id = %id, node = %self.ident.node, range = %gid, ?reason, why, "aborted here");
         observe::aborted(reason);
         g.txns.remember_aborted(id, local_of(now));
         g.txns.after_prepare.remove(&id);

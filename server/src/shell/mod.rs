@@ -19,11 +19,16 @@
 //!
 //! With `--fault-injection` (chaos testing only), the shell can also cut peer links and offset
 //! the node's clock (`fault`): the core sees nothing but an unreliable network and clock.
+//!
+//! With `--certs-dir` every connection, node to node and client to node, is TLS, and nodes
+//! prove themselves to each other with certificates of the cluster CA; with `--token-file`
+//! clients need a bearer token (`tls`). Without either the node is open, and says so at start.
 
 mod convert;
 mod fault;
 pub mod http;
 mod services;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -32,16 +37,20 @@ use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::time::Duration;
 
+use meridian_proto::auth::{Bearer, Secret};
 use meridian_proto::v1 as pb;
 use meridian_shard::paxos::NodeId;
 use meridian_shard::range::NodeInfo;
 use meridian_storage::{Engine, RocksEngine, RocksOptions};
 use meridian_truetime::{SimTrueTime, TrueTime};
 use tokio::sync::oneshot;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, ClientTlsConfig};
 
 use crate::node::{ApiError, Input, NodeCore, NodeOptions, PeerMsg, Request, Response};
 
 pub use convert::{error_to_pb, ranges_to_pb, status_to_pb};
+pub use tls::NodeTls;
 
 /// Format version of peer batches (postcard of `Vec<PeerMsg>`).
 pub const PEER_FORMAT: u32 = 1;
@@ -71,6 +80,9 @@ pub enum ShellError {
     /// Joining the cluster failed.
     #[error("cannot join: {0}")]
     Join(String),
+    /// The TLS material or the token is unusable.
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// How to run a node.
@@ -100,6 +112,12 @@ pub struct NodeConfig {
     /// Obey the `FaultInjection` service (partitions, clock offsets) for chaos testing. Off:
     /// the service refuses every call.
     pub fault_injection: bool,
+    /// TLS for every connection, with certificates of the cluster CA between nodes. `None`:
+    /// plaintext, as before issue 9 (the node warns once at start).
+    pub tls: Option<NodeTls>,
+    /// The bearer token clients must present on client-facing services (`None`: no token
+    /// needed). Nodes present it to each other too.
+    pub token: Option<Secret<String>>,
 }
 
 enum CoreMsg {
@@ -199,35 +217,91 @@ fn http_advertise(bound: SocketAddr, grpc_advertise: &str) -> String {
     }
 }
 
-fn grpc_endpoint(addr: &str) -> Result<tonic::transport::Endpoint, tonic::transport::Error> {
-    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .map(|e| e.connect_timeout(Duration::from_secs(2)).timeout(Duration::from_secs(10)).tcp_nodelay(true))
+/// An error with its causes, `a: b: c`: a TLS refusal ("invalid peer certificate: UnknownIssuer")
+/// hides behind tonic's bare "transport error".
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    // Bounded: error chains are short, but a cyclic one must not hang the node.
+    for _ in 0..8 {
+        let Some(c) = cause else { break };
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
 }
 
-async fn admin_client(addr: &str) -> Result<pb::admin_client::AdminClient<tonic::transport::Channel>, String> {
-    let ch = grpc_endpoint(addr)
-        .map_err(|e| format!("bad address {addr}: {e}"))?
-        .connect()
-        .await
-        .map_err(|e| format!("{addr}: {e}"))?;
-    Ok(pb::admin_client::AdminClient::new(ch).max_decoding_message_size(GRPC_MESSAGE_MAX))
+/// How this node dials others: TLS with its node certificate, and the token, when it has them.
+#[derive(Clone, Debug)]
+struct Dialer {
+    tls: Option<ClientTlsConfig>,
+    bearer: Bearer,
 }
 
-/// Asks `addr` which cluster it belongs to.
-pub async fn ping(addr: &str) -> Result<pb::PingResponse, String> {
-    let ch = grpc_endpoint(addr)
-        .map_err(|e| format!("bad address {addr}: {e}"))?
-        .connect()
-        .await
-        .map_err(|e| format!("{addr}: {e}"))?;
-    let mut c = pb::node_client::NodeClient::new(ch);
-    c.ping(pb::PingRequest { from: None }).await.map(|r| r.into_inner()).map_err(|s| format!("{addr}: {}", s.message()))
+/// A channel to another node that adds this node's credentials to every call.
+type PeerChannel = InterceptedService<Channel, Bearer>;
+
+impl Dialer {
+    fn endpoint(&self, addr: &str) -> Result<tonic::transport::Endpoint, String> {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let e = tonic::transport::Endpoint::from_shared(format!("{scheme}://{addr}"))
+            .map_err(|e| format!("bad address {addr}: {e}"))?
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(10))
+            .tcp_nodelay(true);
+        match &self.tls {
+            Some(t) => e.tls_config(t.clone()).map_err(|e| format!("TLS for {addr}: {}", error_chain(&e))),
+            None => Ok(e),
+        }
+    }
+
+    async fn connect(&self, addr: &str) -> Result<PeerChannel, String> {
+        let ch = self.endpoint(addr)?.connect().await.map_err(|e| format!("{addr}: {}", error_chain(&e)))?;
+        Ok(InterceptedService::new(ch, self.bearer.clone()))
+    }
+
+    fn connect_lazy(&self, addr: &str) -> Result<PeerChannel, String> {
+        Ok(InterceptedService::new(self.endpoint(addr)?.connect_lazy(), self.bearer.clone()))
+    }
+
+    async fn admin_client(&self, addr: &str) -> Result<pb::admin_client::AdminClient<PeerChannel>, String> {
+        Ok(pb::admin_client::AdminClient::new(self.connect(addr).await?).max_decoding_message_size(GRPC_MESSAGE_MAX))
+    }
+
+    /// Asks `addr` which cluster it belongs to.
+    async fn ping(&self, addr: &str) -> Result<pb::PingResponse, String> {
+        let mut c = pb::node_client::NodeClient::new(self.connect(addr).await?);
+        c.ping(pb::PingRequest { from: None })
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| format!("{addr}: {}", s.message()))
+    }
 }
 
 impl Node {
     /// Opens (or bootstraps, or joins) the node and starts serving.
     pub async fn start(cfg: NodeConfig) -> Result<Node, ShellError> {
         std::fs::create_dir_all(&cfg.data_dir)?;
+        let dialer = Dialer {
+            tls: cfg.tls.as_ref().map(NodeTls::client_config),
+            bearer: Bearer::new(cfg.token.as_ref()).map_err(ShellError::Tls)?,
+        };
+        let mut server = tonic::transport::Server::builder().tcp_nodelay(true);
+        match &cfg.tls {
+            Some(t) => {
+                server = server.tls_config(t.server_config()).map_err(|e| ShellError::Tls(error_chain(&e)))?;
+            }
+            None => tracing::warn!(
+                "TLS is off: node-to-node and client traffic is unencrypted and peers are not \
+                 authenticated; start with --certs-dir (see `meridian cert`) outside a trusted network"
+            ),
+        }
+        if cfg.token.is_none() {
+            tracing::warn!("no --token-file: any client that reaches this port may read and write");
+        } else if cfg.tls.is_none() {
+            tracing::warn!("a token without TLS travels in plaintext: add --certs-dir");
+        }
         let rocks = Arc::new(RocksEngine::open(cfg.data_dir.join("db"), &cfg.rocks)?);
         let engine: Arc<dyn Engine> = rocks.clone();
         let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
@@ -251,7 +325,7 @@ impl Node {
             Some(ident) => {
                 // Restarting. If told to join somewhere, make sure it is the same cluster.
                 for j in &cfg.join {
-                    if let Ok(p) = ping(j).await
+                    if let Ok(p) = dialer.ping(j).await
                         && p.cluster_id != ident.cluster_id
                     {
                         return Err(ShellError::Join(format!(
@@ -268,7 +342,7 @@ impl Node {
                 NodeCore::bootstrap(engine.clone(), cfg.options.clone(), cluster_id, me_info.clone(), tt.now(), seed)?
             }
             None => {
-                let joined = join_cluster(&cfg.join, &me_info).await?;
+                let joined = join_cluster(&dialer, &cfg.join, &me_info).await?;
                 tracing::info!(node = %NodeId(joined.node_id), cluster_id = %joined.cluster_id, "joined");
                 NodeCore::write_joined_identity(&*engine, joined.cluster_id.clone(), NodeId(joined.node_id))?;
                 let mut core =
@@ -294,9 +368,10 @@ impl Node {
             tracing::warn!(node = %node_id, "fault injection is on: this node obeys partition and clock-offset requests");
         }
         let core_faults = faults.clone();
+        let core_dialer = dialer.clone();
         let core_thread = std::thread::Builder::new()
             .name(format!("meridian-core-{}", node_id.0))
-            .spawn(move || core_loop(core, core_engine, core_tt, core_faults, rx, tx, rt))?;
+            .spawn(move || core_loop(core, core_engine, core_tt, core_faults, core_dialer, rx, tx, rt))?;
 
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let svc = services::Services::new(handle.clone(), tt.clone(), faults.clone());
@@ -304,13 +379,16 @@ impl Node {
         // Nagle off on every accepted connection: the builder's tcp_nodelay applies only to
         // listeners tonic binds itself, not to one handed over.
         let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let token = cfg.token.clone().map(Arc::new);
+        let tls_on = cfg.tls.is_some();
+        let peer_gate = tls::Gate::new(tls::GateKind::Peer, tls_on, token.clone());
+        let client_gate = tls::Gate::new(tls::GateKind::Client, tls_on, token);
         let server_task = tokio::spawn(async move {
-            tonic::transport::Server::builder()
-                .tcp_nodelay(true)
-                .add_service(svc.node_service())
-                .add_service(svc.kv_service())
-                .add_service(svc.admin_service())
-                .add_service(fault_svc.service())
+            server
+                .add_service(InterceptedService::new(svc.node_service(), peer_gate))
+                .add_service(InterceptedService::new(svc.kv_service(), client_gate.clone()))
+                .add_service(InterceptedService::new(svc.admin_service(), client_gate.clone()))
+                .add_service(InterceptedService::new(fault_svc.service(), client_gate))
                 .serve_with_incoming_shutdown(incoming, async {
                     let _ = stop_rx.await;
                 })
@@ -383,12 +461,19 @@ impl Node {
     }
 }
 
-async fn join_cluster(join: &[String], me: &NodeInfo) -> Result<pb::JoinResponse, ShellError> {
+async fn join_cluster(dialer: &Dialer, join: &[String], me: &NodeInfo) -> Result<pb::JoinResponse, ShellError> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let mut last = String::from("no join address given");
+    const NO_JOIN_ADDRESS: &str = "no join address given";
+    let mut last = String::from(NO_JOIN_ADDRESS);
+    let mut logged = String::new();
     while tokio::time::Instant::now() < deadline {
+        if last != logged && !join.is_empty() && last != NO_JOIN_ADDRESS {
+            // Once per distinct error: a certificate problem shows at once, not after 60 s.
+            tracing::warn!(error = %last, "join attempt failed; retrying");
+            logged = last.clone();
+        }
         for addr in join {
-            match admin_client(addr).await {
+            match dialer.admin_client(addr).await {
                 Ok(mut c) => match c.join(pb::JoinRequest { node: Some(me.into()) }).await {
                     Ok(r) => {
                         let r = r.into_inner();
@@ -413,11 +498,13 @@ struct PeerSender {
 }
 
 /// The core thread: the only owner of the node core.
+#[allow(clippy::too_many_arguments)]
 fn core_loop(
     mut core: NodeCore,
     engine: Arc<dyn Engine>,
     tt: Arc<SimTrueTime>,
     faults: Arc<fault::Faults>,
+    dialer: Dialer,
     rx: Receiver<CoreMsg>,
     self_tx: SyncSender<CoreMsg>,
     rt: tokio::runtime::Handle,
@@ -492,7 +579,8 @@ fn core_loop(
                     tracing::debug!(%to, "no address for node; dropping messages");
                     continue;
                 };
-                let peer = || spawn_peer(&rt, me, &cluster_id, to, &info.addr, self_tx.clone(), faults.clone());
+                let peer =
+                    || spawn_peer(&rt, &dialer, me, &cluster_id, to, &info.addr, self_tx.clone(), faults.clone());
                 let sender = peers.entry(to).or_insert_with(peer);
                 if sender.addr != info.addr {
                     *sender = peer();
@@ -510,8 +598,10 @@ fn core_loop(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn spawn_peer(
     rt: &tokio::runtime::Handle,
+    dialer: &Dialer,
     me: NodeId,
     cluster_id: &str,
     to: NodeId,
@@ -522,15 +612,15 @@ fn spawn_peer(
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<PeerMsg>>(PEER_QUEUE_MAX);
     let addr_s = addr.to_string();
     let cluster_id = cluster_id.to_string();
+    let dialer = dialer.clone();
     rt.spawn(async move {
-        let endpoint = match grpc_endpoint(&addr_s) {
-            Ok(e) => e,
+        let channel = match dialer.connect_lazy(&addr_s) {
+            Ok(c) => c,
             Err(e) => {
                 tracing::error!(%to, addr = %addr_s, error = %e, "bad peer address");
                 return;
             }
         };
-        let channel = endpoint.connect_lazy();
         let mut client = pb::node_client::NodeClient::new(channel)
             .max_encoding_message_size(GRPC_MESSAGE_MAX)
             .max_decoding_message_size(GRPC_MESSAGE_MAX);

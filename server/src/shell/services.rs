@@ -1,4 +1,9 @@
 //! The gRPC services: thin translations between protobuf and the node core's requests.
+//!
+//! Every request about a transaction runs in an info-level span `txn{id=… node=… op=…}` (`op`:
+//! `read`, `scan`, `commit`, `prepare`, `coordinate`, `abort`, `keepalive`) and logs its answer
+//! at debug level, so a node's log lines for a transaction carry its id; the core's 2PC events
+//! (`txn_id=…`) follow the decision on to the participants.
 
 use std::sync::Arc;
 
@@ -8,6 +13,7 @@ use meridian_shard::paxos::NodeId;
 use meridian_shard::range::META_GROUP;
 use meridian_truetime::{SimTrueTime, Timestamp};
 use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
+use tracing::Instrument as _;
 
 use super::convert::{error_to_pb, ranges_to_pb, status_to_pb};
 use super::fault::Faults;
@@ -161,7 +167,7 @@ impl pb::kv_server::Kv for Services {
                 }));
             }
         };
-        Ok(GrpcResponse::new(match self.core.call(Request::TxnGet { txn, key: r.key }).await {
+        Ok(GrpcResponse::new(match self.traced(txn.id, "read", Request::TxnGet { txn, key: r.key }).await {
             Response::TxnValue { value, ts, epoch } => pb::TxnGetResponse { value, ts: ts.nanos(), epoch, error: None },
             Response::Error(e) => pb::TxnGetResponse { error: Some(error_to_pb(&e)), ..Default::default() },
             other => pb::TxnGetResponse { error: Some(error_to_pb(&unexpected(&other))), ..Default::default() },
@@ -180,7 +186,7 @@ impl pb::kv_server::Kv for Services {
             }
         };
         let request = Request::TxnScan { txn, start: r.start, end: r.end, limit: r.limit };
-        Ok(GrpcResponse::new(match self.core.call(request).await {
+        Ok(GrpcResponse::new(match self.traced(txn.id, "scan", request).await {
             Response::TxnRows { rows, desc, truncated, epoch } => pb::TxnScanResponse {
                 rows: rows.into_iter().map(|(key, value)| pb::KeyValue { key, value }).collect(),
                 range: Some((&desc).into()),
@@ -213,8 +219,13 @@ impl pb::kv_server::Kv for Services {
             }
         };
         let read_spans = r.read_spans.into_iter().map(|s| (s.start, s.end)).collect();
+        let op = match role {
+            CommitRole::Single => "commit",
+            CommitRole::Prepare { .. } => "prepare",
+            CommitRole::Coordinate { .. } => "coordinate",
+        };
         let request = Request::TxnCommit { txn, reads: r.reads, read_spans, read_epoch: r.read_epoch, writes, role };
-        Ok(GrpcResponse::new(match self.core.call(request).await {
+        Ok(GrpcResponse::new(match self.traced(txn.id, op, request).await {
             Response::Written { ts } | Response::Prepared { ts } => {
                 pb::TxnCommitResponse { ts: ts.nanos(), error: None }
             }
@@ -224,11 +235,15 @@ impl pb::kv_server::Kv for Services {
     }
 
     async fn txn_abort(&self, req: GrpcRequest<pb::TxnAbortRequest>) -> R<pb::TxnAbortResponse> {
-        Ok(GrpcResponse::new(self.txn_in_range(req.into_inner(), |txn, key| Request::TxnAbort { txn, key }).await))
+        Ok(GrpcResponse::new(
+            self.txn_in_range(req.into_inner(), "abort", |txn, key| Request::TxnAbort { txn, key }).await,
+        ))
     }
 
     async fn txn_keepalive(&self, req: GrpcRequest<pb::TxnAbortRequest>) -> R<pb::TxnAbortResponse> {
-        Ok(GrpcResponse::new(self.txn_in_range(req.into_inner(), |txn, key| Request::TxnKeepalive { txn, key }).await))
+        Ok(GrpcResponse::new(
+            self.txn_in_range(req.into_inner(), "keepalive", |txn, key| Request::TxnKeepalive { txn, key }).await,
+        ))
     }
 
     async fn read(&self, req: GrpcRequest<pb::ReadRequest>) -> R<pb::ReadResponse> {
@@ -258,17 +273,39 @@ impl pb::kv_server::Kv for Services {
 }
 
 impl Services {
+    /// Calls the core in a span `txn{id node op}` and logs the answer (debug) inside it.
+    async fn traced(&self, id: meridian_txn::TxnId, op: &'static str, request: Request) -> Response {
+        let span = tracing::info_span!("txn", id = %id, node = %self.core.node, op = %op);
+        async move {
+            let r = self.core.call(request).await;
+            match &r {
+                Response::Error(e) => tracing::debug!(error = %e, "refused"),
+                Response::Written { ts } => tracing::debug!(%ts, "answered: committed"),
+                Response::Prepared { ts } => tracing::debug!(prepare_ts = %ts, "answered: prepared"),
+                Response::TxnValue { epoch, .. } | Response::TxnRows { epoch, .. } => {
+                    tracing::debug!(epoch, "answered: read under a shared lock")
+                }
+                Response::Done { detail } => tracing::debug!(%detail, "answered"),
+                _ => tracing::debug!("answered"),
+            }
+            r
+        }
+        .instrument(span)
+        .await
+    }
+
     /// A request about one transaction in the range holding a key, answered with done or error.
     async fn txn_in_range(
         &self,
         r: pb::TxnAbortRequest,
+        op: &'static str,
         make: fn(meridian_txn::TxnMeta, Vec<u8>) -> Request,
     ) -> pb::TxnAbortResponse {
         let txn = match txn_from_pb(r.txn) {
             Ok(t) => t,
             Err(e) => return pb::TxnAbortResponse { error: Some(error_to_pb(&e)) },
         };
-        match self.core.call(make(txn, r.key)).await {
+        match self.traced(txn.id, op, make(txn, r.key)).await {
             Response::Done { .. } => pb::TxnAbortResponse { error: None },
             Response::Error(e) => pb::TxnAbortResponse { error: Some(error_to_pb(&e)) },
             other => pb::TxnAbortResponse { error: Some(error_to_pb(&unexpected(&other))) },
