@@ -9,7 +9,7 @@ BUILD := $(CARGO) build --workspace --bins
 # Extra arguments for the test run, e.g. `make test TEST_ARGS=storage`.
 TEST_ARGS ?=
 
-.PHONY: all demo test prereqs check lint fmt bench bench-storage bench-paxos bench-cluster bench-micro bench-commit bench-bank bench-compare sim-paxos sim-bank chaos chaos-ci
+.PHONY: all demo test prereqs check lint fmt bench bench-foundation bench-storage bench-paxos bench-cluster bench-micro bench-commit bench-bank bench-compare bench-flamegraph sim-paxos sim-bank chaos chaos-ci
 
 all: test
 
@@ -70,7 +70,10 @@ lint: prereqs
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 ## bench: every benchmark, optimised build; results are printed as Markdown tables.
-bench: bench-storage bench-paxos bench-cluster bench-micro bench-commit bench-bank
+## bench: the transaction benchmarks of issue 8 (Spanner Tables 3 and 4, bank by concurrency, the
+## comparison with PostgreSQL and etcd). bench-foundation: storage, Paxos and cluster replication.
+bench: bench-micro bench-commit bench-bank bench-compare
+bench-foundation: bench-storage bench-paxos bench-cluster
 
 bench-storage: prereqs
 	$(BUILD) --release
@@ -111,6 +114,12 @@ bench-bank: prereqs
 ## bench-compare: the bank transfers against Meridian, PostgreSQL (pgbench, serializable) and etcd
 ## (3 members, txn compare-and-swap) in one run; installs PostgreSQL and etcd with apt-get when
 ## root. Options with ARGS, e.g. ARGS="--seconds 5 --concurrency 1,8,32"; JSON in
-## $(TARGET_DIR)/bench/compare. Not part of `make bench` (it installs packages).
+## $(TARGET_DIR)/bench/compare. The last step of `make bench`.
 bench-compare: prereqs
 	CARGO_TARGET_DIR=$(TARGET_DIR) bench/compare $(ARGS)
+
+## bench-flamegraph: where the CPU goes during `bench bank` (perf, all processes, inferno SVG in
+## target/bench/bank-flamegraph.svg); needs `cargo install inferno`. Not part of `make bench`.
+bench-flamegraph: prereqs
+	$(BUILD) --release
+	bench/flamegraph $(ARGS)
