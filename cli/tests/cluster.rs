@@ -10,18 +10,9 @@ use meridian_client::{Client, ClientError};
 use meridian_proto::v1 as pb;
 use meridian_shard::paxos::NodeId;
 use meridian_shard::range::RangeDescriptor;
-use meridian_tests::process::{MultiProcessLock, NodeArgs, ProcessCluster, eventually, multi_process_lock, rt};
+use meridian_tests::process::{NodeArgs, ProcessCluster, eventually, rt, serial};
 
 const BIN: &str = env!("CARGO_BIN_EXE_meridian");
-
-/// Runs the tests of this file one at a time: each starts several node processes, and on two
-/// cores concurrent clusters starve each other's leases into spurious leader changes. The file
-/// lock keeps other test binaries' clusters (`cli/tests/chaos.rs`) away too.
-fn serial() -> (std::sync::MutexGuard<'static, ()>, MultiProcessLock) {
-    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    (serial, multi_process_lock())
-}
 
 async fn wait_replicated(client: &Client, n: usize) -> Vec<RangeDescriptor> {
     eventually(Duration::from_secs(90), "every range to have its replicas", || async {

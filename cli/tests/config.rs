@@ -2,12 +2,11 @@
 //! file > default), and the checks made at start. Each test runs the real binary, bounded in
 //! time, with a clean environment (no `MERIDIAN_*` variables inherited from the caller).
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use meridian_tests::process::{Output, free_port, run_bounded};
+use meridian_tests::process::{Output, free_port, listening_line, run_bounded};
 
 const BIN: &str = env!("CARGO_BIN_EXE_meridian");
 /// Every command here either prints and exits or fails its checks at once; a node start
@@ -89,16 +88,7 @@ fn a_node_started_from_a_file_listens_where_the_environment_says() {
         .stderr(Stdio::from(log))
         .spawn()
         .expect("spawn meridian start");
-    let stdout = child.stdout.take().expect("piped");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if l.contains("listening on") {
-                let _ = tx.send(l);
-            }
-        }
-    });
-    let got = rx.recv_timeout(COMMAND_MAX);
+    let got = listening_line(&mut child).recv_timeout(COMMAND_MAX);
     let _ = child.kill();
     let _ = child.wait();
     let l = got.unwrap_or_else(|_| {

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use meridian_client::Client;
-use meridian_tests::process::{MultiProcessLock, multi_process_lock, run_bounded};
+use meridian_tests::process::{run_bounded, serial};
 
 const BIN: &str = env!("CARGO_BIN_EXE_meridian");
 /// How long the node may take to print its addresses.
@@ -21,13 +21,6 @@ const READY_MAX: Duration = Duration::from_secs(60);
 const REQUEST_MAX: Duration = Duration::from_secs(10);
 /// How long chromium may take to load and dump the page.
 const BROWSER_MAX: Duration = Duration::from_secs(90);
-
-/// One test at a time, and no other test binary's cluster alongside (see `cli/tests/cluster.rs`).
-fn serial() -> (std::sync::MutexGuard<'static, ()>, MultiProcessLock) {
-    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    (serial, multi_process_lock())
-}
 
 /// A single-node cluster serving HTTP; killed on drop.
 struct HttpNode {

@@ -5,7 +5,6 @@
 //!
 //! Every wait is bounded; every process is killed when the test ends.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -13,19 +12,13 @@ use std::time::{Duration, Instant};
 use meridian_client::{Client, ClientError, ClientOptions, ClientTls};
 use meridian_proto::auth::Secret;
 use meridian_proto::v1 as pb;
-use meridian_tests::process::{MultiProcessLock, free_port, multi_process_lock, rt, run_bounded};
+use meridian_tests::process::{free_port, listening_line, rt, run_bounded, serial};
 
 const BIN: &str = env!("CARGO_BIN_EXE_meridian");
 /// How long a node may take to print its listening line.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest a CLI command or psql may run.
 const TOOL_TIMEOUT: Duration = Duration::from_secs(60);
-
-fn serial() -> (std::sync::MutexGuard<'static, ()>, MultiProcessLock) {
-    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    (serial, multi_process_lock())
-}
 
 /// Runs `meridian ARGS`, bounded; (success, stdout + stderr).
 fn cli(args: &[&str]) -> (bool, String) {
@@ -72,15 +65,7 @@ fn start(data_dir: &Path, args: &[String], wait: bool) -> Proc {
         .stderr(Stdio::from(log_file))
         .spawn()
         .expect("spawn meridian start");
-    let stdout = child.stdout.take().expect("piped");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.contains("listening on") {
-                let _ = tx.send(line);
-            }
-        }
-    });
+    let rx = listening_line(&mut child);
     let p = Proc { child, log };
     if wait {
         assert!(

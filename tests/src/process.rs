@@ -143,17 +143,7 @@ fn spawn(
         cmd.arg("--join").arg(j);
     }
     let mut child = cmd.spawn().map_err(|e| format!("spawning {}: {e}", binary.display()))?;
-    // Wait for "node … listening on …".
-    let stdout = child.stdout.take().expect("piped");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.contains("listening on") {
-                let _ = tx.send(line);
-            }
-        }
-    });
-    match rx.recv_timeout(START_TIMEOUT) {
+    match listening_line(&mut child).recv_timeout(START_TIMEOUT) {
         Ok(_) => Ok(child),
         Err(_) => {
             let _ = child.kill();
@@ -345,4 +335,27 @@ where
         assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// The line "node … listening on …" that `meridian start` prints once it serves, as soon as it
+/// comes: a thread reads `child`'s piped stdout (taken here) to its end.
+pub fn listening_line(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
+    let stdout = child.stdout.take().expect("meridian start's stdout is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("listening on") {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    rx
+}
+
+/// One multi-process test at a time in this test binary (a mutex), and none of another test
+/// binary's clusters alongside ([`multi_process_lock`]).
+pub fn serial() -> (std::sync::MutexGuard<'static, ()>, MultiProcessLock) {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    (serial, multi_process_lock())
 }
