@@ -23,6 +23,15 @@
 //! [`Client::connect_with`] takes them in [`ClientOptions`]; [`Client::connect`] is plaintext
 //! without credentials, as before.
 //!
+//! **Deadlines.** Every request has a deadline ([`DEADLINE_DEFAULT`], [`Client::with_deadline`]),
+//! retries included, and every attempt tells the node how long the client will wait for it:
+//! gRPC's `grpc-timeout` header, `min(time left, limits::ATTEMPT_TIMEOUT)`, added to every call
+//! by the channel's [`Attempt`] interceptor. The node gives up at that deadline instead of
+//! working on for nobody (a read waiting for a lock under wound-wait, Spanner §4.2.1, aborts
+//! its transaction there) and answers `DEADLINE_EXCEEDED` saying what it waited for. A read
+//! is retried while time is left; a commit that may have reached the node becomes
+//! [`ClientError::Ambiguous`].
+//!
 //! Multi-key transactions arrive with the transaction layer (issue 5); until then a write may
 //! only touch keys of one range.
 
@@ -126,8 +135,26 @@ pub struct ClientOptions {
     pub token: Option<Secret<String>>,
 }
 
-/// A channel to one node that adds the client's token to every call.
-pub type NodeChannel = InterceptedService<Channel, Bearer>;
+/// A channel to one node that adds the client's token and the attempt's deadline to every call.
+pub type NodeChannel = InterceptedService<Channel, Attempt>;
+
+/// What every call to a node carries besides its message: the bearer token, and how long the
+/// client waits for this attempt as gRPC's `grpc-timeout` header, so that the node gives up
+/// when the client does (tonic's server cancels the call then; Meridian's nodes answer a little
+/// earlier, saying what the call waited for). tonic enforces the same value on the client.
+#[derive(Clone, Debug)]
+pub struct Attempt {
+    bearer: Bearer,
+    timeout: Duration,
+}
+
+impl tonic::service::Interceptor for Attempt {
+    fn call(&mut self, req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let mut req = tonic::service::Interceptor::call(&mut self.bearer, req)?;
+        req.set_timeout(self.timeout);
+        Ok(req)
+    }
+}
 
 /// A failed call as text, with its causes: a TLS refusal ("invalid peer certificate:
 /// UnknownIssuer") hides behind tonic's "transport error".
@@ -163,7 +190,13 @@ pub(crate) fn next_page(last: Option<Vec<u8>>, truncated: bool, range_end: &[u8]
 /// One answer from a node, classified for the retry loop.
 enum Outcome<T> {
     Done(T),
-    Retry { refresh: bool, why: String },
+    /// Worth another attempt; `maybe_done`: the node may have carried the request out
+    /// (it timed out inside the node), so a request that must not run twice is ambiguous.
+    Retry {
+        refresh: bool,
+        why: String,
+        maybe_done: bool,
+    },
     Fail(ClientError),
 }
 
@@ -249,25 +282,35 @@ impl Client {
         self
     }
 
-    fn channel(&self, addr: &str) -> Result<NodeChannel, ClientError> {
+    /// A channel to `addr` whose calls tell the node the client waits `left` at most (capped
+    /// at [`limits::ATTEMPT_TIMEOUT`]): the one place every call's `grpc-timeout` is set.
+    fn channel(&self, addr: &str, left: Duration) -> Result<NodeChannel, ClientError> {
+        let attempt = Attempt { bearer: self.bearer.clone(), timeout: limits::attempt_timeout(left) };
         let mut chans = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = chans.get(addr) {
-            return Ok(InterceptedService::new(c.clone(), self.bearer.clone()));
+            return Ok(InterceptedService::new(c.clone(), attempt));
         }
         let c = endpoint(addr, self.tls.as_ref())?.connect_lazy();
         chans.insert(addr.to_string(), c.clone());
-        Ok(InterceptedService::new(c, self.bearer.clone()))
+        Ok(InterceptedService::new(c, attempt))
     }
 
+    /// A KV client for `addr` for one whole request (its deadline is the client's).
     fn kv(&self, addr: &str) -> Result<pb::kv_client::KvClient<NodeChannel>, ClientError> {
-        Ok(pb::kv_client::KvClient::new(self.channel(addr)?)
+        self.kv_within(addr, self.deadline)
+    }
+
+    /// A KV client for `addr` for one attempt of a request with `left` before its deadline.
+    fn kv_within(&self, addr: &str, left: Duration) -> Result<pb::kv_client::KvClient<NodeChannel>, ClientError> {
+        Ok(pb::kv_client::KvClient::new(self.channel(addr, left)?)
             .max_decoding_message_size(GRPC_MESSAGE_MAX)
             .max_encoding_message_size(GRPC_MESSAGE_MAX))
     }
 
-    /// An admin client for `addr`.
+    /// An admin client for `addr`; each call waits at most the client's deadline (capped at
+    /// [`limits::ATTEMPT_TIMEOUT`]).
     pub fn admin_at(&self, addr: &str) -> Result<pb::admin_client::AdminClient<NodeChannel>, ClientError> {
-        Ok(pb::admin_client::AdminClient::new(self.channel(addr)?)
+        Ok(pb::admin_client::AdminClient::new(self.channel(addr, self.deadline)?)
             .max_decoding_message_size(GRPC_MESSAGE_MAX)
             .max_encoding_message_size(GRPC_MESSAGE_MAX))
     }
@@ -359,10 +402,12 @@ impl Client {
     }
 
     /// [`Self::with_leader`] for a request that must not run twice: once it may have reached a
-    /// node (the call failed in transport after connecting, or timed out), its outcome is
-    /// unknown and it fails with [`ClientError::Ambiguous`] instead of being sent again (a
-    /// single-range commit sent again to a new leader would be refused as aborted although
-    /// the first one may still commit).
+    /// node (the call failed in transport after connecting, or timed out — on either side,
+    /// `DEADLINE_EXCEEDED` included), its outcome is unknown and it fails with
+    /// [`ClientError::Ambiguous`] instead of being sent again (a single-range commit sent again
+    /// to a new leader would be refused as aborted although the first one may still commit).
+    ///
+    /// Each attempt tells the node the time left, at most [`limits::ATTEMPT_TIMEOUT`].
     pub(crate) async fn with_leader_sent<T, F, Fut>(
         &self,
         key: &[u8],
@@ -376,26 +421,32 @@ impl Client {
         let start = tokio::time::Instant::now();
         let mut backoff = Duration::from_millis(10);
         let mut last = String::from("no attempt made");
+        let left = || self.deadline.saturating_sub(start.elapsed());
         for attempt in 0u32.. {
-            if start.elapsed() > self.deadline {
+            if left().is_zero() {
                 return Err(ClientError::Unavailable(format!(
-                    "gave up after {:?} and {attempt} attempts; last: {last}",
+                    "gave up after {:?} (the request's deadline) and {attempt} attempts; last: {last}",
                     self.deadline
                 )));
             }
             let Some((desc, addr)) = self.target(key, attempt) else {
                 if let Err(e) = self.refresh(key).await {
                     last = e.to_string();
-                    tokio::time::sleep(backoff).await;
+                    tokio::time::sleep(backoff.min(left())).await;
                     backoff = (backoff * 2).min(Duration::from_millis(500));
                 }
                 continue;
             };
-            let kv = self.kv(&addr)?;
+            let kv = self.kv_within(&addr, left())?;
             match op(kv, desc.clone()).await {
                 Ok(Outcome::Done(v)) => return Ok(v),
                 Ok(Outcome::Fail(e)) => return Err(e),
-                Ok(Outcome::Retry { refresh, why }) => {
+                Ok(Outcome::Retry { why, maybe_done: true, .. }) if not_twice => {
+                    return Err(ClientError::Ambiguous(format!(
+                        "{addr}: {why}; the request may or may not have taken effect"
+                    )));
+                }
+                Ok(Outcome::Retry { refresh, why, .. }) => {
                     last = format!("{addr}: {why}");
                     if refresh {
                         self.routes().cache.evict(desc.id);
@@ -406,15 +457,19 @@ impl Client {
                     if not_twice && !never_sent(&status) {
                         return Err(ClientError::Ambiguous(format!(
                             "{addr} did not answer ({}); the request may or may not have taken effect",
-                            status.message()
+                            status_text(&status)
                         )));
                     }
                     last = format!("{addr}: {}", status.message());
-                    // Maybe the node is down: forget the leader hint so other replicas are tried.
-                    self.routes().leaders.remove(&desc.id);
+                    // The node gave up at our deadline (DEADLINE_EXCEEDED): it is up, and its
+                    // message says what it waited for. Else maybe it is down: forget the leader
+                    // hint so other replicas are tried.
+                    if status.code() != tonic::Code::DeadlineExceeded {
+                        self.routes().leaders.remove(&desc.id);
+                    }
                 }
             }
-            tokio::time::sleep(backoff).await;
+            tokio::time::sleep(backoff.min(left())).await;
             backoff = (backoff * 2).min(Duration::from_millis(500));
         }
         unreachable!("the attempt loop only ends by returning")
@@ -461,10 +516,15 @@ impl Client {
                 if let Some(r) = range {
                     routes.cache.insert(r);
                 }
-                Outcome::Retry { refresh: false, why: message }
+                Outcome::Retry { refresh: false, why: message, maybe_done: false }
             }
-            Kind::KeyOutOfRange | Kind::RangeNotFound => Outcome::Retry { refresh: true, why: message },
-            Kind::Unavailable | Kind::Timeout | Kind::Unspecified => Outcome::Retry { refresh: false, why: message },
+            Kind::KeyOutOfRange | Kind::RangeNotFound => {
+                Outcome::Retry { refresh: true, why: message, maybe_done: false }
+            }
+            Kind::Unavailable | Kind::Unspecified => Outcome::Retry { refresh: false, why: message, maybe_done: false },
+            // Timed out inside the node (a node before deadlines answered its own 10 s limit
+            // this way): a commit may still be on its way through Paxos.
+            Kind::Timeout => Outcome::Retry { refresh: false, why: message, maybe_done: true },
             Kind::Ambiguous => Outcome::Fail(ClientError::Ambiguous(message)),
             Kind::Aborted => Outcome::Fail(ClientError::Aborted(message)),
             Kind::Invalid => Outcome::Fail(ClientError::Invalid(message)),
@@ -593,7 +653,9 @@ impl Client {
             let client = addr.and_then(|a| self.admin_at(&a).ok());
             let fut = client.map(&op);
             async move {
-                let Some(fut) = fut else { return Ok(Outcome::Retry { refresh: true, why: "no route".into() }) };
+                let Some(fut) = fut else {
+                    return Ok(Outcome::Retry { refresh: true, why: "no route".into(), maybe_done: false });
+                };
                 let r = fut.await?;
                 Ok(match r.error {
                     None => Outcome::Done(r.detail),
@@ -689,6 +751,42 @@ fn never_sent(status: &tonic::Status) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// gRPC's `grpc-timeout` value ("<digits><unit>") as a duration.
+    fn grpc_timeout(r: &tonic::Request<()>) -> Option<Duration> {
+        let v = r.metadata().get("grpc-timeout")?.to_str().ok()?;
+        let (n, unit) = v.split_at(v.len() - 1);
+        let n: u64 = n.parse().ok()?;
+        Some(match unit {
+            "S" => Duration::from_secs(n),
+            "m" => Duration::from_millis(n),
+            "u" => Duration::from_micros(n),
+            "n" => Duration::from_nanos(n),
+            _ => return None,
+        })
+    }
+
+    #[test]
+    fn every_call_tells_the_node_the_time_left_up_to_one_attempt() {
+        use tonic::service::Interceptor as _;
+        let ms = Duration::from_millis;
+        let token = Secret::new("s3cret".to_string());
+        for (left, sent) in [
+            (ms(300), ms(300)),
+            (ms(1), ms(1)),
+            (limits::ATTEMPT_TIMEOUT, limits::ATTEMPT_TIMEOUT),
+            (limits::ATTEMPT_TIMEOUT + ms(1), limits::ATTEMPT_TIMEOUT),
+            (DEADLINE_DEFAULT, limits::ATTEMPT_TIMEOUT),
+        ] {
+            assert_eq!(limits::attempt_timeout(left), sent, "time left {left:?}");
+            let mut a =
+                Attempt { bearer: Bearer::new(Some(&token)).expect("token"), timeout: limits::attempt_timeout(left) };
+            let r = a.call(tonic::Request::new(())).expect("nothing to refuse");
+            assert_eq!(grpc_timeout(&r), Some(sent), "time left {left:?}: {:?}", r.metadata());
+            let auth = r.metadata().get("authorization").and_then(|v| v.to_str().ok());
+            assert_eq!(auth, Some("Bearer s3cret"), "the token still travels");
+        }
+    }
 
     #[tokio::test]
     async fn a_refused_connection_was_never_sent_and_a_silent_node_may_have_read_it() {

@@ -179,8 +179,12 @@ impl TxnState {
         }
         range::check_user_key(key).map_err(ClientError::Invalid)?;
         let txn = self.pb;
+        let touched = &self.touched;
         let (value, epoch, desc) = client
             .with_leader(key, |mut kv, desc| async move {
+                // The read may wait for a lock there, and fail or time out doing so: the
+                // transaction's abort must reach that range too.
+                touched.lock().entry(desc.id).or_insert_with(|| key.to_vec());
                 let r = kv.txn_get(pb::TxnGetRequest { txn: Some(txn), key: key.to_vec() }).await?.into_inner();
                 Ok(match r.error {
                     None => Outcome::Done((r.value, r.epoch, desc)),
@@ -217,9 +221,12 @@ impl TxnState {
                 end: end.to_vec(),
                 limit: (want - stored.len()).min(u32::MAX as usize) as u32,
             };
+            let touched = &self.touched;
             let (rows, truncated, epoch, desc) = client
                 .with_leader(&from, |mut kv, desc| {
                     let req = req.clone();
+                    // As for a read: the abort must reach a range where the scan may wait.
+                    touched.lock().entry(desc.id).or_insert_with(|| req.start.clone());
                     async move {
                         let r = kv.txn_scan(req).await?.into_inner();
                         Ok(match r.error {

@@ -371,6 +371,13 @@ pub enum ApiError {
     /// re-run it from the start.
     #[error("transaction aborted, retry it: {0}")]
     Aborted(String),
+    /// The caller's deadline (gRPC's `grpc-timeout`) passed first; the message says what the
+    /// request waited for. A lock wait given up this way aborted its transaction in the range;
+    /// a write given up while its Paxos write or commit wait was under way may still commit.
+    /// Only ever answered to a client of this node (never forwarded): the shell turns it into
+    /// the `DEADLINE_EXCEEDED` status. Last, so the encoding of the others does not change.
+    #[error("deadline exceeded: {0}")]
+    DeadlineExceeded(String),
 }
 
 impl ApiError {
@@ -420,6 +427,13 @@ pub struct GroupStatus {
     pub prepared_count: usize,
     /// The first [`STATUS_PREPARED_MAX`] of them, in id order.
     pub prepared: Vec<InFlightTxn>,
+    /// Leader only: transactions holding or waiting for locks here (Spanner §4.2.1).
+    pub lock_txns: usize,
+    /// Leader only: locks held.
+    pub locks_held: usize,
+    /// Leader only: lock requests waiting (wound-wait: a younger transaction waits for an
+    /// older one). A request whose caller gave up is no longer counted.
+    pub lock_waits: usize,
 }
 
 /// A transaction prepared at a replica (two-phase commit), waiting for its outcome.

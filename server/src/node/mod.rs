@@ -186,6 +186,13 @@ pub enum Input {
         /// Whether its last exchange succeeded.
         reachable: bool,
     },
+    /// The shell stopped waiting for the answer to client request `id`: the caller's deadline
+    /// passed, or the caller went away. A lock wait is given up; see
+    /// `NodeCore::cancel_request`.
+    Cancel {
+        /// The request's reply handle.
+        id: u64,
+    },
 }
 
 /// What the shell must write before releasing the rest.
@@ -589,7 +596,42 @@ impl NodeCore {
                     self.unreachable.entry(node).or_insert_with(|| local_of(now));
                 }
             }
+            Input::Cancel { id } => self.cancel_request(now, Origin::Client(id)),
         }
+    }
+
+    /// Nobody waits for `origin`'s answer any more ([`Input::Cancel`]). A lock wait is given up
+    /// (its transaction aborts in that range: [`Self::cancel_lock_wait`]) and a request parked
+    /// for its leader to apply is dropped, each answered [`ApiError::DeadlineExceeded`]. Work
+    /// that cannot be called back goes on — a write proposed to Paxos may still commit, a
+    /// commit-waited answer still leaves after `TT.after(s)` — and `origin` is told now what it
+    /// waits for (the shell drops the later answer). Unknown requests (already answered) are
+    /// ignored.
+    fn cancel_request(&mut self, now: TTInterval, origin: Origin) {
+        if self.cancel_lock_wait(now, origin) {
+            return;
+        }
+        let parked = self.groups.iter_mut().find_map(|(gid, g)| {
+            let i = g.parked_requests.iter().position(|(o, ..)| *o == origin)?;
+            g.parked_requests.remove(i);
+            Some(*gid)
+        });
+        let what = if let Some(gid) = parked {
+            format!("range {gid}'s new leader to apply its log")
+        } else if let Some((gid, ts)) =
+            self.groups.iter().find_map(|(gid, g)| g.proposed.get(&origin).map(|ts| (*gid, *ts)))
+        {
+            format!("its write at {ts} to be chosen and applied by range {gid}'s Paxos group; it may still commit")
+        } else if let Some((ts, _)) = self.commit_wait.keys().find(|(_, o)| *o == origin) {
+            format!("commit wait until TT.after({ts}) (Spanner §4.1.2); it may have committed")
+        } else if self.commit_answers.contains(&origin) {
+            "its coordinator's decision to be applied; it may have committed".to_string()
+        } else if let Some(f) = self.forwards.values().find(|f| f.origin == origin) {
+            format!("an answer from node {} (forwarded)", f.target)
+        } else {
+            return;
+        };
+        self.fail(now, origin, ApiError::DeadlineExceeded(format!("gave up waiting for {what}")));
     }
 
     fn handle_peer(&mut self, now: TTInterval, from: NodeId, msg: PeerMsg) {
@@ -1071,23 +1113,33 @@ impl NodeCore {
             groups: self
                 .groups
                 .values()
-                .map(|g| GroupStatus {
-                    desc: g.state.desc.clone(),
-                    role: format!("{:?}", g.replica.role()),
-                    ballot: g.replica.promised().to_string(),
-                    leader: g.replica.leader_hint(),
-                    lease_end: g.replica.lease_end(now),
-                    chosen: g.replica.chosen(),
-                    applied: g.state.applied,
-                    last_write_ts: g.state.last_write_ts,
-                    prepared_count: g.state.prepared.len(),
-                    prepared: g
-                        .state
-                        .prepared
-                        .values()
-                        .take(api::STATUS_PREPARED_MAX)
-                        .map(|p| InFlightTxn { txn: p.txn.id, coordinator: p.coordinator, prepare_ts: p.prepare_ts })
-                        .collect(),
+                .map(|g| {
+                    let (lock_txns, locks_held, lock_waits) = g.txns.locks.counts();
+                    GroupStatus {
+                        desc: g.state.desc.clone(),
+                        role: format!("{:?}", g.replica.role()),
+                        ballot: g.replica.promised().to_string(),
+                        leader: g.replica.leader_hint(),
+                        lease_end: g.replica.lease_end(now),
+                        chosen: g.replica.chosen(),
+                        applied: g.state.applied,
+                        last_write_ts: g.state.last_write_ts,
+                        prepared_count: g.state.prepared.len(),
+                        prepared: g
+                            .state
+                            .prepared
+                            .values()
+                            .take(api::STATUS_PREPARED_MAX)
+                            .map(|p| InFlightTxn {
+                                txn: p.txn.id,
+                                coordinator: p.coordinator,
+                                prepare_ts: p.prepare_ts,
+                            })
+                            .collect(),
+                        lock_txns,
+                        locks_held,
+                        lock_waits,
+                    }
                 })
                 .collect(),
             now_earliest: now.earliest,

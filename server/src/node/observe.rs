@@ -53,11 +53,13 @@ pub enum AbortReason {
     Refused,
     /// Its range split, merged or moved between its prepare and the prepare's apply.
     RangeChanged,
+    /// A request of it waited for a lock past the caller's deadline (or its caller went away).
+    Deadline,
 }
 
 impl AbortReason {
     /// Every reason, for registering the series up front.
-    pub const ALL: [AbortReason; 8] = [
+    pub const ALL: [AbortReason; 9] = [
         AbortReason::Wounded,
         AbortReason::Client,
         AbortReason::Idle,
@@ -66,6 +68,7 @@ impl AbortReason {
         AbortReason::Coordinator,
         AbortReason::Refused,
         AbortReason::RangeChanged,
+        AbortReason::Deadline,
     ];
 
     /// The `reason` label.
@@ -79,6 +82,7 @@ impl AbortReason {
             AbortReason::Coordinator => "coordinator",
             AbortReason::Refused => "refused",
             AbortReason::RangeChanged => "range_changed",
+            AbortReason::Deadline => "deadline",
         }
     }
 }

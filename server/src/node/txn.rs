@@ -23,6 +23,13 @@
 //! in the leader's memory; a new leader knows none of them, so a commit whose reads were taken
 //! under another leader (a different *epoch*, the leader's ballot round) aborts.
 //!
+//! **Deadlines.** A lock wait lasts at most as long as its caller waits: when the shell gives
+//! up on a request (the caller's `grpc-timeout` passed, or the caller went away) it sends
+//! `Input::Cancel`, and a request still waiting for a lock here aborts its transaction in this
+//! range ([`NodeCore::cancel_lock_wait`]), so no waiter is left in the lock table to be granted
+//! a lock nobody will use. The caller hears `DEADLINE_EXCEEDED` naming the key and the
+//! transaction holding it.
+//!
 //! Left for the next step: two-phase commit across ranges (the `meridian-txn` coordinator and
 //! participant machines), prepare records, lock rebuilding from them, and lock-free read-only
 //! transactions at safe time.
@@ -68,8 +75,9 @@ pub(super) type TxnReads = (Vec<Vec<u8>>, Vec<(Vec<u8>, Vec<u8>)>, Option<u64>);
 
 /// A lock request parked in the lock table.
 enum Wait {
-    /// A transactional read: answer once the shared lock is granted.
-    Get { origin: Origin, txn: TxnMeta, read: TxnRead },
+    /// A transactional read: answer once the shared lock is granted. Waiting since `since`
+    /// (local time).
+    Get { origin: Origin, txn: TxnMeta, read: TxnRead, since: Timestamp },
     /// One of a commit's exclusive locks.
     Commit { commit: u64 },
 }
@@ -83,6 +91,8 @@ struct PendingCommit {
     writes: Vec<KeyWrite>,
     role: CommitRole,
     outstanding: usize,
+    /// When it arrived (local time).
+    since: Timestamp,
 }
 
 /// The transaction state of one range's leader.
@@ -135,6 +145,69 @@ impl GroupTxns {
     pub(super) fn is_active(&self, id: TxnId) -> bool {
         self.locks.txn(id).is_some() || self.commits.values().any(|c| c.txn.id == id)
     }
+
+    /// What a waiting request of `txn` waits for, in words: the lock (request `req`, or else
+    /// the transaction's first waiting one) and who holds it — or, when nobody holds a
+    /// conflicting lock, the older requests queued ahead of it.
+    fn blocked_on(&self, txn: TxnMeta, req: Option<u64>) -> String {
+        let Some(w) = self.locks.waiting().find(|w| w.txn.id == txn.id && req.is_none_or(|r| r == w.req)) else {
+            return "a lock".into();
+        };
+        let (span, mode) = (&w.span, w.mode);
+        let lock = match (mode, span) {
+            (Mode::Shared, Span::Key(_)) => format!("a shared lock on key {span}"),
+            (Mode::Shared, _) => format!("a shared lock on keys {span}"),
+            (Mode::Exclusive, _) => format!("the exclusive lock on key {span}"),
+        };
+        let mut holders = Vec::new();
+        let mut more = 0usize;
+        for id in self.locks.txn_ids().filter(|id| *id != txn.id).take(BLOCKERS_SCANNED_MAX) {
+            if !self.locks.locks_of(id).iter().any(|(s, m)| s.overlaps(span) && m.conflicts_with(mode)) {
+                continue;
+            }
+            let Some(h) = self.locks.txn(id) else { continue };
+            if holders.len() == BLOCKERS_NAMED_MAX {
+                more += 1;
+                continue;
+            }
+            let how = match (h.meta.is_older_than(&txn), h.prepared) {
+                (true, true) => "older, prepared",
+                (true, false) => "older",
+                (false, true) => "younger but prepared: only its coordinator may abort it",
+                (false, false) => "younger, wounded and aborting",
+            };
+            holders.push(format!("transaction {id} ({how})"));
+        }
+        let and_more = if more > 0 { format!(" and {more} more") } else { String::new() };
+        if !holders.is_empty() {
+            return format!(
+                "{lock} held by {}{and_more}: under wound-wait (Spanner §4.2.1) a younger transaction waits for an older one",
+                holders.join(", ")
+            );
+        }
+        let ahead: Vec<String> = self
+            .locks
+            .waiting()
+            .take_while(|a| a.txn.is_older_than(&txn))
+            .filter(|a| a.txn.id != txn.id && a.mode.conflicts_with(mode) && a.span.overlaps(span))
+            .take(BLOCKERS_NAMED_MAX)
+            .map(|a| format!("transaction {}", a.txn.id))
+            .collect();
+        match ahead.is_empty() {
+            true => lock,
+            false => format!("{lock}, queued behind older {} (wound-wait, Spanner §4.2.1)", ahead.join(", ")),
+        }
+    }
+}
+
+/// Most lock holders a deadline message names.
+const BLOCKERS_NAMED_MAX: usize = 3;
+/// Most transactions a deadline message looks through for the holders of a lock.
+const BLOCKERS_SCANNED_MAX: usize = 10_000;
+
+/// A duration in whole milliseconds (`270ms`), as deadline messages show it.
+fn show_ms(d: Duration) -> String {
+    format!("{}ms", d.as_millis())
 }
 
 impl NodeCore {
@@ -267,7 +340,7 @@ impl NodeCore {
             Ok(Acquired::Granted) => self.answer_txn_read(now, gid, origin, read),
             Ok(Acquired::Waiting { wounded }) => {
                 observe::lock_waited();
-                t.waits.insert(req, Wait::Get { origin, txn, read });
+                t.waits.insert(req, Wait::Get { origin, txn, read, since: local_of(now) });
                 for w in wounded {
                     self.abort_txn(now, gid, w, AbortReason::Wounded, "wounded by an older transaction (wound-wait)");
                 }
@@ -495,7 +568,8 @@ impl NodeCore {
             }
         }
         let t = &mut self.groups.get_mut(&gid).expect("checked").txns;
-        t.commits.insert(commit, PendingCommit { origin, txn, reads, read_epoch, writes, role, outstanding });
+        let since = local_of(now);
+        t.commits.insert(commit, PendingCommit { origin, txn, reads, read_epoch, writes, role, outstanding, since });
         for w in wounded {
             self.abort_txn(now, gid, w, AbortReason::Wounded, "wounded by an older transaction (wound-wait)");
         }
@@ -652,12 +726,54 @@ impl NodeCore {
         }
     }
 
+    /// The caller of `origin` stopped waiting: its deadline (gRPC's `grpc-timeout`) passed, or
+    /// it went away. If the request waits for a lock here, the wait is given up and `true`
+    /// returned; anything else goes on (see [`NodeCore::cancel_request`]).
+    ///
+    /// The lock table cannot withdraw one request, so the transaction is aborted in this range,
+    /// which drops everything it holds or waits for here. That is always allowed: the waiter
+    /// has prepared nothing (a prepared transaction asks for no locks), and under wound-wait
+    /// (Spanner §4.2.1) it is the younger one, or a wounded one. A read is answered
+    /// [`ApiError::DeadlineExceeded`] saying what it waited for; a commit waiting for its
+    /// exclusive locks has proposed nothing, so it is answered as aborted (a coordinator's
+    /// from its log, like every abort of a coordinator's commit).
+    pub(super) fn cancel_lock_wait(&mut self, now: TTInterval, origin: Origin) -> bool {
+        let found = self.groups.iter().find_map(|(gid, g)| {
+            let get = g.txns.waits.iter().find_map(|(req, w)| match w {
+                Wait::Get { origin: o, txn, since, .. } if *o == origin => Some((*gid, *txn, Some(*req), *since)),
+                _ => None,
+            });
+            get.or_else(|| g.txns.commits.values().find(|c| c.origin == origin).map(|c| (*gid, c.txn, None, c.since)))
+        });
+        let Some((gid, txn, get, since)) = found else { return false };
+        let waited = local_of(now).duration_since(since);
+        let g = self.groups.get_mut(&gid).expect("found above");
+        let blocked = g.txns.blocked_on(txn, get);
+        match get {
+            Some(req) => {
+                g.txns.waits.remove(&req);
+                let what = format!(
+                    "waited {} for {blocked}; transaction {} is aborted in range {gid}, retry it",
+                    show_ms(waited),
+                    txn.id
+                );
+                self.fail(now, origin, ApiError::DeadlineExceeded(what));
+                self.abort_txn(now, gid, txn.id, AbortReason::Deadline, "its read's deadline passed in a lock wait");
+            }
+            None => {
+                let why = format!("the commit's deadline passed after waiting {} for {blocked}", show_ms(waited));
+                self.abort_txn(now, gid, txn.id, AbortReason::Deadline, &why);
+            }
+        }
+        true
+    }
+
     /// Serves lock requests the lock table granted.
     fn on_granted(&mut self, now: TTInterval, gid: GroupId, granted: Vec<(TxnId, u64)>) {
         for (_, req) in granted {
             let Some(g) = self.groups.get_mut(&gid) else { return };
             match g.txns.waits.remove(&req) {
-                Some(Wait::Get { origin, txn: _, read }) => {
+                Some(Wait::Get { origin, read, .. }) => {
                     if g.serves(now) {
                         self.answer_txn_read(now, gid, origin, read);
                     } else {

@@ -18,7 +18,8 @@ pub fn error_to_pb(e: &ApiError) -> pb::Error {
         ApiError::Unavailable(_) => (Kind::Unavailable, GroupId(0), None, None),
         ApiError::Ambiguous(_) => (Kind::Ambiguous, GroupId(0), None, None),
         ApiError::Invalid(_) => (Kind::Invalid, GroupId(0), None, None),
-        ApiError::Timeout(_) => (Kind::Timeout, GroupId(0), None, None),
+        // The caller's deadline passed; gRPC handlers answer it as the DEADLINE_EXCEEDED status.
+        ApiError::Timeout(_) | ApiError::DeadlineExceeded(_) => (Kind::Timeout, GroupId(0), None, None),
         ApiError::Aborted(_) => (Kind::Aborted, GroupId(0), None, None),
     };
     pb::Error {

@@ -34,6 +34,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::time::Duration;
 
@@ -62,8 +63,22 @@ const CORE_QUEUE_MAX: usize = 65_536;
 const DRAIN_MAX: usize = 10_000;
 /// Batches queued per peer before new ones are dropped (Paxos resends what matters).
 const PEER_QUEUE_MAX: usize = 1_024;
-/// How long a client request may wait for its answer.
+/// How long a client request may wait for its answer when its caller waits longer (or sets no
+/// deadline).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// A node gives up on a request this much before the caller's deadline (gRPC's `grpc-timeout`)
+/// passes — a tenth of the caller's time, at most this — so that its answer,
+/// `DEADLINE_EXCEEDED` saying what the request waited for, reaches the caller before the
+/// caller's own timer fires (tonic's, on both sides, would only say "Timeout expired").
+pub const DEADLINE_MARGIN_MAX: Duration = Duration::from_millis(100);
+
+/// When a handler whose caller waits `deadline` (`None`: no deadline) gives up on the core, and
+/// how long it then waits for the core's account of what the request was waiting for.
+pub(crate) fn give_up_after(deadline: Option<Duration>) -> (Duration, Duration) {
+    let d = deadline.unwrap_or(REQUEST_TIMEOUT);
+    let margin = (d / 10).min(DEADLINE_MARGIN_MAX);
+    ((d - margin).min(REQUEST_TIMEOUT), margin / 2)
+}
 
 /// Errors starting a node.
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +138,7 @@ pub struct NodeConfig {
 enum CoreMsg {
     Input(Input),
     Client {
+        id: u64,
         request: Request,
         reply: oneshot::Sender<Response>,
     },
@@ -136,15 +152,53 @@ enum CoreMsg {
 #[derive(Clone)]
 pub(crate) struct CoreHandle {
     tx: SyncSender<CoreMsg>,
+    /// The reply handle of the next client request (the core's `Origin::Client`).
+    next_id: Arc<AtomicU64>,
     pub(crate) cluster_id: String,
     pub(crate) node: NodeId,
 }
 
+/// Tells the core, when dropped armed, that nobody waits for request `id` any more: a handler
+/// future dropped mid-flight (its caller reset the stream, or tonic's own `grpc-timeout` fired)
+/// must not leave the request waiting for a lock in the core.
+struct CancelOnDrop<'a> {
+    tx: &'a SyncSender<CoreMsg>,
+    id: Option<u64>,
+}
+
+impl CancelOnDrop<'_> {
+    /// Sends the cancel now (at most once).
+    fn cancel(&mut self) {
+        if let Some(id) = self.id.take() {
+            // A full queue drops it: the transaction's abort or idle expiry still cleans up.
+            let _ = self.tx.try_send(CoreMsg::Input(Input::Cancel { id }));
+        }
+    }
+}
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        self.cancel();
+    }
+}
+
 impl CoreHandle {
-    /// Runs `request` on the core and waits (bounded) for the answer.
+    /// Runs `request` on the core and waits (at most [`REQUEST_TIMEOUT`]) for the answer.
     pub(crate) async fn call(&self, request: Request) -> Response {
-        let (reply, rx) = oneshot::channel();
-        match self.tx.try_send(CoreMsg::Client { request, reply }) {
+        self.call_within(request, None).await
+    }
+
+    /// Runs `request` on the core for a caller who waits `deadline` (gRPC's `grpc-timeout`;
+    /// `None`: no deadline). Shortly before it passes ([`give_up_after`], and at most after
+    /// [`REQUEST_TIMEOUT`]) the core is told to give up (`Input::Cancel`): a lock wait is
+    /// abandoned, and the answer is [`ApiError::DeadlineExceeded`] saying what the request
+    /// waited for. Dropped before the answer, it cancels the same way.
+    pub(crate) async fn call_within(&self, request: Request, deadline: Option<Duration>) -> Response {
+        let started = tokio::time::Instant::now();
+        let (give_up, grace) = give_up_after(deadline);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (reply, mut rx) = oneshot::channel();
+        match self.tx.try_send(CoreMsg::Client { id, request, reply }) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 return Response::Error(ApiError::Unavailable("node overloaded: request queue full".into()));
@@ -153,10 +207,24 @@ impl CoreHandle {
                 return Response::Error(ApiError::Unavailable("node is shutting down".into()));
             }
         }
-        match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Response::Error(ApiError::Unavailable("node is shutting down".into())),
-            Err(_) => Response::Error(ApiError::Timeout(format!("no answer within {REQUEST_TIMEOUT:?}"))),
+        let mut cancel = CancelOnDrop { tx: &self.tx, id: Some(id) };
+        let shutting_down = || Response::Error(ApiError::Unavailable("node is shutting down".into()));
+        match tokio::time::timeout(give_up, &mut rx).await {
+            Ok(answer) => {
+                cancel.id = None;
+                return answer.unwrap_or_else(|_| shutting_down());
+            }
+            Err(_) => cancel.cancel(),
+        }
+        let waited = started.elapsed();
+        match tokio::time::timeout(grace, rx).await {
+            Ok(answer) => answer.unwrap_or_else(|_| shutting_down()),
+            Err(_) => Response::Error(ApiError::DeadlineExceeded(match deadline {
+                Some(d) if d < REQUEST_TIMEOUT => {
+                    format!("no answer within {}ms (the caller's deadline: {}ms)", waited.as_millis(), d.as_millis())
+                }
+                _ => format!("no answer within {}ms (the node's limit)", waited.as_millis()),
+            })),
         }
     }
 
@@ -359,7 +427,12 @@ impl Node {
         core.learn_nodes([NodeInfo { id: node_id, ..me_info }]);
 
         let (tx, rx) = mpsc::sync_channel(CORE_QUEUE_MAX);
-        let handle = CoreHandle { tx: tx.clone(), cluster_id: cluster_id.clone(), node: node_id };
+        let handle = CoreHandle {
+            tx: tx.clone(),
+            next_id: Arc::new(AtomicU64::new(1)),
+            cluster_id: cluster_id.clone(),
+            node: node_id,
+        };
         let rt = tokio::runtime::Handle::current();
         let core_tt = tt.clone();
         let core_engine = engine.clone();
@@ -510,7 +583,6 @@ fn core_loop(
     rt: tokio::runtime::Handle,
 ) {
     let mut replies: HashMap<u64, oneshot::Sender<Response>> = HashMap::new();
-    let mut next_id: u64 = 1;
     let mut peers: HashMap<NodeId, PeerSender> = HashMap::new();
     let me = core.node();
     let cluster_id = core.cluster_id().to_string();
@@ -527,9 +599,7 @@ fn core_loop(
         let mut stop = false;
         let mut handle_msg = |core: &mut NodeCore, m: CoreMsg, stop: &mut bool| match m {
             CoreMsg::Input(i) => core.step(now, i),
-            CoreMsg::Client { request, reply } => {
-                let id = next_id;
-                next_id += 1;
+            CoreMsg::Client { id, request, reply } => {
                 replies.insert(id, reply);
                 core.step(now, Input::Client { id, request });
             }
@@ -661,4 +731,29 @@ fn spawn_peer(
         }
     });
     PeerSender { addr: addr.to_string(), tx }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_answers_before_its_caller_stops_waiting() {
+        let ms = Duration::from_millis;
+        let table = [
+            (None, (REQUEST_TIMEOUT - DEADLINE_MARGIN_MAX, DEADLINE_MARGIN_MAX / 2)),
+            (Some(ms(300)), (ms(270), ms(15))),
+            (Some(ms(2_000)), (ms(1_900), ms(50))),
+            (Some(Duration::from_secs(60)), (REQUEST_TIMEOUT, ms(50))),
+            (Some(Duration::ZERO), (Duration::ZERO, Duration::ZERO)),
+        ];
+        for (deadline, want) in table {
+            assert_eq!(give_up_after(deadline), want, "deadline {deadline:?}");
+        }
+        for d in (1..=20_000u64).step_by(7).map(ms) {
+            let (give_up, grace) = give_up_after(Some(d));
+            assert!(give_up + grace < d, "{d:?}: the node's answer must leave before the caller's deadline");
+            assert!(give_up <= REQUEST_TIMEOUT, "{d:?}: the node's own limit still holds");
+        }
+    }
 }

@@ -4,8 +4,17 @@
 //! `read`, `scan`, `commit`, `prepare`, `coordinate`, `abort`, `keepalive`) and logs its answer
 //! at debug level, so a node's log lines for a transaction carry its id; the core's 2PC events
 //! (`txn_id=…`) follow the decision on to the participants.
+//!
+//! **Deadlines.** A client says how long it waits with gRPC's `grpc-timeout` header. tonic's
+//! server already races each handler against it and, when it fires, drops the handler future
+//! and answers `CANCELLED` "Timeout expired". A handler here gives up a little earlier
+//! ([`super::give_up_after`]): it tells the core to abandon the request (a lock wait aborts
+//! its transaction in that range) and answers `DEADLINE_EXCEEDED` with what the request waited
+//! for ("waited 270ms for a shared lock on key k held by transaction …"). A handler dropped
+//! mid-flight cancels the same way, so neither path leaves a waiter in a lock table.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use meridian_proto::v1 as pb;
 use meridian_shard::GroupId;
@@ -71,13 +80,44 @@ impl Services {
         }
     }
 
-    async fn admin(&self, request: Request) -> pb::AdminResponse {
-        match self.core.call(request).await {
+    async fn admin(&self, deadline: Option<Duration>, request: Request) -> R<pb::AdminResponse> {
+        Ok(GrpcResponse::new(match self.call(deadline, request).await? {
             Response::Done { detail } => pb::AdminResponse { detail, error: None },
             Response::Error(e) => pb::AdminResponse { detail: String::new(), error: Some(error_to_pb(&e)) },
             other => pb::AdminResponse { detail: String::new(), error: Some(error_to_pb(&unexpected(&other))) },
+        }))
+    }
+
+    /// Runs `request` on the core for a caller who waits `deadline`; a request given up at the
+    /// deadline becomes the `DEADLINE_EXCEEDED` status, saying what it waited for.
+    async fn call(&self, deadline: Option<Duration>, request: Request) -> Result<Response, Status> {
+        match self.core.call_within(request, deadline).await {
+            Response::Error(ApiError::DeadlineExceeded(what)) => Err(Status::deadline_exceeded(what)),
+            r => Ok(r),
         }
     }
+}
+
+/// How long the caller waits, from gRPC's `grpc-timeout` header: up to 8 digits and a unit
+/// (`H`, `M`, `S`, `m`, `u`, `n`), as tonic's `Request::set_timeout` writes it. `None` without
+/// the header or if it is malformed (tonic's own timeout then ignores it too).
+pub(super) fn grpc_timeout(meta: &tonic::metadata::MetadataMap) -> Option<Duration> {
+    let v = meta.get("grpc-timeout")?.to_str().ok()?;
+    let unit = v.chars().last()?;
+    let digits = &v[..v.len() - unit.len_utf8()];
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        'H' => Duration::from_secs(n * 3_600),
+        'M' => Duration::from_secs(n * 60),
+        'S' => Duration::from_secs(n),
+        'm' => Duration::from_millis(n),
+        'u' => Duration::from_micros(n),
+        'n' => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 #[tonic::async_trait]
@@ -123,8 +163,9 @@ impl pb::node_server::Node for Services {
 #[tonic::async_trait]
 impl pb::kv_server::Kv for Services {
     async fn get(&self, req: GrpcRequest<pb::GetRequest>) -> R<pb::GetResponse> {
+        let deadline = grpc_timeout(req.metadata());
         let key = req.into_inner().key;
-        Ok(GrpcResponse::new(match self.core.call(Request::Get { key }).await {
+        Ok(GrpcResponse::new(match self.call(deadline, Request::Get { key }).await? {
             Response::Value { value, ts } => pb::GetResponse { value, ts: ts.nanos(), error: None },
             Response::Error(e) => pb::GetResponse { value: None, ts: 0, error: Some(error_to_pb(&e)) },
             other => pb::GetResponse { value: None, ts: 0, error: Some(error_to_pb(&unexpected(&other))) },
@@ -132,9 +173,10 @@ impl pb::kv_server::Kv for Services {
     }
 
     async fn scan(&self, req: GrpcRequest<pb::ScanRequest>) -> R<pb::ScanResponse> {
+        let deadline = grpc_timeout(req.metadata());
         let r = req.into_inner();
         Ok(GrpcResponse::new(
-            match self.core.call(Request::Scan { start: r.start, end: r.end, limit: r.limit }).await {
+            match self.call(deadline, Request::Scan { start: r.start, end: r.end, limit: r.limit }).await? {
                 Response::Rows { rows, desc, truncated } => pb::ScanResponse {
                     rows: rows.into_iter().map(|(key, value)| pb::KeyValue { key, value }).collect(),
                     range: Some((&desc).into()),
@@ -148,8 +190,9 @@ impl pb::kv_server::Kv for Services {
     }
 
     async fn write(&self, req: GrpcRequest<pb::WriteRequest>) -> R<pb::WriteResponse> {
+        let deadline = grpc_timeout(req.metadata());
         let writes = req.into_inner().mutations.into_iter().map(|m| (m.key, m.value)).collect();
-        Ok(GrpcResponse::new(match self.core.call(Request::Write { writes }).await {
+        Ok(GrpcResponse::new(match self.call(deadline, Request::Write { writes }).await? {
             Response::Written { ts } => pb::WriteResponse { ts: ts.nanos(), error: None },
             Response::Error(e) => pb::WriteResponse { ts: 0, error: Some(error_to_pb(&e)) },
             other => pb::WriteResponse { ts: 0, error: Some(error_to_pb(&unexpected(&other))) },
@@ -157,6 +200,7 @@ impl pb::kv_server::Kv for Services {
     }
 
     async fn txn_get(&self, req: GrpcRequest<pb::TxnGetRequest>) -> R<pb::TxnGetResponse> {
+        let deadline = grpc_timeout(req.metadata());
         let r = req.into_inner();
         let txn = match txn_from_pb(r.txn) {
             Ok(t) => t,
@@ -167,14 +211,19 @@ impl pb::kv_server::Kv for Services {
                 }));
             }
         };
-        Ok(GrpcResponse::new(match self.traced(txn.id, "read", Request::TxnGet { txn, key: r.key }).await {
-            Response::TxnValue { value, ts, epoch } => pb::TxnGetResponse { value, ts: ts.nanos(), epoch, error: None },
-            Response::Error(e) => pb::TxnGetResponse { error: Some(error_to_pb(&e)), ..Default::default() },
-            other => pb::TxnGetResponse { error: Some(error_to_pb(&unexpected(&other))), ..Default::default() },
-        }))
+        Ok(GrpcResponse::new(
+            match self.traced(deadline, txn.id, "read", Request::TxnGet { txn, key: r.key }).await? {
+                Response::TxnValue { value, ts, epoch } => {
+                    pb::TxnGetResponse { value, ts: ts.nanos(), epoch, error: None }
+                }
+                Response::Error(e) => pb::TxnGetResponse { error: Some(error_to_pb(&e)), ..Default::default() },
+                other => pb::TxnGetResponse { error: Some(error_to_pb(&unexpected(&other))), ..Default::default() },
+            },
+        ))
     }
 
     async fn txn_scan(&self, req: GrpcRequest<pb::TxnScanRequest>) -> R<pb::TxnScanResponse> {
+        let deadline = grpc_timeout(req.metadata());
         let r = req.into_inner();
         let txn = match txn_from_pb(r.txn) {
             Ok(t) => t,
@@ -186,7 +235,7 @@ impl pb::kv_server::Kv for Services {
             }
         };
         let request = Request::TxnScan { txn, start: r.start, end: r.end, limit: r.limit };
-        Ok(GrpcResponse::new(match self.traced(txn.id, "scan", request).await {
+        Ok(GrpcResponse::new(match self.traced(deadline, txn.id, "scan", request).await? {
             Response::TxnRows { rows, desc, truncated, epoch } => pb::TxnScanResponse {
                 rows: rows.into_iter().map(|(key, value)| pb::KeyValue { key, value }).collect(),
                 range: Some((&desc).into()),
@@ -200,6 +249,7 @@ impl pb::kv_server::Kv for Services {
     }
 
     async fn txn_commit(&self, req: GrpcRequest<pb::TxnCommitRequest>) -> R<pb::TxnCommitResponse> {
+        let deadline = grpc_timeout(req.metadata());
         let r = req.into_inner();
         let txn = match txn_from_pb(r.txn) {
             Ok(t) => t,
@@ -225,7 +275,7 @@ impl pb::kv_server::Kv for Services {
             CommitRole::Coordinate { .. } => "coordinate",
         };
         let request = Request::TxnCommit { txn, reads: r.reads, read_spans, read_epoch: r.read_epoch, writes, role };
-        Ok(GrpcResponse::new(match self.traced(txn.id, op, request).await {
+        Ok(GrpcResponse::new(match self.traced(deadline, txn.id, op, request).await? {
             Response::Written { ts } | Response::Prepared { ts } => {
                 pb::TxnCommitResponse { ts: ts.nanos(), error: None }
             }
@@ -235,21 +285,23 @@ impl pb::kv_server::Kv for Services {
     }
 
     async fn txn_abort(&self, req: GrpcRequest<pb::TxnAbortRequest>) -> R<pb::TxnAbortResponse> {
+        let deadline = grpc_timeout(req.metadata());
         Ok(GrpcResponse::new(
-            self.txn_in_range(req.into_inner(), "abort", |txn, key| Request::TxnAbort { txn, key }).await,
+            self.txn_in_range(deadline, req.into_inner(), "abort", |txn, key| Request::TxnAbort { txn, key }).await?,
         ))
     }
 
     async fn txn_keepalive(&self, req: GrpcRequest<pb::TxnAbortRequest>) -> R<pb::TxnAbortResponse> {
-        Ok(GrpcResponse::new(
-            self.txn_in_range(req.into_inner(), "keepalive", |txn, key| Request::TxnKeepalive { txn, key }).await,
-        ))
+        let deadline = grpc_timeout(req.metadata());
+        let make = |txn, key| Request::TxnKeepalive { txn, key };
+        Ok(GrpcResponse::new(self.txn_in_range(deadline, req.into_inner(), "keepalive", make).await?))
     }
 
     async fn read(&self, req: GrpcRequest<pb::ReadRequest>) -> R<pb::ReadResponse> {
+        let deadline = grpc_timeout(req.metadata());
         let r = req.into_inner();
         let request = Request::Read { start: r.start, end: r.end, limit: r.limit, ts: r.ts.map(Timestamp::from_nanos) };
-        Ok(GrpcResponse::new(match self.core.call(request).await {
+        Ok(GrpcResponse::new(match self.call(deadline, request).await? {
             Response::ReadAt { rows, desc, truncated, read_ts } => pb::ReadResponse {
                 rows: rows.into_iter().map(|(key, value)| pb::KeyValue { key, value }).collect(),
                 range: Some((&desc).into()),
@@ -263,8 +315,10 @@ impl pb::kv_server::Kv for Services {
     }
 
     async fn lookup_range(&self, req: GrpcRequest<pb::LookupRangeRequest>) -> R<pb::LookupRangeResponse> {
+        let deadline = grpc_timeout(req.metadata());
         let r = req.into_inner();
-        Ok(GrpcResponse::new(match self.core.call(Request::RangeLookup { key: r.key, limit: r.limit.max(1) }).await {
+        let request = Request::RangeLookup { key: r.key, limit: r.limit.max(1) };
+        Ok(GrpcResponse::new(match self.call(deadline, request).await? {
             Response::Ranges { descs, nodes, leaders } => ranges_to_pb(&descs, &nodes, &leaders),
             Response::Error(e) => pb::LookupRangeResponse { error: Some(error_to_pb(&e)), ..Default::default() },
             other => pb::LookupRangeResponse { error: Some(error_to_pb(&unexpected(&other))), ..Default::default() },
@@ -274,19 +328,26 @@ impl pb::kv_server::Kv for Services {
 
 impl Services {
     /// Calls the core in a span `txn{id node op}` and logs the answer (debug) inside it.
-    async fn traced(&self, id: meridian_txn::TxnId, op: &'static str, request: Request) -> Response {
+    async fn traced(
+        &self,
+        deadline: Option<Duration>,
+        id: meridian_txn::TxnId,
+        op: &'static str,
+        request: Request,
+    ) -> Result<Response, Status> {
         let span = tracing::info_span!("txn", id = %id, node = %self.core.node, op = %op);
         async move {
-            let r = self.core.call(request).await;
+            let r = self.call(deadline, request).await;
             match &r {
-                Response::Error(e) => tracing::debug!(error = %e, "refused"),
-                Response::Written { ts } => tracing::debug!(%ts, "answered: committed"),
-                Response::Prepared { ts } => tracing::debug!(prepare_ts = %ts, "answered: prepared"),
-                Response::TxnValue { epoch, .. } | Response::TxnRows { epoch, .. } => {
+                Err(s) => tracing::debug!(error = %s.message(), "deadline exceeded"),
+                Ok(Response::Error(e)) => tracing::debug!(error = %e, "refused"),
+                Ok(Response::Written { ts }) => tracing::debug!(%ts, "answered: committed"),
+                Ok(Response::Prepared { ts }) => tracing::debug!(prepare_ts = %ts, "answered: prepared"),
+                Ok(Response::TxnValue { epoch, .. } | Response::TxnRows { epoch, .. }) => {
                     tracing::debug!(epoch, "answered: read under a shared lock")
                 }
-                Response::Done { detail } => tracing::debug!(%detail, "answered"),
-                _ => tracing::debug!("answered"),
+                Ok(Response::Done { detail }) => tracing::debug!(%detail, "answered"),
+                Ok(_) => tracing::debug!("answered"),
             }
             r
         }
@@ -297,34 +358,35 @@ impl Services {
     /// A request about one transaction in the range holding a key, answered with done or error.
     async fn txn_in_range(
         &self,
+        deadline: Option<Duration>,
         r: pb::TxnAbortRequest,
         op: &'static str,
         make: fn(meridian_txn::TxnMeta, Vec<u8>) -> Request,
-    ) -> pb::TxnAbortResponse {
+    ) -> Result<pb::TxnAbortResponse, Status> {
         let txn = match txn_from_pb(r.txn) {
             Ok(t) => t,
-            Err(e) => return pb::TxnAbortResponse { error: Some(error_to_pb(&e)) },
+            Err(e) => return Ok(pb::TxnAbortResponse { error: Some(error_to_pb(&e)) }),
         };
-        match self.traced(txn.id, op, make(txn, r.key)).await {
+        Ok(match self.traced(deadline, txn.id, op, make(txn, r.key)).await? {
             Response::Done { .. } => pb::TxnAbortResponse { error: None },
             Response::Error(e) => pb::TxnAbortResponse { error: Some(error_to_pb(&e)) },
             other => pb::TxnAbortResponse { error: Some(error_to_pb(&unexpected(&other))) },
-        }
+        })
     }
 }
 
 #[tonic::async_trait]
 impl pb::admin_server::Admin for Services {
-    async fn status(&self, _: GrpcRequest<pb::StatusRequest>) -> R<pb::StatusResponse> {
-        Ok(GrpcResponse::new(match self.core.call(Request::Status).await {
+    async fn status(&self, req: GrpcRequest<pb::StatusRequest>) -> R<pb::StatusResponse> {
+        Ok(GrpcResponse::new(match self.call(grpc_timeout(req.metadata()), Request::Status).await? {
             Response::Status(s) => status_to_pb(&s),
             Response::Error(e) => pb::StatusResponse { error: Some(error_to_pb(&e)), ..Default::default() },
             other => pb::StatusResponse { error: Some(error_to_pb(&unexpected(&other))), ..Default::default() },
         }))
     }
 
-    async fn cluster_view(&self, _: GrpcRequest<pb::ClusterViewRequest>) -> R<pb::LookupRangeResponse> {
-        Ok(GrpcResponse::new(match self.core.call(Request::ClusterView).await {
+    async fn cluster_view(&self, req: GrpcRequest<pb::ClusterViewRequest>) -> R<pb::LookupRangeResponse> {
+        Ok(GrpcResponse::new(match self.call(grpc_timeout(req.metadata()), Request::ClusterView).await? {
             Response::Ranges { descs, nodes, leaders } => ranges_to_pb(&descs, &nodes, &leaders),
             Response::Error(e) => pb::LookupRangeResponse { error: Some(error_to_pb(&e)), ..Default::default() },
             other => pb::LookupRangeResponse { error: Some(error_to_pb(&unexpected(&other))), ..Default::default() },
@@ -332,13 +394,14 @@ impl pb::admin_server::Admin for Services {
     }
 
     async fn join(&self, req: GrpcRequest<pb::JoinRequest>) -> R<pb::JoinResponse> {
+        let deadline = grpc_timeout(req.metadata());
         let Some(info) = req.into_inner().node else {
             return Err(Status::invalid_argument("join needs the joining node's addresses"));
         };
         if info.addr.is_empty() {
             return Err(Status::invalid_argument("join needs the joining node's gRPC address"));
         }
-        let resp = self.core.call(Request::Join { info: info.into() }).await;
+        let resp = self.call(deadline, Request::Join { info: info.into() }).await?;
         let (node, nodes) = match resp {
             Response::Joined { node, nodes } => (node, nodes),
             Response::Error(e) => {
@@ -352,7 +415,7 @@ impl pb::admin_server::Admin for Services {
             }
         };
         // Tell the newcomer where the meta range lives.
-        let meta = match self.core.call(Request::ClusterView).await {
+        let meta = match self.call(deadline, Request::ClusterView).await? {
             Response::Ranges { descs, .. } => descs.into_iter().find(|d| d.id == META_GROUP),
             _ => None,
         };
@@ -366,30 +429,27 @@ impl pb::admin_server::Admin for Services {
     }
 
     async fn split(&self, req: GrpcRequest<pb::SplitRequest>) -> R<pb::AdminResponse> {
-        Ok(GrpcResponse::new(self.admin(Request::Split { key: req.into_inner().key }).await))
+        let deadline = grpc_timeout(req.metadata());
+        self.admin(deadline, Request::Split { key: req.into_inner().key }).await
     }
 
     async fn merge(&self, req: GrpcRequest<pb::MergeRequest>) -> R<pb::AdminResponse> {
-        Ok(GrpcResponse::new(self.admin(Request::Merge { group: GroupId(req.into_inner().group) }).await))
+        let deadline = grpc_timeout(req.metadata());
+        self.admin(deadline, Request::Merge { group: GroupId(req.into_inner().group) }).await
     }
 
     async fn move_replica(&self, req: GrpcRequest<pb::MoveReplicaRequest>) -> R<pb::AdminResponse> {
+        let deadline = grpc_timeout(req.metadata());
         let r = req.into_inner();
-        Ok(GrpcResponse::new(
-            self.admin(Request::MoveReplica {
-                group: GroupId(r.group),
-                from: NodeId(r.from_node),
-                to: NodeId(r.to_node),
-            })
-            .await,
-        ))
+        let request =
+            Request::MoveReplica { group: GroupId(r.group), from: NodeId(r.from_node), to: NodeId(r.to_node) };
+        self.admin(deadline, request).await
     }
 
     async fn transfer_leader(&self, req: GrpcRequest<pb::TransferLeaderRequest>) -> R<pb::AdminResponse> {
+        let deadline = grpc_timeout(req.metadata());
         let r = req.into_inner();
-        Ok(GrpcResponse::new(
-            self.admin(Request::TransferLeader { group: GroupId(r.group), to: NodeId(r.to_node) }).await,
-        ))
+        self.admin(deadline, Request::TransferLeader { group: GroupId(r.group), to: NodeId(r.to_node) }).await
     }
 }
 
@@ -400,4 +460,55 @@ fn txn_from_pb(t: Option<pb::Txn>) -> Result<meridian_txn::TxnMeta, ApiError> {
         id: meridian_txn::TxnId((u128::from(t.id_hi) << 64) | u128::from(t.id_lo)),
         start: Timestamp::from_nanos(t.start),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(v: Option<&str>) -> tonic::metadata::MetadataMap {
+        let mut m = tonic::metadata::MetadataMap::new();
+        if let Some(v) = v {
+            m.insert("grpc-timeout", v.parse().expect("ASCII"));
+        }
+        m
+    }
+
+    #[test]
+    fn grpc_timeout_reads_every_unit_and_refuses_what_tonic_ignores() {
+        let ms = Duration::from_millis;
+        let table = [
+            (Some("1H"), Some(Duration::from_secs(3_600))),
+            (Some("2M"), Some(Duration::from_secs(120))),
+            (Some("3S"), Some(Duration::from_secs(3))),
+            (Some("300m"), Some(ms(300))),
+            (Some("99999999u"), Some(Duration::from_micros(99_999_999))),
+            (Some("7n"), Some(Duration::from_nanos(7))),
+            (Some("0m"), Some(Duration::ZERO)),
+            (None, None),
+            (Some(""), None),
+            (Some("m"), None),
+            (Some("123456789m"), None), // more than 8 digits
+            (Some("12x"), None),
+            (Some("-1m"), None),
+            (Some("1.5S"), None),
+        ];
+        for (v, want) in table {
+            assert_eq!(grpc_timeout(&header(v)), want, "grpc-timeout: {v:?}");
+        }
+    }
+
+    #[test]
+    fn grpc_timeout_reads_what_tonic_clients_send() {
+        for d in [
+            Duration::from_millis(300),
+            Duration::from_secs(12),
+            Duration::from_nanos(7),
+            Duration::from_secs(3 * 3_600),
+        ] {
+            let mut r = GrpcRequest::new(());
+            r.set_timeout(d);
+            assert_eq!(grpc_timeout(r.metadata()), Some(d), "{:?}", r.metadata());
+        }
+    }
 }
