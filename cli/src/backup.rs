@@ -99,6 +99,9 @@ pub struct BackupArgs {
     /// Any node of the cluster.
     #[arg(long, default_value = "127.0.0.1:7000", env = "MERIDIAN_ADDR")]
     pub addr: String,
+    /// TLS and token for a secured cluster.
+    #[command(flatten)]
+    pub auth: crate::cert::ClientAuthArgs,
     /// Directory to write (created; must be empty if it exists).
     #[arg(long)]
     pub out: PathBuf,
@@ -114,6 +117,9 @@ pub struct RestoreArgs {
     /// Any node of the cluster to restore into.
     #[arg(long, default_value = "127.0.0.1:7000", env = "MERIDIAN_ADDR")]
     pub addr: String,
+    /// TLS and token for a secured cluster.
+    #[command(flatten)]
+    pub auth: crate::cert::ClientAuthArgs,
     /// The backup directory.
     #[arg(long)]
     pub from: PathBuf,
@@ -331,8 +337,9 @@ struct RangeFiles {
 }
 
 async fn backup_async(args: BackupArgs) -> anyhow::Result<()> {
+    let options = args.auth.options()?;
     prepare_out_dir(&args.out)?;
-    let client = Arc::new(Client::connect([args.addr.clone()]).await?);
+    let client = Arc::new(Client::connect_with([args.addr.clone()], options).await?);
     let status = client.node_status(&args.addr).await?;
     // TT.now().latest at a node: the timestamp a read-only transaction starting now would get
     // (Spanner §4.1.4), so the backup holds every transaction acknowledged before it began.
@@ -529,7 +536,7 @@ async fn restore_async(args: RestoreArgs) -> anyhow::Result<()> {
         read_file(&args.from, f)?;
     }
     let t = Timestamp::from_nanos(m.timestamp_ns);
-    let client = Arc::new(Client::connect([args.addr.clone()]).await?);
+    let client = Arc::new(Client::connect_with([args.addr.clone()], args.auth.options()?).await?);
     let (first, _) = client
         .read_only(|ro| Box::pin(async move { ro.scan(BACKUP_START, b"", 1).await }))
         .await

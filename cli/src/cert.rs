@@ -210,7 +210,8 @@ fn issue(dir: &Path, overwrite: bool, kind: Kind, name: &str, hosts: &[String]) 
     Ok(())
 }
 
-/// How client commands (`kv`, `admin`, `status`, `workload`) reach a secured cluster.
+/// How client commands (`kv`, `admin`, `status`, `workload`, `backup`, `restore`) reach a
+/// secured cluster. (`sql` takes `--certs-dir`/`--ca-cert` with the same meaning, and a password.)
 #[derive(clap::Args, Clone, Default)]
 pub struct ClientAuthArgs {
     /// Connect with TLS, trusting the CA certificate `ca.crt` in this directory (and
@@ -231,37 +232,83 @@ pub struct ClientAuthArgs {
     pub token: Option<String>,
 }
 
+/// The CA certificate file a client trusts: `--ca-cert`, else `ca.crt` in `--certs-dir`.
+pub fn ca_file(ca_cert: Option<&Path>, certs_dir: Option<&Path>) -> Option<PathBuf> {
+    match (ca_cert, certs_dir) {
+        (Some(f), _) => Some(f.to_path_buf()),
+        (None, Some(d)) => Some(d.join("ca.crt")),
+        (None, None) => None,
+    }
+}
+
+/// A client's TLS files, read: the CA (PEM) and its certificate and key, if it presents one.
+type TlsFiles = (Vec<u8>, Option<(Vec<u8>, Secret<Vec<u8>>)>);
+
 impl ClientAuthArgs {
     /// The client's connect options.
     pub fn options(&self) -> anyhow::Result<meridian_client::ClientOptions> {
-        let ca = match (&self.ca_cert, &self.certs_dir) {
-            (Some(f), _) => Some(f.clone()),
-            (None, Some(d)) => Some(d.join("ca.crt")),
-            (None, None) => None,
-        };
-        let tls = match ca {
-            None => None,
-            Some(ca) => {
-                let pem = std::fs::read(&ca).with_context(|| format!("reading the CA certificate {}", ca.display()))?;
-                let mut tls = meridian_client::ClientTls::new(pem);
-                if let (Some(dir), Some(name)) = (&self.certs_dir, &self.cert_name) {
-                    let (crt, key) = (dir.join(format!("client.{name}.crt")), dir.join(format!("client.{name}.key")));
-                    tls = tls.with_identity(
-                        std::fs::read(&crt).with_context(|| format!("reading {}", crt.display()))?,
-                        Secret::new(std::fs::read(&key).with_context(|| format!("reading {}", key.display()))?),
-                    );
-                }
-                Some(tls)
+        let tls = self.tls_files()?.map(|(ca, identity)| {
+            let tls = meridian_client::ClientTls::new(ca);
+            match identity {
+                Some((crt, key)) => tls.with_identity(crt, key),
+                None => tls,
             }
+        });
+        Ok(meridian_client::ClientOptions { tls, token: self.token()? })
+    }
+
+    /// An admin client for the one node at `addr`, with these credentials: for what must work
+    /// without the meta range (`meridian status` when the cluster view is unavailable).
+    pub async fn admin_at(
+        &self,
+        addr: &str,
+    ) -> anyhow::Result<
+        meridian_proto::v1::admin_client::AdminClient<
+            tonic::service::interceptor::InterceptedService<tonic::transport::Channel, meridian_proto::auth::Bearer>,
+        >,
+    > {
+        use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+        let tls = self.tls_files()?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
+            .with_context(|| format!("bad address {addr}"))?
+            .connect_timeout(std::time::Duration::from_secs(2));
+        if let Some((ca, identity)) = tls {
+            let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
+            if let Some((crt, key)) = identity {
+                config = config.identity(Identity::from_pem(crt, key.expose()));
+            }
+            endpoint = endpoint.tls_config(config).with_context(|| format!("TLS settings for {addr}"))?;
+        }
+        let channel = endpoint.connect().await.with_context(|| format!("connecting to {addr}"))?;
+        let bearer = meridian_proto::auth::Bearer::new(self.token()?.as_ref()).map_err(anyhow::Error::msg)?;
+        Ok(meridian_proto::v1::admin_client::AdminClient::with_interceptor(channel, bearer))
+    }
+
+    fn tls_files(&self) -> anyhow::Result<Option<TlsFiles>> {
+        let Some(ca) = ca_file(self.ca_cert.as_deref(), self.certs_dir.as_deref()) else { return Ok(None) };
+        let pem = std::fs::read(&ca).with_context(|| format!("reading the CA certificate {}", ca.display()))?;
+        let identity = match (&self.certs_dir, &self.cert_name) {
+            (Some(dir), Some(name)) => {
+                let (crt, key) = (dir.join(format!("client.{name}.crt")), dir.join(format!("client.{name}.key")));
+                Some((
+                    std::fs::read(&crt).with_context(|| format!("reading {}", crt.display()))?,
+                    Secret::new(std::fs::read(&key).with_context(|| format!("reading {}", key.display()))?),
+                ))
+            }
+            _ => None,
         };
-        let token = match (&self.token_file, &self.token) {
+        Ok(Some((pem, identity)))
+    }
+
+    fn token(&self) -> anyhow::Result<Option<Secret<String>>> {
+        Ok(match (&self.token_file, &self.token) {
             (Some(f), _) => Some(
                 meridian_proto::auth::read_secret_file(f).with_context(|| format!("--token-file {}", f.display()))?,
             ),
             (None, Some(t)) => Some(Secret::new(t.trim().to_string())),
             (None, None) => None,
-        };
-        Ok(meridian_client::ClientOptions { tls, token })
+        })
     }
 }
 

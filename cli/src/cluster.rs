@@ -267,22 +267,32 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
                 }
                 Err(e) => eprintln!("cluster view unavailable ({e:#}); showing {}'s own replicas", args.addr),
             },
+            // Refused credentials: the node's own view would be refused alike.
+            Err(e @ meridian_client::ClientError::Unauthenticated(_)) => return Err(e.into()),
             Err(e) => eprintln!("cluster view unavailable ({e}); showing {}'s own replicas", args.addr),
         }
-        print!("{}", render_node_status(&args.addr).await?);
+        print!("{}", render_node_status_with(&args.addr, &args.auth).await?);
         Ok(())
     })
 }
 
-/// One node's view of its replicas (works without the meta range).
+/// One node's view of its replicas (works without the meta range), over plaintext without
+/// credentials.
 pub async fn render_node_status(addr: &str) -> anyhow::Result<String> {
+    render_node_status_with(addr, &crate::cert::ClientAuthArgs::default()).await
+}
+
+/// [`render_node_status`] with TLS and a token as `auth` says.
+pub async fn render_node_status_with(addr: &str, auth: &crate::cert::ClientAuthArgs) -> anyhow::Result<String> {
     use meridian_proto::v1 as pb;
     use std::fmt::Write as _;
-    let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
-        .connect()
+    let s = auth
+        .admin_at(addr)
+        .await?
+        .status(pb::StatusRequest {})
         .await
-        .with_context(|| format!("connecting to {addr}"))?;
-    let s = pb::admin_client::AdminClient::new(ch).status(pb::StatusRequest {}).await?.into_inner();
+        .with_context(|| format!("asking {addr} for its status"))?
+        .into_inner();
     let mut out = String::new();
     writeln!(out, "Node n{} of cluster {} ({} replicas):", s.node_id, s.cluster_id, s.groups.len())?;
     writeln!(
@@ -519,6 +529,9 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
                 execute: args.execute.clone(),
                 file: None,
                 on_error_stop: false,
+                certs_dir: None,
+                ca_cert: None,
+                password_file: None,
             };
             // The shell runs its own runtime on its own thread; the nodes keep running on this one.
             let shell = std::thread::spawn(move || crate::sql::run(sql));

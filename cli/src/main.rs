@@ -7,6 +7,12 @@
 //! cluster under injected faults, checked). Logging goes to stderr through `tracing`,
 //! filtered by `RUST_LOG` (default `info`); `start` also takes `--log FILTER` and
 //! `--log-format json`, and a configuration file (see [`config`]).
+//!
+//! Every command that talks to a running cluster takes the same credentials
+//! ([`cert::ClientAuthArgs`]: `--certs-dir`/`--ca-cert`, `--cert-name`, `--token-file`): `status`,
+//! `kv`, `admin`, `workload`, `backup`, `restore`; `sql` takes `--certs-dir`/`--ca-cert` (TLS,
+//! verified as psql's `sslmode=verify-full`) and `--password-file` or `PGPASSWORD`. Commands that
+//! start their own local cluster (`demo`, `bench`, `chaos`) need none.
 
 mod backup;
 mod bench;

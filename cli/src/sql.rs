@@ -7,7 +7,9 @@
 //!   Splitter: complete statements at ';' outside quotes and comments; `\` lines are commands
 //!     │ one statement at a time (as psql sends them)
 //!     ▼
-//!   Backend ── Remote: tokio-postgres, simple query protocol, any node's PostgreSQL port
+//!   Backend ── Remote: tokio-postgres, simple query protocol, any node's PostgreSQL port;
+//!           │          TLS checked against the cluster CA (`--certs-dir`, see [`tls`]) and a
+//!           │          SCRAM password (`--password-file` or `PGPASSWORD`)
 //!           └─ Local (--local): an in-process Session over MemKv, for trying SQL without a cluster
 //!     │
 //!     ▼
@@ -43,6 +45,8 @@ use anyhow::Context;
 use meridian_sql::{DataType, MemKv, QueryResult, ResultKind, Session, TxnStatus};
 use tokio_postgres::SimpleQueryMessage;
 
+mod tls;
+
 /// Most entries kept in the history file.
 const HISTORY_ENTRIES_MAX: usize = 1000;
 /// Longest wait for a connection to the server.
@@ -66,9 +70,21 @@ pub struct SqlArgs {
     /// host:port of any node's PostgreSQL port.
     #[arg(long, default_value = "127.0.0.1:5432", env = "MERIDIAN_PG_ADDR")]
     pub addr: String,
-    /// User name to connect as (authentication is trust for now).
+    /// User name to connect as.
     #[arg(long, default_value = "root")]
     pub user: String,
+    /// Connect with TLS, verifying the server against the CA certificate `ca.crt` in this
+    /// directory (as psql's `sslmode=verify-full`, unless `--url` names another `sslmode`).
+    #[arg(long, env = "MERIDIAN_CERTS_DIR")]
+    pub certs_dir: Option<PathBuf>,
+    /// Connect with TLS, verifying the server against this CA certificate file (instead of
+    /// `--certs-dir`; `sslrootcert=` in `--url` does the same).
+    #[arg(long, env = "MERIDIAN_CA_CERT", conflicts_with = "certs_dir")]
+    pub ca_cert: Option<PathBuf>,
+    /// Read the password (SCRAM-SHA-256) from the first line of this file. Without it, the
+    /// password in `--url`, else the `PGPASSWORD` environment variable; never a flag value.
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
     /// Run against an in-process, in-memory store instead of a cluster (data is lost on exit).
     #[arg(long, conflicts_with = "url")]
     pub local: bool,
@@ -148,13 +164,15 @@ fn shell(args: SqlArgs) -> anyhow::Result<i32> {
 }
 
 async fn connect(args: &SqlArgs) -> anyhow::Result<Backend> {
-    let config: tokio_postgres::Config = match &args.url {
+    let (mut config, url_tls) = match &args.url {
         Some(url) => {
-            let mut config: tokio_postgres::Config = url.parse().with_context(|| format!("invalid --url {url:?}"))?;
+            // Not echoed in errors: the URL may hold a password.
+            let (rest, tls) = tls::split_tls_params(url).context("invalid --url")?;
+            let mut config: tokio_postgres::Config = rest.parse().context("invalid --url")?;
             if config.get_user().is_none() {
                 config.user(&args.user);
             }
-            config
+            (config, tls)
         }
         None => {
             let (host, port) =
@@ -166,19 +184,62 @@ async fn connect(args: &SqlArgs) -> anyhow::Result<Backend> {
                 .port(port)
                 .user(&args.user)
                 .dbname("meridian");
-            config
+            (config, tls::TlsParams::default())
         }
     };
-    let (client, connection) = tokio::time::timeout(CONNECT_TIMEOUT, config.connect(tokio_postgres::NoTls))
-        .await
-        .map_err(|_| anyhow::anyhow!("no answer from the server within {CONNECT_TIMEOUT:?}"))?
-        .context("connecting to the PostgreSQL port")?;
+    // The flags (or their variables) win over the URL's `sslrootcert`; a CA and no `sslmode`
+    // means psql's `verify-full`.
+    let ca_file = crate::cert::ca_file(args.ca_cert.as_deref(), args.certs_dir.as_deref()).or(url_tls.sslrootcert);
+    let mode = match (url_tls.sslmode, &ca_file) {
+        (Some(mode), _) => mode,
+        (None, Some(_)) => tls::SslMode::VerifyFull,
+        (None, None) => tls::SslMode::Disable,
+    };
+    config.ssl_mode(mode.negotiation());
+    let ca_pem = match &ca_file {
+        Some(f) => Some(std::fs::read(f).with_context(|| format!("reading the CA certificate {}", f.display()))?),
+        None => None,
+    };
+    let connector = tls::MakeRustlsConnect::new(mode, ca_pem.as_deref())?;
+    if let Some(f) = &args.password_file {
+        let password =
+            meridian_proto::auth::read_secret_file(f).with_context(|| format!("--password-file {}", f.display()))?;
+        config.password(password.expose().as_bytes());
+    } else if config.get_password().is_none()
+        && let Some(password) = std::env::var_os("PGPASSWORD")
+    {
+        config.password(password.as_encoded_bytes());
+    }
+    let (client, connection) = match tokio::time::timeout(CONNECT_TIMEOUT, config.connect(connector)).await {
+        Err(_) => anyhow::bail!("no answer from the PostgreSQL port within {CONNECT_TIMEOUT:?}"),
+        Ok(Err(e)) => return Err(connect_error(e, mode, config.get_password().is_some())),
+        Ok(Ok(c)) => c,
+    };
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             eprintln!("connection closed: {e}");
         }
     });
     Ok(Backend::Remote(client))
+}
+
+/// A failed connection, in words that say what to do: the server's own message and SQLSTATE
+/// (`28P01` for a wrong password), and the flag a missing TLS setting or password needs.
+fn connect_error(e: tokio_postgres::Error, mode: tls::SslMode, has_password: bool) -> anyhow::Error {
+    const WHAT: &str = "connecting to the PostgreSQL port";
+    if let Some(db) = e.as_db_error() {
+        let hint = if mode == tls::SslMode::Disable && db.message().contains("TLS") {
+            " (pass --certs-dir DIR or --ca-cert FILE to connect with TLS)"
+        } else {
+            ""
+        };
+        return anyhow::anyhow!("{WHAT}: {} (SQLSTATE {}){hint}", db.message(), db.code().code());
+    }
+    let e = anyhow::Error::new(e).context(WHAT);
+    if !has_password && format!("{e:#}").contains("password missing") {
+        return anyhow::anyhow!("{WHAT}: the server wants a password: pass --password-file FILE or set PGPASSWORD");
+    }
+    e
 }
 
 /// Where statements run.

@@ -38,6 +38,10 @@ use serde::{Deserialize, Serialize};
 const ACCT: &str = "bank/acct/";
 const LEDGER: &str = "bank/ledger/";
 const META: &[u8] = b"bank/meta";
+/// How far in the past a stale audit reads.
+const STALE_AUDIT_BEHIND: Duration = Duration::from_millis(500);
+/// Longest wait, when a run starts, for stale snapshots to see the bank.
+const STALE_VISIBLE_WAIT_MAX: Duration = Duration::from_secs(10);
 
 /// `meridian workload …`.
 #[derive(clap::Subcommand)]
@@ -47,6 +51,9 @@ pub enum WorkloadCommand {
         /// Any node of the cluster.
         #[arg(long, default_value = "127.0.0.1:7000", env = "MERIDIAN_ADDR")]
         addr: String,
+        /// TLS and token for a secured cluster.
+        #[command(flatten)]
+        auth: crate::cert::ClientAuthArgs,
         #[command(subcommand)]
         cmd: BankCommand,
     },
@@ -56,6 +63,9 @@ pub enum WorkloadCommand {
         /// Any node of the cluster (`run` only).
         #[arg(long, default_value = "127.0.0.1:7000", env = "MERIDIAN_ADDR")]
         addr: String,
+        /// TLS and token for a secured cluster (`run` only).
+        #[command(flatten)]
+        auth: crate::cert::ClientAuthArgs,
         #[command(subcommand)]
         cmd: append::AppendCommand,
     },
@@ -128,13 +138,13 @@ fn number(v: &[u8]) -> Result<i64, ClientError> {
 pub fn run(cmd: WorkloadCommand) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     match cmd {
-        WorkloadCommand::Bank { addr, cmd } => rt.block_on(bank(addr, cmd)),
-        WorkloadCommand::Append { addr, cmd } => rt.block_on(append::run(addr, cmd)),
+        WorkloadCommand::Bank { addr, auth, cmd } => rt.block_on(bank(addr, auth.options()?, cmd)),
+        WorkloadCommand::Append { addr, auth, cmd } => rt.block_on(append::run(addr, auth, cmd)),
     }
 }
 
-async fn bank(addr: String, cmd: BankCommand) -> anyhow::Result<()> {
-    let client = Arc::new(Client::connect([addr]).await?);
+async fn bank(addr: String, options: meridian_client::ClientOptions, cmd: BankCommand) -> anyhow::Result<()> {
+    let client = Arc::new(Client::connect_with([addr], options).await?);
     match cmd {
         BankCommand::Init { accounts, balance, ranges } => init(&client, accounts, balance, ranges).await,
         BankCommand::Run { seconds, workers, history } => {
@@ -181,6 +191,21 @@ pub(crate) async fn run_bank(
     history: &Path,
 ) -> anyhow::Result<()> {
     let m = meta(client).await?;
+    // A stale audit reads STALE_AUDIT_BEHIND in the past: just after `init`, that past holds
+    // no bank or part of one, which breaks no invariant. Start once such a snapshot sees
+    // bank/meta, which `init` writes after every account.
+    let deadline = Instant::now() + STALE_VISIBLE_WAIT_MAX;
+    loop {
+        let seen = client.snapshot_stale(STALE_AUDIT_BEHIND, |ro| Box::pin(async move { ro.get(META).await })).await;
+        if matches!(seen, Ok((Some(_), _))) {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "snapshots {STALE_AUDIT_BEHIND:?} old still miss the bank after {STALE_VISIBLE_WAIT_MAX:?}: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let out = HistoryWriter::create(history)?;
     let epoch = Instant::now();
     // Ledger ids carry the run (its start in ms), so runs on one bank never reuse an id.
@@ -244,7 +269,7 @@ pub(crate) async fn run_bank(
                 let stale = n.is_multiple_of(3);
                 let invoke_ns = epoch.elapsed().as_nanos() as u64;
                 let r = if stale {
-                    client.snapshot_stale(Duration::from_millis(500), balances).await
+                    client.snapshot_stale(STALE_AUDIT_BEHIND, balances).await
                 } else {
                     client.read_only(balances).await
                 };

@@ -22,8 +22,28 @@ const TOOL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Runs `meridian ARGS`, bounded; (success, stdout + stderr).
 fn cli(args: &[&str]) -> (bool, String) {
+    cli_env(args, &[])
+}
+
+/// [`cli`] with environment variables `env`; no credentials or addresses come from the
+/// test's own environment.
+fn cli_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
     let mut cmd = Command::new(BIN);
-    cmd.args(args).env_remove("MERIDIAN_TOKEN").env_remove("MERIDIAN_TOKEN_FILE").env_remove("MERIDIAN_CERTS_DIR");
+    cmd.args(args);
+    for var in [
+        "MERIDIAN_TOKEN",
+        "MERIDIAN_TOKEN_FILE",
+        "MERIDIAN_CERTS_DIR",
+        "MERIDIAN_CA_CERT",
+        "MERIDIAN_CLIENT_CERT_NAME",
+        "MERIDIAN_ADDR",
+        "MERIDIAN_PG_URL",
+        "MERIDIAN_PG_ADDR",
+        "PGPASSWORD",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.envs(env.iter().copied());
     let out = run_bounded(cmd, "", TOOL_TIMEOUT);
     (out.code == Some(0), format!("{}{}", out.stdout, out.stderr))
 }
@@ -266,6 +286,8 @@ fn a_secure_cluster_refuses_missing_credentials_and_foreign_nodes() {
     assert!(ok && out.contains("v1"), "kv get with the token: {out}");
     let (ok, out) = cli(&["kv", "--addr", &addrs[1], "--certs-dir", &certs_s, "get", "sec/k"]);
     assert!(!ok && out.contains("not authenticated"), "kv get without the token must fail clearly: {out}");
+    grpc_commands_take_credentials(root.path(), &certs_s, &token_file_s, &addrs[2]);
+    sql_takes_tls_and_a_password(root.path(), &certs, &foreign, &pg_addr, &password);
 
     // A node with a certificate of another CA cannot join: its join fails naming the TLS
     // problem, and the cluster keeps serving its three nodes.
@@ -338,4 +360,109 @@ fn a_secure_cluster_refuses_missing_credentials_and_foreign_nodes() {
         assert!(!log.contains(&password), "node {}'s log shows the PostgreSQL password", i + 1);
         assert!(!log.contains("TLS is off"), "node {} warned it runs without TLS", i + 1);
     }
+}
+
+/// `status`, `workload` and `backup`/`restore` against the secure cluster: each works with the
+/// CA and the token, and says "not authenticated" without the token.
+fn grpc_commands_take_credentials(root: &Path, certs: &str, token_file: &str, addr: &str) {
+    let auth = ["--addr", addr, "--certs-dir", certs, "--token-file", token_file];
+    let no_token = ["--addr", addr, "--certs-dir", certs];
+    let run = |head: &[&str], auth: &[&str], tail: &[&str]| cli(&[head, auth, tail].concat());
+    let refused = |what: &str, (ok, out): (bool, String)| {
+        assert!(!ok && out.contains("not authenticated"), "{what} without the token must fail clearly: {out}");
+    };
+
+    let (ok, out) = run(&["status"], &auth, &[]);
+    assert!(ok && out.contains("Nodes (3):") && out.contains("Ranges ("), "status with the token: {out}");
+    refused("status", run(&["status"], &no_token, &[]));
+
+    let history = root.join("bank.jsonl");
+    let history = history.to_str().expect("utf-8");
+    let (ok, out) = run(&["workload", "bank"], &auth, &["init", "--accounts", "8", "--ranges", "2"]);
+    assert!(ok && out.contains("bank: 8 accounts"), "workload bank init with the token: {out}");
+    let (ok, out) =
+        run(&["workload", "bank"], &auth, &["run", "--seconds", "2", "--workers", "2", "--history", history]);
+    assert!(ok && out.contains("bank check:") && out.contains(" 0 violations"), "workload bank run: {out}");
+    let (ok, out) = run(&["workload", "bank"], &auth, &["check", "--history", history]);
+    assert!(ok && out.contains(" 0 violations"), "workload bank check with the token: {out}");
+    refused("workload bank check", run(&["workload", "bank"], &no_token, &["check", "--history", history]));
+    let append_history = root.join("append.jsonl");
+    let append_run = ["run", "--seconds", "1", "--history", append_history.to_str().expect("utf-8")];
+    refused("workload append run", run(&["workload", "append"], &no_token, &append_run));
+
+    let backup = root.join("backup");
+    let backup = backup.to_str().expect("utf-8");
+    let (ok, out) = run(&["backup"], &auth, &["--out", backup]);
+    assert!(ok && out.contains("backup complete"), "backup with the token: {out}");
+    assert!(Path::new(backup).join("MANIFEST").exists(), "the backup has no MANIFEST: {out}");
+    let other = root.join("backup-refused");
+    refused("backup", run(&["backup"], &no_token, &["--out", other.to_str().expect("utf-8")]));
+    // With the token, restore gets as far as the data: this cluster is not empty.
+    let (ok, out) = run(&["restore"], &auth, &["--from", backup]);
+    assert!(!ok && out.contains("already holds data"), "restore with the token must reach the cluster: {out}");
+    refused("restore", run(&["restore"], &no_token, &["--from", backup]));
+}
+
+/// A port that answers PostgreSQL's `SSLRequest` with "no TLS here", as a node started without
+/// `--certs-dir` does, for one connection.
+fn plaintext_pg_port() -> String {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = listener.accept() {
+            let mut request = [0u8; 8];
+            if s.read_exact(&mut request).is_ok() {
+                let _ = s.write_all(b"N");
+            }
+        }
+    });
+    addr
+}
+
+/// `meridian sql` against the secure PostgreSQL port: TLS verified against the cluster CA and a
+/// SCRAM password work (flags, or a URL with `sslmode=verify-full` and `PGPASSWORD`); a wrong
+/// or missing password, no CA, another CA, and a server without TLS each fail saying why.
+fn sql_takes_tls_and_a_password(root: &Path, certs: &Path, foreign: &Path, pg_addr: &str, password: &str) {
+    let pw_file = root.join("alice.password");
+    std::fs::write(&pw_file, format!("{password}\n")).expect("password file");
+    let wrong_file = root.join("wrong.password");
+    let wrong = "not-the-password-8d1";
+    std::fs::write(&wrong_file, wrong).expect("password file");
+    let (certs, pw_file, wrong_file) =
+        (certs.to_str().expect("utf-8"), pw_file.to_str().expect("utf-8"), wrong_file.to_str().expect("utf-8"));
+    let foreign_ca = foreign.join("ca.crt");
+    let sql = |args: &[&str], env: &[(&str, &str)]| {
+        let (ok, out) = cli_env(&[&["sql", "--user", "alice"], args, &["-e", "SELECT 1"]].concat(), env);
+        assert!(!out.contains(password) && !out.contains(wrong), "meridian sql printed a password: {out}");
+        (ok, out)
+    };
+
+    let (ok, out) = sql(&["--addr", pg_addr, "--certs-dir", certs, "--password-file", pw_file], &[]);
+    assert!(ok && out.contains("(1 row)"), "sql with the CA and the password: {out}");
+    let port = pg_addr.rsplit_once(':').expect("host:port").1;
+    let ca = format!("{certs}/ca.crt");
+    let url = format!("postgresql://alice@localhost:{port}/meridian?sslmode=verify-full&sslrootcert={ca}");
+    let (ok, out) = sql(&["--url", &url], &[("PGPASSWORD", password)]);
+    assert!(ok && out.contains("(1 row)"), "sql --url with sslmode=verify-full and PGPASSWORD: {out}");
+
+    let (ok, out) = sql(&["--addr", pg_addr, "--certs-dir", certs, "--password-file", wrong_file], &[]);
+    assert!(
+        !ok && out.to_lowercase().contains("password authentication failed") && out.contains("28P01"),
+        "a wrong password must be refused, naming authentication: {out}"
+    );
+    let (ok, out) = sql(&["--addr", pg_addr, "--certs-dir", certs], &[]);
+    assert!(!ok && out.contains("wants a password") && out.contains("--password-file"), "no password: {out}");
+    let (ok, out) = sql(&["--addr", pg_addr, "--password-file", pw_file], &[]);
+    assert!(!ok && out.contains("requires TLS") && out.contains("--certs-dir"), "sql without the CA: {out}");
+    let (ok, out) =
+        sql(&["--addr", pg_addr, "--ca-cert", foreign_ca.to_str().expect("utf-8"), "--password-file", pw_file], &[]);
+    assert!(
+        // Both CAs are named "Meridian cluster CA": the chain is refused at the signature.
+        !ok && out.contains("invalid peer certificate")
+            && (out.contains("UnknownIssuer") || out.contains("BadSignature")),
+        "a server certificate of another CA must fail verification: {out}"
+    );
+    let (ok, out) = sql(&["--addr", &plaintext_pg_port(), "--certs-dir", certs, "--password-file", pw_file], &[]);
+    assert!(!ok && out.contains("server does not support TLS"), "a CA given, a server without TLS: {out}");
 }

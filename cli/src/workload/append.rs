@@ -207,13 +207,13 @@ impl Programs {
 }
 
 /// Runs `meridian workload append …`.
-pub async fn run(addr: String, cmd: AppendCommand) -> anyhow::Result<()> {
+pub async fn run(addr: String, auth: crate::cert::ClientAuthArgs, cmd: AppendCommand) -> anyhow::Result<()> {
     match cmd {
         AppendCommand::Run { seconds, workers, keys, ranges, history, elle_json } => {
             anyhow::ensure!((1..=KEYS_MAX).contains(&keys), "--keys must be between 1 and {KEYS_MAX}");
             anyhow::ensure!((1..=keys).contains(&ranges), "--ranges must be between 1 and --keys ({keys})");
             anyhow::ensure!((1..=WORKERS_MAX).contains(&workers), "--workers must be between 1 and {WORKERS_MAX}");
-            let client = Arc::new(Client::connect([addr]).await?);
+            let client = Arc::new(Client::connect_with([addr], auth.options()?).await?);
             split_evenly(&client, keys, ranges, Lists::slot_start).await.context("splitting the lists over ranges")?;
             let run = SystemTime::now().duration_since(UNIX_EPOCH).context("the clock is before 1970")?.as_millis();
             let lists = Lists { slots: keys as u64, run: run as u64 };
