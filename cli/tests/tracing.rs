@@ -64,7 +64,10 @@ fn a_two_phase_commit_is_traced_by_its_id_at_the_client_the_coordinator_and_ever
             if descs.len() >= 3 && descs.iter().all(|d| d.config.voters.len() == 3 && d.config.learners.is_empty()) {
                 break;
             }
-            assert!(Instant::now() < deadline, "ranges not replicated within {WAIT_MAX:?}");
+            if Instant::now() > deadline {
+                cluster.dump_logs();
+                panic!("ranges not replicated within {WAIT_MAX:?}: {descs:#?}");
+            }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         // Bounded retries: an attempt may be aborted by a leader change; each has a new id.
