@@ -526,7 +526,14 @@ impl Client {
             // this way): a commit may still be on its way through Paxos.
             Kind::Timeout => Outcome::Retry { refresh: false, why: message, maybe_done: true },
             Kind::Ambiguous => Outcome::Fail(ClientError::Ambiguous(message)),
-            Kind::Aborted => Outcome::Fail(ClientError::Aborted(message)),
+            Kind::Aborted => {
+                // Aborted because the range split or merged under the transaction: the node
+                // sends the range as it is now, so the next attempt routes by it.
+                if let Some(r) = range {
+                    self.routes().cache.insert(r);
+                }
+                Outcome::Fail(ClientError::Aborted(message))
+            }
             Kind::Invalid => Outcome::Fail(ClientError::Invalid(message)),
         }
     }

@@ -378,12 +378,25 @@ pub enum ApiError {
     /// the `DEADLINE_EXCEEDED` status. Last, so the encoding of the others does not change.
     #[error("deadline exceeded: {0}")]
     DeadlineExceeded(String),
+    /// The transaction is aborted because the range it was routed to no longer holds some of
+    /// its keys (the range split or merged since the client looked it up): re-run it from the
+    /// start. `desc` is the range as it is now, for the client's cache. Last, like the one above.
+    #[error("transaction aborted, retry it: {why}")]
+    RangeChanged {
+        /// What moved.
+        why: String,
+        /// The range as this node knows it now.
+        desc: Option<Box<RangeDescriptor>>,
+    },
 }
 
 impl ApiError {
     /// Whether retrying the same request (after refreshing routes) can succeed.
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, ApiError::Invalid(_) | ApiError::Ambiguous(_) | ApiError::Aborted(_))
+        !matches!(
+            self,
+            ApiError::Invalid(_) | ApiError::Ambiguous(_) | ApiError::Aborted(_) | ApiError::RangeChanged { .. }
+        )
     }
 }
 

@@ -1174,3 +1174,37 @@ fn a_leader_parks_requests_while_it_applies_its_log_instead_of_refusing_them() {
         .collect();
     assert!(refused.is_empty(), "{} of 300 locking reads at the leader refused, e.g. {:?}", refused.len(), refused[0]);
 }
+
+#[test]
+fn a_commit_routed_by_a_range_that_split_since_aborts_and_tells_the_range_as_it_is_now() {
+    let mut sim = ClusterSim::new(5, NodeOptions { rebalance: false, ..opts() });
+    sim.run_for(Duration::from_secs(1));
+    put(&mut sim, "a", "1");
+    put(&mut sim, "z", "2");
+    // T reads a and z while one range holds both, so its client would commit in one range.
+    let t = txn(1, 1);
+    let (ea, ez) = read_a_and_z(&mut sim, t);
+    assert_eq!(ea, ez, "one range, one leader epoch");
+    match route(&mut sim, b"m", Request::Split { key: b"m".to_vec() }) {
+        Response::Done { .. } => {}
+        other => panic!("split: {other:?}"),
+    }
+    sim.run_for(Duration::from_secs(1));
+    // The commit still names both keys in the left range: a retryable abort with the new
+    // range (the client re-runs the transaction and routes by it), not "invalid request".
+    let single = crate::node::api::CommitRole::Single;
+    match txn_call(&mut sim, "a", commit_req(t, &["a", "z"], Some(ea), &[("a", "0"), ("z", "3")], single)) {
+        Response::Error(ApiError::RangeChanged { why, desc: Some(desc) }) => {
+            assert!(desc.contains(b"a") && !desc.contains(b"z"), "the range as it is now: {desc}");
+            assert!(why.contains("no longer holds key z"), "{why}");
+        }
+        other => panic!("a commit across the split: {other:?}"),
+    }
+    // Nothing was written, and T's lock on a is gone at once (a plain write does not wait).
+    assert_eq!(get(&mut sim, "a").as_deref(), Some("1"));
+    assert_eq!(get(&mut sim, "z").as_deref(), Some("2"));
+    let l = leader_of(&mut sim, b"a");
+    let w = sim.submit(l, Request::Write { writes: vec![(b"a".to_vec(), Some(b"next".to_vec()))] });
+    let r = sim.reply(w, Duration::from_millis(500));
+    assert!(matches!(r, Some(Response::Written { .. })), "a is free: {r:?}");
+}

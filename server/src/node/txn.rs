@@ -494,22 +494,11 @@ impl NodeCore {
                 !desc.contains(start) || (!desc.end.is_empty() && (end.is_empty() || *end > desc.end))
             }
         };
-        if let Some(k) = reads
+        let moved = reads
             .iter()
             .find(|s| outside(s))
             .map(|s| s.start().to_vec())
-            .or(writes.iter().map(|(k, _)| k.clone()).find(|k| !desc.contains(k)))
-        {
-            return self.fail(
-                now,
-                origin,
-                ApiError::Invalid(format!(
-                    "key {} is not in range {gid} with {}; a transaction over several ranges needs two-phase commit",
-                    range::show_key(&k),
-                    range::show_key(&first)
-                )),
-            );
-        }
+            .or(writes.iter().map(|(k, _)| k.clone()).find(|k| !desc.contains(k)));
         // A repeated request (the client retried after a lost answer) gets the logged answer.
         let st = &self.groups[&gid].state;
         match &role {
@@ -540,6 +529,22 @@ impl NodeCore {
                     };
                 }
             }
+        }
+        if let Some(k) = moved {
+            // The client routed by a range that has since split or merged: the keys it read
+            // here may now belong to another range (whose leader holds no locks for them), so
+            // the transaction cannot commit as sent. Abort it here and tell the client the
+            // range as it is now; the next attempt reads and routes afresh.
+            let why = format!(
+                "range {gid} no longer holds key {} (it is now {desc}: it split or merged since the transaction \
+                 looked it up)",
+                range::show_key(&k),
+            );
+            self.abort_txn(now, gid, txn.id, AbortReason::RangeChanged, &why);
+            if self.decide_abort_if_coordinator(now, gid, txn.id, &role, Some(origin)) {
+                return; // answered from the log
+            }
+            return self.fail(now, origin, ApiError::RangeChanged { why, desc: Some(Box::new(desc)) });
         }
         if let Err(e) = self.txn_admit(now, gid, txn) {
             if self.decide_abort_if_coordinator(now, gid, txn.id, &role, Some(origin)) {

@@ -21,6 +21,8 @@ pub fn error_to_pb(e: &ApiError) -> pb::Error {
         // The caller's deadline passed; gRPC handlers answer it as the DEADLINE_EXCEEDED status.
         ApiError::Timeout(_) | ApiError::DeadlineExceeded(_) => (Kind::Timeout, GroupId(0), None, None),
         ApiError::Aborted(_) => (Kind::Aborted, GroupId(0), None, None),
+        // Aborted, with the range as it is now so the client's next attempt routes by it.
+        ApiError::RangeChanged { desc, .. } => (Kind::Aborted, GroupId(0), None, desc.as_deref()),
     };
     pb::Error {
         kind: kind as i32,
