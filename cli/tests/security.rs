@@ -375,6 +375,12 @@ fn grpc_commands_take_credentials(root: &Path, certs: &str, token_file: &str, ad
     let (ok, out) = run(&["status"], &auth, &[]);
     assert!(ok && out.contains("Nodes (3):") && out.contains("Ranges ("), "status with the token: {out}");
     refused("status", run(&["status"], &no_token, &[]));
+    // No CA at all: a plaintext client at a TLS port is told so at once, not after its 30 s
+    // deadline of HTTP/2 framing errors.
+    let started = std::time::Instant::now();
+    let (ok, out) = run(&["status"], &["--addr", addr, "--token-file", token_file], &[]);
+    assert!(!ok && out.contains("speaks TLS") && out.contains("--certs-dir"), "status without the CA: {out}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(15), "told after {:?}: {out}", started.elapsed());
 
     let history = root.join("bank.jsonl");
     let history = history.to_str().expect("utf-8");

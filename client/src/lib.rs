@@ -230,6 +230,21 @@ fn endpoint(addr: &str, tls: Option<&ClientTlsConfig>) -> Result<Endpoint, Clien
     }
 }
 
+/// Whether the server at `addr` answers an HTTP/2 preface with a TLS alert record (content
+/// type 21, version 3.x): it wants TLS. At most one connect and one read, each bounded.
+async fn speaks_tls(addr: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const PROBE_WAIT: Duration = Duration::from_secs(1);
+    let probe = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.ok()?;
+        let mut head = [0u8; 2];
+        s.read_exact(&mut head).await.ok()?;
+        Some(head == [0x15, 0x03])
+    };
+    matches!(tokio::time::timeout(PROBE_WAIT, probe).await, Ok(Some(true)))
+}
+
 fn classify(e: pb::Error) -> (pb::error::Kind, String, Option<NodeId>, Option<RangeDescriptor>) {
     let kind = pb::error::Kind::try_from(e.kind).unwrap_or(pb::error::Kind::Unspecified);
     (kind, e.message, e.leader.map(NodeId), e.range.map(Into::into))
@@ -367,6 +382,13 @@ impl Client {
                     last = format!("{addr}: {}", status_text(&s));
                     if s.code() == tonic::Code::Unauthenticated {
                         refused = Some(last.clone());
+                    } else if self.tls.is_none() && speaks_tls(&addr).await {
+                        // A plaintext client at a TLS port sees only an HTTP/2 framing error
+                        // and would retry it until its deadline: say what is wrong at once.
+                        refused = Some(format!(
+                            "{addr} speaks TLS and this client connected without it: give it the cluster's CA \
+                             (--certs-dir DIR or --ca-cert FILE; ClientOptions::tls)"
+                        ));
                     }
                 }
             }
