@@ -781,20 +781,6 @@ fn never_sent(status: &tonic::Status) -> bool {
 mod tests {
     use super::*;
 
-    /// gRPC's `grpc-timeout` value ("<digits><unit>") as a duration.
-    fn grpc_timeout(r: &tonic::Request<()>) -> Option<Duration> {
-        let v = r.metadata().get("grpc-timeout")?.to_str().ok()?;
-        let (n, unit) = v.split_at(v.len() - 1);
-        let n: u64 = n.parse().ok()?;
-        Some(match unit {
-            "S" => Duration::from_secs(n),
-            "m" => Duration::from_millis(n),
-            "u" => Duration::from_micros(n),
-            "n" => Duration::from_nanos(n),
-            _ => return None,
-        })
-    }
-
     #[test]
     fn every_call_tells_the_node_the_time_left_up_to_one_attempt() {
         use tonic::service::Interceptor as _;
@@ -811,7 +797,12 @@ mod tests {
             let mut a =
                 Attempt { bearer: Bearer::new(Some(&token)).expect("token"), timeout: limits::attempt_timeout(left) };
             let r = a.call(tonic::Request::new(())).expect("nothing to refuse");
-            assert_eq!(grpc_timeout(&r), Some(sent), "time left {left:?}: {:?}", r.metadata());
+            assert_eq!(
+                meridian_proto::limits::grpc_timeout(r.metadata()),
+                Some(sent),
+                "time left {left:?}: {:?}",
+                r.metadata()
+            );
             let auth = r.metadata().get("authorization").and_then(|v| v.to_str().ok());
             assert_eq!(auth, Some("Bearer s3cret"), "the token still travels");
         }

@@ -32,22 +32,9 @@ struct StubNode {
 
 impl StubNode {
     fn note<T>(&self, method: &'static str, req: &Request<T>) {
-        let t = req.metadata().get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(parse_grpc_timeout);
+        let t = meridian_proto::limits::grpc_timeout(req.metadata());
         self.seen.lock().expect("not poisoned").push((method, t));
     }
-}
-
-/// gRPC's `grpc-timeout` value ("<digits><unit>") as a duration.
-fn parse_grpc_timeout(v: &str) -> Option<Duration> {
-    let (n, unit) = v.split_at(v.len().checked_sub(1)?);
-    let n: u64 = n.parse().ok()?;
-    Some(match unit {
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
 }
 
 #[tonic::async_trait]

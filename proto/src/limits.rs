@@ -15,6 +15,8 @@
 //! request and one Paxos entry per range, and are buffered at the client until commit, so 16 MiB
 //! bounds both memory and the time one commit holds its locks.
 
+use std::time::Duration;
+
 /// Largest key in bytes.
 pub const KEY_SIZE_MAX: usize = 8 * 1024;
 /// Largest value in bytes.
@@ -61,6 +63,28 @@ pub fn check_writes<'a>(writes: impl IntoIterator<Item = (&'a [u8], Option<&'a [
         }
     }
     Ok(())
+}
+
+/// How long the caller waits, from gRPC's `grpc-timeout` header: up to 8 digits and a unit
+/// (`H`, `M`, `S`, `m`, `u`, `n`), as tonic's `Request::set_timeout` writes it. `None` without
+/// the header or if it is malformed (tonic's own timeout then ignores it too).
+pub fn grpc_timeout(meta: &tonic::metadata::MetadataMap) -> Option<Duration> {
+    let v = meta.get("grpc-timeout")?.to_str().ok()?;
+    let unit = v.chars().last()?;
+    let digits = &v[..v.len() - unit.len_utf8()];
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        'H' => Duration::from_secs(n * 3_600),
+        'M' => Duration::from_secs(n * 60),
+        'S' => Duration::from_secs(n),
+        'm' => Duration::from_millis(n),
+        'u' => Duration::from_micros(n),
+        'n' => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use meridian_proto::limits::grpc_timeout;
 use meridian_proto::v1 as pb;
 use meridian_shard::GroupId;
 use meridian_shard::paxos::NodeId;
@@ -96,28 +97,6 @@ impl Services {
             r => Ok(r),
         }
     }
-}
-
-/// How long the caller waits, from gRPC's `grpc-timeout` header: up to 8 digits and a unit
-/// (`H`, `M`, `S`, `m`, `u`, `n`), as tonic's `Request::set_timeout` writes it. `None` without
-/// the header or if it is malformed (tonic's own timeout then ignores it too).
-pub(super) fn grpc_timeout(meta: &tonic::metadata::MetadataMap) -> Option<Duration> {
-    let v = meta.get("grpc-timeout")?.to_str().ok()?;
-    let unit = v.chars().last()?;
-    let digits = &v[..v.len() - unit.len_utf8()];
-    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let n: u64 = digits.parse().ok()?;
-    Some(match unit {
-        'H' => Duration::from_secs(n * 3_600),
-        'M' => Duration::from_secs(n * 60),
-        'S' => Duration::from_secs(n),
-        'm' => Duration::from_millis(n),
-        'u' => Duration::from_micros(n),
-        'n' => Duration::from_nanos(n),
-        _ => return None,
-    })
 }
 
 #[tonic::async_trait]
