@@ -382,9 +382,10 @@ impl Client {
                     last = format!("{addr}: {}", status_text(&s));
                     if s.code() == tonic::Code::Unauthenticated {
                         refused = Some(last.clone());
-                    } else if self.tls.is_none() && speaks_tls(&addr).await {
+                    } else if self.tls.is_none() && s.code() == tonic::Code::Internal && speaks_tls(&addr).await {
                         // A plaintext client at a TLS port sees only an HTTP/2 framing error
-                        // and would retry it until its deadline: say what is wrong at once.
+                        // (INTERNAL) and would retry it until its deadline: say what is wrong
+                        // at once. Other failures (a node down or paused) are not probed.
                         refused = Some(format!(
                             "{addr} speaks TLS and this client connected without it: give it the cluster's CA \
                              (--certs-dir DIR or --ca-cert FILE; ClientOptions::tls)"
