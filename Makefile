@@ -9,12 +9,17 @@ BUILD := $(CARGO) build --workspace --bins
 # Extra arguments for the test run, e.g. `make test TEST_ARGS=storage`.
 TEST_ARGS ?=
 
-.PHONY: all demo test prereqs check lint fmt bench bench-foundation bench-storage bench-paxos bench-cluster bench-micro bench-commit bench-bank bench-compare bench-flamegraph sim-paxos sim-bank chaos chaos-ci
+.PHONY: all demo test prereqs prereqs-test check lint fmt bench bench-foundation bench-storage bench-paxos bench-cluster bench-micro bench-commit bench-bank bench-compare bench-flamegraph sim-paxos sim-bank chaos chaos-ci
 
 all: test
 
+## prereqs: the build's system packages (C++ compiler, libclang); prereqs-test adds the tools the
+## tests drive (psql, pgbench, chromium). Both install what is missing with apt-get when root.
 prereqs:
-	@scripts/prereqs.sh
+	@scripts/prereqs.sh build
+
+prereqs-test:
+	@scripts/prereqs.sh test
 
 ## demo: build and run the main job on a local embedded setup.
 demo: prereqs
@@ -22,7 +27,7 @@ demo: prereqs
 	$(MERIDIAN) demo $(ARGS)
 
 ## test: the whole test suite.
-test: prereqs
+test: prereqs-test
 	$(CARGO) test --workspace $(TEST_ARGS)
 
 ## sim-paxos: the seeded Paxos simulation. SEEDS=N runs seeds 0..N; SEED=S replays one seed.
