@@ -8,7 +8,8 @@
 //!     fsync every data file, then MANIFEST.tmp ──fsync──► rename to MANIFEST ──► fsync DIR
 //!   restore --addr NEW --from DIR [--force]
 //!     read MANIFEST, read and check every file (size, CRC, record count) ── nothing written yet
-//!     refuse a target that holds data (unless --force); split it where the backup's ranges began
+//!     refuse a target that holds data (unless --force); split it where the backup's ranges began,
+//!     right to left (each split then cuts a range that keeps its leader)
 //!     write every record back in read-write transactions of RESTORE_BATCH_KEYS / _BYTES
 //! ```
 //!
@@ -338,7 +339,7 @@ struct RangeFiles {
 
 async fn backup_async(args: BackupArgs) -> anyhow::Result<()> {
     let options = args.auth.options()?;
-    prepare_out_dir(&args.out)?;
+    check_out_dir(&args.out)?;
     let client = Arc::new(Client::connect_with([args.addr.clone()], options).await?);
     let status = client.node_status(&args.addr).await?;
     // TT.now().latest at a node: the timestamp a read-only transaction starting now would get
@@ -354,6 +355,8 @@ async fn backup_async(args: BackupArgs) -> anyhow::Result<()> {
     };
     let (mut descs, _, _) = client.cluster_view().await.context("listing the ranges")?;
     descs.sort_by(|a, b| a.start.cmp(&b.start));
+    // Only now that the cluster answered: a backup that cannot start leaves nothing behind.
+    create_out_dir(&args.out)?;
     // The spans to read: every range's, clipped to start at the SQL catalog.
     let spans: Vec<(Vec<u8>, Vec<u8>)> = descs
         .iter()
@@ -394,15 +397,19 @@ async fn backup_async(args: BackupArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Creates `dir`, or checks that it exists and is empty.
-fn prepare_out_dir(dir: &Path) -> anyhow::Result<()> {
+/// Checks that `dir` is missing, or an empty directory: before anything is asked of the cluster.
+fn check_out_dir(dir: &Path) -> anyhow::Result<()> {
     if dir.exists() {
         let mut entries = std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
         ensure!(entries.next().is_none(), "{} is not empty: back up into a new or empty directory", dir.display());
-        Ok(())
-    } else {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))
     }
+    Ok(())
+}
+
+/// Creates `dir` (it may exist, empty: [`check_out_dir`] said so).
+fn create_out_dir(dir: &Path) -> anyhow::Result<()> {
+    check_out_dir(dir)?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))
 }
 
 /// Reads `[start, end)` at `t` in pages into data files `r{index}-{chunk}.dat`.
@@ -552,16 +559,25 @@ async fn restore_async(args: RestoreArgs) -> anyhow::Result<()> {
     }
     // Recreate the backup's range boundaries in the user key space, so the data spreads as it did.
     let (descs, _, _) = client.cluster_view().await.context("listing the target's ranges")?;
-    let mut starts: std::collections::BTreeSet<Vec<u8>> = descs.into_iter().map(|d| d.start).collect();
+    let existing: std::collections::BTreeSet<Vec<u8>> = descs.into_iter().map(|d| d.start).collect();
+    let mut points = std::collections::BTreeSet::new();
     for f in &m.files {
         let start = unhex(&f.start)?;
-        if start.as_slice() >= range::USER_KEYS_START && starts.insert(start.clone()) {
-            // Best effort: the data is correct whatever the ranges; only its spread differs.
-            if let Err(e) = client.split(&start).await {
-                eprintln!("warning: could not split the target at {}: {e}", String::from_utf8_lossy(&start));
-            }
+        if start.as_slice() >= range::USER_KEYS_START && !existing.contains(&start) {
+            points.insert(start);
         }
     }
+    let started = std::time::Instant::now();
+    // Right to left: each split cuts the range that keeps its leader and lease (the left half),
+    // so it is one round trip. Left to right, each would land in the right half just made, and
+    // wait for that half's first leader to get its lease.
+    for start in points.iter().rev() {
+        // Best effort: the data is correct whatever the ranges; only its spread differs.
+        if let Err(e) = client.split(start).await {
+            eprintln!("warning: could not split the target at {}: {e}", String::from_utf8_lossy(start));
+        }
+    }
+    println!("split the target at {} keys in {:.1} s", points.len(), started.elapsed().as_secs_f64());
     let dir = args.from.clone();
     let written: Vec<(u64, u64)> = futures::stream::iter(m.files.clone())
         .map(|f| {

@@ -149,7 +149,10 @@ fn create_ca(dir: &Path, overwrite: bool) -> anyhow::Result<()> {
     let key_pair = KeyPair::generate().context("generating the CA key")?;
     let mut params = CertificateParams::default();
     params.distinguished_name = rcgen::DistinguishedName::new();
-    params.distinguished_name.push(DnType::CommonName, "Meridian cluster CA");
+    // A subject of its own: a certificate of another cluster's CA then names an issuer this
+    // cluster does not know (rustls: `UnknownIssuer`) instead of failing the signature check of a
+    // same-named CA (`BadSignature`), which reads like tampering.
+    params.distinguished_name.push(DnType::CommonName, format!("Meridian cluster CA {}", ca_id()));
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     validity(&mut params, CA_VALID_YEARS);
@@ -158,6 +161,11 @@ fn create_ca(dir: &Path, overwrite: bool) -> anyhow::Result<()> {
     write_file(&crt, &cert.pem(), false, overwrite)?;
     println!("created {} and {} (keep ca.key secret: it signs every certificate)", crt.display(), key.display());
     Ok(())
+}
+
+/// A random id for a new CA's subject name: 64 bits from the OS RNG, in hex.
+fn ca_id() -> String {
+    format!("{:016x}", rand::random::<u64>())
 }
 
 #[derive(Clone, Copy)]
@@ -210,26 +218,32 @@ fn issue(dir: &Path, overwrite: bool, kind: Kind, name: &str, hosts: &[String]) 
     Ok(())
 }
 
+/// The environment variable that may hold the client token (never a flag: a flag's value shows
+/// in `ps` and in shell history).
+pub const TOKEN_ENV: &str = "MERIDIAN_TOKEN";
+
 /// How client commands (`kv`, `admin`, `status`, `workload`, `backup`, `restore`) reach a
 /// secured cluster. (`sql` takes `--certs-dir`/`--ca-cert` with the same meaning, and a password.)
+///
+/// Every option is global: it may come before or after a subcommand
+/// (`meridian kv --addr A put k v` and `meridian kv put --addr A k v` are the same).
 #[derive(clap::Args, Clone, Default)]
 pub struct ClientAuthArgs {
     /// Connect with TLS, trusting the CA certificate `ca.crt` in this directory (and
     /// presenting `client.<name>.crt` with `--cert-name`).
-    #[arg(long, env = "MERIDIAN_CERTS_DIR")]
+    #[arg(long, env = "MERIDIAN_CERTS_DIR", global = true)]
     pub certs_dir: Option<PathBuf>,
     /// Connect with TLS, trusting this CA certificate file (instead of `--certs-dir`).
-    #[arg(long, env = "MERIDIAN_CA_CERT", conflicts_with = "certs_dir")]
+    #[arg(long, env = "MERIDIAN_CA_CERT", conflicts_with = "certs_dir", global = true)]
     pub ca_cert: Option<PathBuf>,
     /// Present the client certificate `client.<name>.crt` of `--certs-dir`.
-    #[arg(long = "cert-name", env = "MERIDIAN_CLIENT_CERT_NAME", requires = "certs_dir")]
+    #[arg(long = "cert-name", env = "MERIDIAN_CLIENT_CERT_NAME", requires = "certs_dir", global = true)]
     pub cert_name: Option<String>,
-    /// Read the token the nodes want from the first line of this file.
-    #[arg(long, env = "MERIDIAN_TOKEN_FILE")]
+    /// Read the token the nodes want from the first line of this file (or set the
+    /// MERIDIAN_TOKEN environment variable; the token is never a flag value, which `ps` and shell
+    /// history would show).
+    #[arg(long, env = "MERIDIAN_TOKEN_FILE", global = true)]
     pub token_file: Option<PathBuf>,
-    /// The token itself; prefer `MERIDIAN_TOKEN` or `--token-file`, which stay out of `ps`.
-    #[arg(long, env = "MERIDIAN_TOKEN", hide_env_values = true, conflicts_with = "token_file")]
-    pub token: Option<String>,
 }
 
 /// The CA certificate file a client trusts: `--ca-cert`, else `ca.crt` in `--certs-dir`.
@@ -302,11 +316,15 @@ impl ClientAuthArgs {
     }
 
     fn token(&self) -> anyhow::Result<Option<Secret<String>>> {
-        Ok(match (&self.token_file, &self.token) {
-            (Some(f), _) => Some(
+        let from_env = std::env::var_os(TOKEN_ENV).map(|t| Secret::new(t.to_string_lossy().trim().to_string()));
+        Ok(match (&self.token_file, from_env) {
+            (Some(_), Some(_)) => anyhow::bail!(
+                "both --token-file (or MERIDIAN_TOKEN_FILE) and {TOKEN_ENV} are set: give the token one way"
+            ),
+            (Some(f), None) => Some(
                 meridian_proto::auth::read_secret_file(f).with_context(|| format!("--token-file {}", f.display()))?,
             ),
-            (None, Some(t)) => Some(Secret::new(t.trim().to_string())),
+            (None, Some(t)) => Some(t),
             (None, None) => None,
         })
     }
@@ -380,6 +398,24 @@ mod tests {
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(19_782), (2024, 2, 29));
         assert_eq!(civil_from_days(20_417), (2025, 11, 25));
+    }
+
+    #[test]
+    fn every_ca_has_a_subject_of_its_own() {
+        // The subject's CN, as it stands in the certificate's DER (an ASCII string there).
+        let cn = |dir: &Path| {
+            use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+            let pem = std::fs::read(dir.join("ca.crt")).expect("ca.crt");
+            let der = tokio_rustls::rustls::pki_types::CertificateDer::from_pem_slice(&pem).expect("a PEM certificate");
+            let prefix = b"Meridian cluster CA ";
+            let at = der.windows(prefix.len()).position(|w| w == prefix).expect("the CA's CN names Meridian");
+            String::from_utf8_lossy(&der[at..at + prefix.len() + 16]).into_owned()
+        };
+        let (a, b) = (tempfile::tempdir().expect("tmp"), tempfile::tempdir().expect("tmp"));
+        create_ca(a.path(), false).expect("ca a");
+        create_ca(b.path(), false).expect("ca b");
+        let (a, b) = (cn(a.path()), cn(b.path()));
+        assert_ne!(a, b, "two clusters' CAs must not share a subject (a foreign chain would fail as BadSignature)");
     }
 
     #[test]

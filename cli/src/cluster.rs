@@ -255,24 +255,35 @@ pub struct StatusArgs {
 }
 
 /// `meridian status`: nodes, ranges, replicas, leaders and lease expiry. When the meta range
-/// cannot answer, it shows what the contacted node knows of its own replicas.
+/// cannot answer, it shows what the contacted node knows of its own replicas; when the node
+/// cannot answer either (nothing listens, a wrong address, refused credentials), the client's
+/// error says why.
 pub fn status(args: StatusArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async move {
-        match Client::connect_with([args.addr.clone()], args.auth.options()?).await {
+        let unavailable: anyhow::Error = match Client::connect_with([args.addr.clone()], args.auth.options()?).await {
             Ok(client) => match render_status(&client).await {
                 Ok(s) => {
                     print!("{s}");
                     return Ok(());
                 }
-                Err(e) => eprintln!("cluster view unavailable ({e:#}); showing {}'s own replicas", args.addr),
+                Err(e) => e,
             },
-            // Refused credentials: the node's own view would be refused alike.
-            Err(e @ meridian_client::ClientError::Unauthenticated(_)) => return Err(e.into()),
-            Err(e) => eprintln!("cluster view unavailable ({e}); showing {}'s own replicas", args.addr),
+            // Known at once and the same for the node's own view: say it, once.
+            Err(
+                e @ (meridian_client::ClientError::Unauthenticated(_) | meridian_client::ClientError::WrongAddress(_)),
+            ) => return Err(e.into()),
+            Err(e) => e.into(),
+        };
+        match render_node_status_with(&args.addr, &args.auth).await {
+            Ok(own) => {
+                eprintln!("cluster view unavailable ({unavailable:#}); showing {}'s own replicas", args.addr);
+                print!("{own}");
+                Ok(())
+            }
+            // The node does not answer either: the client's words are the clearer ones.
+            Err(_) => Err(unavailable),
         }
-        print!("{}", render_node_status_with(&args.addr, &args.auth).await?);
-        Ok(())
     })
 }
 
@@ -480,7 +491,8 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
             println!("  node {} listening on {}", n.node_id, n.addr);
         }
         let client = Client::connect(nodes.iter().map(|n| n.addr.to_string())).await?;
-        for at in split_points(args.ranges) {
+        // Right to left: each split cuts a range that keeps its leader (see `restore`).
+        for at in split_points(args.ranges).into_iter().rev() {
             client.split(&at).await.with_context(|| format!("splitting at {}", range::show_key(&at)))?;
         }
         let want = 3.min(args.nodes);
@@ -567,7 +579,7 @@ async fn create_demo_table(client: &std::sync::Arc<Client>) -> anyhow::Result<()
     }
     session.close().await;
     // Rows of the first table are keyed by its id and the primary key: split between owners.
-    for id in (3..=DEMO_OWNERS.len() as i64).step_by(2) {
+    for id in (3..=DEMO_OWNERS.len() as i64).rev().filter(|id| id % 2 == 1) {
         let mut key = meridian_sql::keys::table_prefix(meridian_sql::keys::FIRST_TABLE_ID);
         meridian_sql::encoding::key::encode(&mut key, &meridian_sql::Value::Int(id));
         // Already split (a reused --data-dir) is fine.
@@ -598,8 +610,8 @@ pub enum KvCommand {
     },
     /// Print keys in `[start, end)`.
     Scan {
-        /// First key.
-        #[arg(default_value = "\u{1}")]
+        /// First key (empty: the first user key).
+        #[arg(default_value = "")]
         start: String,
         /// First key not printed (empty: to the end).
         #[arg(default_value = "")]

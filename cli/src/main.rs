@@ -53,8 +53,8 @@ enum Command {
     Status(cluster::StatusArgs),
     /// Read and write keys.
     Kv {
-        /// Any node of the cluster.
-        #[arg(long, default_value = "127.0.0.1:7000", env = "MERIDIAN_ADDR")]
+        /// Any node of the cluster (its --listen address).
+        #[arg(long, default_value = "127.0.0.1:7000", env = "MERIDIAN_ADDR", global = true)]
         addr: String,
         #[command(flatten)]
         auth: cert::ClientAuthArgs,
@@ -63,8 +63,8 @@ enum Command {
     },
     /// Split, merge and move ranges, transfer leadership.
     Admin {
-        /// Any node of the cluster.
-        #[arg(long, default_value = "127.0.0.1:7000", env = "MERIDIAN_ADDR")]
+        /// Any node of the cluster (its --listen address).
+        #[arg(long, default_value = "127.0.0.1:7000", env = "MERIDIAN_ADDR", global = true)]
         addr: String,
         #[command(flatten)]
         auth: cert::ClientAuthArgs,

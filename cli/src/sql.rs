@@ -28,6 +28,12 @@
 //! `psql -f`), 1 when a statement given with `-e` failed (as `psql -c`) or the input could not be
 //! read, 3 when `--on-error-stop` stopped it.
 //!
+//! A lost connection (the node restarted): the shell says so on stderr, naming the address
+//! (`the connection to HOST:PORT closed: …`), and connects again before the next statement, for
+//! up to [`RECONNECT_WAIT_MAX`] (`… was lost; connected again`). A statement running when the
+//! connection was lost is not re-run (its outcome is unknown, and it says so), and a transaction
+//! in progress is gone. Every connection error names the address it failed to reach.
+//!
 //! Over the wire, `tokio-postgres`'s simple query API reports a statement's row count but not its
 //! command tag or column types, so the remote backend rebuilds the tag from the statement's verb
 //! (it tracks the transaction state to print `ROLLBACK` for the `COMMIT` of a failed transaction)
@@ -51,6 +57,12 @@ mod tls;
 const HISTORY_ENTRIES_MAX: usize = 1000;
 /// Longest wait for a connection to the server.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest the shell tries to connect again, before a statement, after the connection was lost.
+const RECONNECT_WAIT_MAX: Duration = Duration::from_secs(15);
+/// First wait between those attempts.
+const RECONNECT_FIRST: Duration = Duration::from_millis(50);
+/// Longest wait between them.
+const RECONNECT_MAX: Duration = Duration::from_secs(1);
 /// The history file, in the home directory.
 const HISTORY_FILE: &str = ".meridian_sql_history";
 /// Longest statement the shell buffers, in bytes (the server's own limit is 16 MiB).
@@ -114,7 +126,10 @@ pub fn run(args: SqlArgs) -> anyhow::Result<()> {
 /// Runs the shell; returns its exit status: 0, [`EXIT_FAILED`] or [`EXIT_STOPPED`] (see the
 /// module documentation). An error is a failure to start (connect, open the file).
 fn shell(args: SqlArgs) -> anyhow::Result<i32> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    // One worker thread: the connection's driver runs while the shell waits for input, so a
+    // connection the server closed (a node restarting) is known to be closed before the next
+    // statement, which then connects again instead of failing.
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let backend = if args.local {
         Backend::Local(Box::new(Session::new(Arc::new(MemKv::new()))))
     } else {
@@ -210,34 +225,105 @@ async fn connect(args: &SqlArgs) -> anyhow::Result<Backend> {
     {
         config.password(password.as_encoded_bytes());
     }
-    let (client, connection) = match tokio::time::timeout(CONNECT_TIMEOUT, config.connect(connector)).await {
-        Err(_) => anyhow::bail!("no answer from the PostgreSQL port within {CONNECT_TIMEOUT:?}"),
-        Ok(Err(e)) => return Err(connect_error(e, mode, config.get_password().is_some())),
-        Ok(Ok(c)) => c,
-    };
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            eprintln!("connection closed: {e}");
-        }
-    });
-    Ok(Backend::Remote(client))
+    let target = Target { where_: target_name(&config), config, connector, mode };
+    let client = target.connect().await?;
+    Ok(Backend::Remote(Box::new(Remote { client, target })))
 }
 
-/// A failed connection, in words that say what to do: the server's own message and SQLSTATE
-/// (`28P01` for a wrong password), and the flag a missing TLS setting or password needs.
-fn connect_error(e: tokio_postgres::Error, mode: tls::SslMode, has_password: bool) -> anyhow::Error {
-    const WHAT: &str = "connecting to the PostgreSQL port";
+/// `host:port` of the first host `config` names, for messages.
+fn target_name(config: &tokio_postgres::Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        #[cfg(unix)]
+        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".into(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!("{host}:{port}")
+}
+
+/// Where the shell connects, and how: kept to connect again after the connection was lost.
+struct Target {
+    /// `host:port`, for messages.
+    where_: String,
+    config: tokio_postgres::Config,
+    connector: tls::MakeRustlsConnect,
+    mode: tls::SslMode,
+}
+
+impl Target {
+    /// One connection, within [`CONNECT_TIMEOUT`]; its driver runs on a task of its own.
+    async fn connect(&self) -> anyhow::Result<tokio_postgres::Client> {
+        let (client, connection) =
+            match tokio::time::timeout(CONNECT_TIMEOUT, self.config.connect(self.connector.clone())).await {
+                Err(_) => anyhow::bail!(
+                    "connecting to the PostgreSQL port at {}: no answer within {CONNECT_TIMEOUT:?}",
+                    self.where_
+                ),
+                Ok(Err(e)) => {
+                    return Err(connect_error(e, &self.where_, self.mode, self.config.get_password().is_some()));
+                }
+                Ok(Ok(c)) => c,
+            };
+        let at = self.where_.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                eprintln!("the connection to {at} closed: {e}");
+            }
+        });
+        Ok(client)
+    }
+}
+
+/// A node's PostgreSQL port, connected.
+struct Remote {
+    client: tokio_postgres::Client,
+    target: Target,
+}
+
+impl Remote {
+    /// Connects again if the connection was lost (the node restarted, say): before a statement,
+    /// when nothing of it was sent. Ok(true) if it reconnected; an error names the address.
+    async fn ensure_connected(&mut self) -> anyhow::Result<bool> {
+        if !self.client.is_closed() {
+            return Ok(false);
+        }
+        let mut backoff = meridian_client::backoff::Backoff::new(RECONNECT_FIRST, RECONNECT_MAX);
+        let started = Instant::now();
+        // Bounded: RECONNECT_WAIT_MAX in all, each attempt within CONNECT_TIMEOUT.
+        loop {
+            match self.target.connect().await {
+                Ok(client) => {
+                    self.client = client;
+                    return Ok(true);
+                }
+                Err(e) if started.elapsed() >= RECONNECT_WAIT_MAX => {
+                    return Err(e.context(format!(
+                        "the connection to {} was lost and connecting again failed for {RECONNECT_WAIT_MAX:?}",
+                        self.target.where_
+                    )));
+                }
+                Err(_) => tokio::time::sleep(backoff.next_wait()).await,
+            }
+        }
+    }
+}
+
+/// A failed connection to `at`, in words that say what to do: the server's own message and
+/// SQLSTATE (`28P01` for a wrong password), and the flag a missing TLS setting or password needs.
+fn connect_error(e: tokio_postgres::Error, at: &str, mode: tls::SslMode, has_password: bool) -> anyhow::Error {
+    let what = format!("connecting to the PostgreSQL port at {at}");
     if let Some(db) = e.as_db_error() {
         let hint = if mode == tls::SslMode::Disable && db.message().contains("TLS") {
             " (pass --certs-dir DIR or --ca-cert FILE to connect with TLS)"
         } else {
             ""
         };
-        return anyhow::anyhow!("{WHAT}: {} (SQLSTATE {}){hint}", db.message(), db.code().code());
+        return anyhow::anyhow!("{what}: {} (SQLSTATE {}){hint}", db.message(), db.code().code());
     }
-    let e = anyhow::Error::new(e).context(WHAT);
+    let e = anyhow::Error::new(e).context(what.clone());
     if !has_password && format!("{e:#}").contains("password missing") {
-        return anyhow::anyhow!("{WHAT}: the server wants a password: pass --password-file FILE or set PGPASSWORD");
+        return anyhow::anyhow!("{what}: the server wants a password: pass --password-file FILE or set PGPASSWORD");
     }
     e
 }
@@ -245,7 +331,7 @@ fn connect_error(e: tokio_postgres::Error, mode: tls::SslMode, has_password: boo
 /// Where statements run.
 enum Backend {
     /// A node's PostgreSQL port.
-    Remote(tokio_postgres::Client),
+    Remote(Box<Remote>),
     /// An in-process session (`--local`).
     Local(Box<Session>),
 }
@@ -294,13 +380,21 @@ impl Backend {
                         .map_err(|e| Failure { message: e.message, code: Some(e.code.code().to_string()) })
                 })
                 .collect(),
-            Backend::Remote(client) => match client.simple_query(sql).await {
+            Backend::Remote(remote) => match remote.client.simple_query(sql).await {
                 // The timestamp hook: the PostgreSQL protocol does not carry commit timestamps;
                 // when the server reports them (a `SHOW meridian.last_commit_ts`-style statement
                 // or a NOTICE), fetch them here instead of `None`.
                 Ok(messages) => remote_outputs(sql, &messages).into_iter().map(|o| Ok((o, None))).collect(),
                 Err(e) => vec![Err(match e.as_db_error() {
                     Some(db) => Failure { message: db.message().to_string(), code: Some(db.code().code().to_string()) },
+                    None if e.is_closed() || remote.client.is_closed() => Failure {
+                        message: format!(
+                            "the connection to {} was lost ({e}); the statement's outcome is unknown, and the next \
+                             one connects again",
+                            remote.target.where_
+                        ),
+                        code: None,
+                    },
                     None => Failure { message: e.to_string(), code: None },
                 })],
             },
@@ -689,6 +783,22 @@ impl Shell {
         if sql.len() > STATEMENT_BYTES_MAX {
             eprintln!("ERROR: statement of {} bytes is over the limit of {STATEMENT_BYTES_MAX} bytes", sql.len());
             return self.failed();
+        }
+        if let Backend::Remote(remote) = &mut self.backend {
+            match self.rt.block_on(remote.ensure_connected()) {
+                Ok(false) => {}
+                Ok(true) => {
+                    eprintln!("the connection to {} was lost; connected again", remote.target.where_);
+                    if self.remote_txn != TxnStatus::Idle {
+                        eprintln!("the transaction in progress was lost with the connection (rolled back)");
+                        self.remote_txn = TxnStatus::Idle;
+                    }
+                }
+                Err(e) => {
+                    eprintln!("ERROR: {e:#}");
+                    return self.failed();
+                }
+            }
         }
         let started = Instant::now();
         let results = self.rt.block_on(self.backend.run(sql));

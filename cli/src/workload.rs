@@ -48,8 +48,8 @@ const STALE_VISIBLE_WAIT_MAX: Duration = Duration::from_secs(10);
 pub enum WorkloadCommand {
     /// Bank transfers between accounts on several ranges, with audits and a ledger.
     Bank {
-        /// Any node of the cluster.
-        #[arg(long, default_value = "127.0.0.1:7000", env = "MERIDIAN_ADDR")]
+        /// Any node of the cluster (its --listen address).
+        #[arg(long, default_value = "127.0.0.1:7000", env = "MERIDIAN_ADDR", global = true)]
         addr: String,
         /// TLS and token for a secured cluster.
         #[command(flatten)]
@@ -60,8 +60,8 @@ pub enum WorkloadCommand {
     /// Elle's list-append workload: transactions append to and read lists over several ranges;
     /// the history is checked for strict serializability.
     Append {
-        /// Any node of the cluster (`run` only).
-        #[arg(long, default_value = "127.0.0.1:7000", env = "MERIDIAN_ADDR")]
+        /// Any node of the cluster (its --listen address; `run` only).
+        #[arg(long, default_value = "127.0.0.1:7000", env = "MERIDIAN_ADDR", global = true)]
         addr: String,
         /// TLS and token for a secured cluster (`run` only).
         #[command(flatten)]
@@ -116,8 +116,20 @@ struct Meta {
 #[derive(Serialize, Deserialize, Clone, Debug)]
 #[serde(tag = "op", rename_all = "snake_case")]
 enum Event {
-    /// A transfer: `ok` (acknowledged), `fail` (certainly not committed) or `unknown`.
-    Transfer { id: String, from: usize, to: usize, amount: i64, outcome: String, invoke_ns: u64, ack_ns: u64, ts: u64 },
+    /// A transfer: `ok` (acknowledged), `fail` (certainly not committed) or `unknown`, and why
+    /// when it is not `ok` (a history written before reasons were recorded has none).
+    Transfer {
+        id: String,
+        from: usize,
+        to: usize,
+        amount: i64,
+        outcome: String,
+        invoke_ns: u64,
+        ack_ns: u64,
+        ts: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
     /// An audit: the sum and the smallest balance seen in one snapshot.
     Audit { stale: bool, sum: i64, min: i64, rows: usize, invoke_ns: u64, ack_ns: u64, ts: u64 },
 }
@@ -160,14 +172,42 @@ pub(crate) async fn init(client: &Client, accounts: usize, balance: i64, ranges:
     anyhow::ensure!((2..=100_000).contains(&accounts), "--accounts must be between 2 and 100000");
     anyhow::ensure!(balance >= 0, "--balance must not be negative");
     anyhow::ensure!(client.get(META).await?.0.is_none(), "the bank exists already (bank/meta is set)");
-    for i in 0..accounts {
-        client.put(&acct(i), balance.to_string().as_bytes()).await?;
+    println!("bank: writing {accounts} accounts of {balance}, {INIT_BATCH_KEYS} per transaction");
+    let started = Instant::now();
+    let mut last_report = Instant::now();
+    for first in (0..accounts).step_by(INIT_BATCH_KEYS) {
+        let batch: Vec<usize> = (first..accounts.min(first + INIT_BATCH_KEYS)).collect();
+        let value = balance.to_string();
+        client
+            .read_write(|t| {
+                let (batch, value) = (batch.clone(), value.clone());
+                Box::pin(async move {
+                    for i in batch {
+                        t.put(&acct(i), value.as_bytes());
+                    }
+                    Ok(())
+                })
+            })
+            .await
+            .with_context(|| format!("writing accounts {first}..{}", first + batch.len()))?;
+        let done = first + batch.len();
+        if done == accounts || last_report.elapsed() >= INIT_PROGRESS_EVERY {
+            println!("  {done}/{accounts} accounts written ({:.1} s)", started.elapsed().as_secs_f64());
+            last_report = Instant::now();
+        }
     }
     split_evenly(client, accounts, ranges, acct).await?;
     client.put(META, &serde_json::to_vec(&Meta { accounts, balance })?).await?;
-    println!("bank: {accounts} accounts of {balance} over {ranges} ranges");
+    println!("bank: {accounts} accounts of {balance} over {ranges} ranges ({:.1} s)", started.elapsed().as_secs_f64());
     Ok(())
 }
+
+/// Accounts `init` writes per transaction (well within the limit of writes per transaction).
+const INIT_BATCH_KEYS: usize = 500;
+/// How often `init` reports how far it got.
+const INIT_PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+const _: () = assert!(INIT_BATCH_KEYS <= meridian_client::limits::TXN_WRITES_MAX);
 
 async fn meta(client: &Client) -> anyhow::Result<Meta> {
     let raw = client.get(META).await?.0.context("no bank here: run `meridian workload bank init` first")?;
@@ -248,14 +288,15 @@ pub(crate) async fn run_bank(
                     })
                     .await;
                 let ack_ns = epoch.elapsed().as_nanos() as u64;
-                let (outcome, ts) = match r {
-                    Ok((true, ts)) => (Outcome::Ok, ts.nanos()),
-                    Ok((false, _)) => (Outcome::Fail, 0), // insufficient funds: nothing written
-                    Err(e) => (outcome_of(&e), 0),
+                let (outcome, ts, reason) = match r {
+                    Ok((true, ts)) => (Outcome::Ok, ts.nanos(), None),
+                    // Nothing written.
+                    Ok((false, _)) => (Outcome::Fail, 0, Some(INSUFFICIENT_FUNDS.to_string())),
+                    Err(e) => (outcome_of(&e), 0, Some(reason_of(&e))),
                 };
-                progress.record(outcome, ack_ns - invoke_ns);
+                progress.record(outcome, ack_ns - invoke_ns, reason.as_deref());
                 let outcome = outcome_name(outcome).into();
-                out.record(&Event::Transfer { id, from, to, amount, outcome, invoke_ns, ack_ns, ts });
+                out.record(&Event::Transfer { id, from, to, amount, outcome, invoke_ns, ack_ns, ts, reason });
                 seq += 1;
             }
         }));
@@ -288,8 +329,12 @@ pub(crate) async fn run_bank(
         t.await?;
     }
     auditor.await?;
+    progress.print_reasons("transfers");
     out.finish()
 }
+
+/// Why a transfer wrote nothing although the cluster served it.
+const INSUFFICIENT_FUNDS: &str = "insufficient funds (nothing to move)";
 
 /// What checking a history found.
 #[derive(Clone)]
@@ -302,6 +347,8 @@ pub(crate) struct BankReport {
     pub unknown_committed: usize,
     /// Transfers that certainly did not commit (aborted, or refused for lack of funds).
     pub failed: u64,
+    /// Why transfers failed or have an unknown outcome: `(outcome, reason)` → count.
+    pub reasons: BTreeMap<(String, String), u64>,
     /// Audits (strong and stale).
     pub audits: u64,
     /// Every broken invariant, in words.
@@ -319,6 +366,9 @@ async fn check(client: &Client, history: &Path) -> anyhow::Result<()> {
         r.audits,
         r.violations.len()
     );
+    for line in reason_lines(&r.reasons) {
+        println!("  {line}");
+    }
     for v in r.violations.iter().take(VIOLATIONS_SHOWN_MAX) {
         println!("  violation: {v}");
     }
@@ -361,16 +411,23 @@ fn check_events(events: &[Event], accounts: usize, balance: i64) -> Checked {
     let mut order = Vec::new();
     let (mut ok, mut unknown, mut audits) = (Vec::new(), 0u64, 0u64);
     let mut failed = Vec::new();
+    let mut reasons = BTreeMap::new();
     for e in events {
         match e {
-            Event::Transfer { id, outcome, invoke_ns, ack_ns, ts, .. } => match outcome.as_str() {
-                "ok" => {
-                    ok.push(id.clone());
-                    order.push(Committed { id: id.clone(), invoke_ns: *invoke_ns, ack_ns: *ack_ns, ts: *ts });
+            Event::Transfer { id, outcome, invoke_ns, ack_ns, ts, reason, .. } => {
+                if outcome != "ok" {
+                    let why = reason.clone().unwrap_or_else(|| "no reason recorded".into());
+                    *reasons.entry((outcome.clone(), why)).or_insert(0) += 1;
                 }
-                "unknown" => unknown += 1,
-                _ => failed.push(id.clone()),
-            },
+                match outcome.as_str() {
+                    "ok" => {
+                        ok.push(id.clone());
+                        order.push(Committed { id: id.clone(), invoke_ns: *invoke_ns, ack_ns: *ack_ns, ts: *ts });
+                    }
+                    "unknown" => unknown += 1,
+                    _ => failed.push(id.clone()),
+                }
+            }
             Event::Audit { stale, sum, min, rows, invoke_ns, ack_ns, ts } => {
                 audits += 1;
                 if *sum != total || *min < 0 || *rows != accounts {
@@ -386,8 +443,15 @@ fn check_events(events: &[Event], accounts: usize, balance: i64) -> Checked {
     if let Err(v) = meridian_check::external::check(&order) {
         violations.push(v.to_string());
     }
-    let report =
-        BankReport { ok: ok.len(), unknown, unknown_committed: 0, failed: failed.len() as u64, audits, violations };
+    let report = BankReport {
+        ok: ok.len(),
+        unknown,
+        unknown_committed: 0,
+        failed: failed.len() as u64,
+        reasons,
+        audits,
+        violations,
+    };
     Checked { report, ok, failed, accounts, balance }
 }
 
@@ -454,7 +518,7 @@ pub(crate) async fn check_final_state(client: &Client, checked: &Checked) -> any
 // ----- shared by the workloads -----
 
 /// Splits the key space so that the keys `key(0..n)` spread over `ranges` ranges: at
-/// `key(r·n / ranges)` for `r` in `1..ranges` (`ranges` capped at `n`). A split point that
+/// `key(r·n / ranges)` for `r` in `1..ranges` (`ranges` capped at `n`), right to left. A split point that
 /// already starts a range is left alone, so splitting again later is harmless. (The meta range
 /// learns of a split a moment after it is made, so the ranges are listed once, up front.)
 pub(crate) async fn split_evenly(
@@ -466,13 +530,77 @@ pub(crate) async fn split_evenly(
     let (descs, _, _) = client.cluster_view().await.context("listing the ranges")?;
     let starts: BTreeSet<Vec<u8>> = descs.into_iter().map(|d| d.start).collect();
     let ranges = ranges.clamp(1, n.max(1));
-    for r in 1..ranges {
-        let at = key(r * n / ranges);
-        if !starts.contains(&at) {
-            client.split(&at).await.with_context(|| format!("splitting at {}", String::from_utf8_lossy(&at)))?;
-        }
+    // Right to left: each split then cuts the range that keeps its leader and lease, instead of
+    // the right half just made, which waits for its first leader's lease.
+    let points: Vec<Vec<u8>> =
+        (1..ranges).rev().map(|r| key(r * n / ranges)).filter(|at| !starts.contains(at)).collect();
+    for (i, at) in points.iter().enumerate() {
+        let started = Instant::now();
+        client.split(at).await.with_context(|| format!("splitting at {}", String::from_utf8_lossy(at)))?;
+        println!(
+            "  split at {} ({}/{}, {:.1} s)",
+            String::from_utf8_lossy(at),
+            i + 1,
+            points.len(),
+            started.elapsed().as_secs_f64()
+        );
     }
     Ok(())
+}
+
+/// Why a transaction failed, in words that group alike failures: the error's first clause,
+/// with the numbers and ids that differ between otherwise equal failures replaced by `N`.
+pub(crate) fn reason_of(e: &ClientError) -> String {
+    let text = e.to_string();
+    let head = match text.split_once("; ") {
+        Some((head, _)) => head,
+        None => &text,
+    };
+    let mut out = String::new();
+    let mut in_number = false;
+    for c in head.chars() {
+        // Digits, and hex ids (transaction ids, addresses' ports) glued to them.
+        if c.is_ascii_digit() || (in_number && c.is_ascii_hexdigit()) {
+            if !in_number {
+                out.push('N');
+            }
+            in_number = true;
+        } else {
+            in_number = false;
+            out.push(c);
+        }
+    }
+    if out.chars().count() > REASON_CHARS_MAX {
+        out = out.chars().take(REASON_CHARS_MAX).chain(std::iter::once('…')).collect();
+    }
+    out
+}
+
+/// Longest reason kept, in characters.
+const REASON_CHARS_MAX: usize = 120;
+/// Most distinct reasons printed per outcome (the counts always add up: the rest is summed).
+const REASONS_SHOWN_MAX: usize = 10;
+
+/// `failed: N — why (count); …` and `unknown: …` lines, most frequent reasons first.
+pub(crate) fn reason_lines(reasons: &BTreeMap<(String, String), u64>) -> Vec<String> {
+    let mut lines = Vec::new();
+    for outcome in ["fail", "unknown"] {
+        let mut of: Vec<(&String, u64)> =
+            reasons.iter().filter(|((o, _), _)| o == outcome).map(|((_, why), n)| (why, *n)).collect();
+        if of.is_empty() {
+            continue;
+        }
+        of.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        let total: u64 = of.iter().map(|(_, n)| n).sum();
+        let mut parts: Vec<String> = of.iter().take(REASONS_SHOWN_MAX).map(|(why, n)| format!("{n} {why}")).collect();
+        let rest: u64 = of.iter().skip(REASONS_SHOWN_MAX).map(|(_, n)| n).sum();
+        if rest > 0 {
+            parts.push(format!("{rest} for other reasons"));
+        }
+        let name = if outcome == "fail" { "failed" } else { "unknown" };
+        lines.push(format!("{name} {total}: {}", parts.join("; ")));
+    }
+    lines
 }
 
 /// How a failed transaction ended, as far as the client knows: aborted or refused means it
@@ -480,7 +608,10 @@ pub(crate) async fn split_evenly(
 /// commit) may hide a commit.
 pub(crate) fn outcome_of(e: &ClientError) -> Outcome {
     match e {
-        ClientError::Aborted(_) | ClientError::Invalid(_) | ClientError::Unauthenticated(_) => Outcome::Fail,
+        ClientError::Aborted(_)
+        | ClientError::Invalid(_)
+        | ClientError::Unauthenticated(_)
+        | ClientError::WrongAddress(_) => Outcome::Fail,
         ClientError::Ambiguous(_) | ClientError::Unavailable(_) | ClientError::Transport(_) => Outcome::Unknown,
     }
 }
@@ -558,6 +689,8 @@ pub(crate) struct Progress {
     unknown: AtomicU64,
     /// Latency of acknowledged transactions (ns).
     latency_ns: Mutex<hdrhistogram::Histogram<u64>>,
+    /// Why transactions failed or have an unknown outcome: `(outcome, reason)` → count.
+    reasons: Mutex<BTreeMap<(String, String), u64>>,
 }
 
 impl Progress {
@@ -568,11 +701,17 @@ impl Progress {
             failed: AtomicU64::new(0),
             unknown: AtomicU64::new(0),
             latency_ns: Mutex::new(hdrhistogram::Histogram::new(3)?),
+            reasons: Mutex::new(BTreeMap::new()),
         })
     }
 
-    /// Counts one transaction that took `latency_ns`.
-    pub fn record(&self, outcome: Outcome, latency_ns: u64) {
+    /// Counts one transaction that took `latency_ns`, and why it failed if it did.
+    pub fn record(&self, outcome: Outcome, latency_ns: u64, reason: Option<&str>) {
+        if outcome != Outcome::Ok {
+            let why = reason.unwrap_or("no reason given").to_string();
+            let mut reasons = self.reasons.lock().unwrap_or_else(|p| p.into_inner());
+            *reasons.entry((outcome_name(outcome).to_string(), why)).or_insert(0) += 1;
+        }
         let counter = match outcome {
             Outcome::Ok => {
                 let _ = self.latency_ns.lock().unwrap_or_else(|p| p.into_inner()).record(latency_ns);
@@ -582,6 +721,18 @@ impl Progress {
             Outcome::Unknown => &self.unknown,
         };
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Prints why `what` failed or have an unknown outcome, grouped, most frequent first.
+    pub fn print_reasons(&self, what: &str) {
+        let reasons = self.reasons.lock().unwrap_or_else(|p| p.into_inner());
+        let lines = reason_lines(&reasons);
+        if !lines.is_empty() {
+            println!("{what} not acknowledged, by reason:");
+        }
+        for line in lines {
+            println!("  {line}");
+        }
     }
 
     /// Prints a line a second for `duration`: acknowledged `what` per second, latency

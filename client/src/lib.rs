@@ -32,16 +32,36 @@
 //! is retried while time is left; a commit that may have reached the node becomes
 //! [`ClientError::Ambiguous`].
 //!
-//! Multi-key transactions arrive with the transaction layer (issue 5); until then a write may
-//! only touch keys of one range.
+//! **One deadline for several requests.** A SQL statement is several requests (catalog reads,
+//! row reads, the commit, an abort after a failure); [`with_statement_deadline`] runs them under
+//! one deadline, which every request inside it honours as well as its own. [`ClusterKv`] does so
+//! for every statement a SQL session runs, so a statement gives up once, at its deadline, and
+//! says so (`gave up after 30s (the statement's deadline) …`).
+//!
+//! **Errors known at once come at once.** A failed call is classified ([`probe`]): some failures
+//! no retry can fix — the address is a PostgreSQL or HTTP port, speaks TLS when the client does
+//! not (or the reverse), presents a certificate of another CA, is a gRPC server that is not a
+//! Meridian node, or refuses the credentials — and fail the request at once
+//! ([`ClientError::WrongAddress`], [`ClientError::Unauthenticated`]). A refused TCP connection
+//! (nothing listens) may be a node restarting, so it is retried, but briefly: once every address
+//! the client could ask has refused for [`REFUSED_FOR_MAX`] in a row, the request fails with
+//! `nothing listens at ADDR (connection refused)`. While any node answers, a refusing one is just
+//! a replica down: requests go to the others until their deadline.
+//!
+//! **Retry loops back off.** Every loop waits between attempts with [`backoff::Backoff`]
+//! (bounded exponential, jittered), also after an attempt that could not be made — and says why
+//! it could not (`no range holds key …`, `node n3 of range … has no known address`), so a request
+//! that gives up names the reason, not "no attempt made".
 
+pub mod backoff;
 pub mod limits;
+mod probe;
 mod read;
 mod sqlkv;
 mod txn;
 
 pub use read::{ReadOnly, Snapshot, SnapshotOn};
-pub use sqlkv::ClusterKv;
+pub use sqlkv::{ClusterKv, ROLLBACK_WAIT_MAX};
 pub use txn::{TXN_ATTEMPTS_MAX, Transaction, Txn, TxnFuture, TxnOn};
 
 use std::collections::HashMap;
@@ -63,6 +83,71 @@ pub const GRPC_MESSAGE_MAX: usize = limits::GRPC_MESSAGE_MAX;
 pub const DEADLINE_DEFAULT: Duration = Duration::from_secs(30);
 /// Ranges fetched per routing lookup.
 const LOOKUP_PREFETCH: u32 = 16;
+/// How long every address a request could use must keep refusing connections (nothing listens
+/// there) before the request gives up instead of waiting for its deadline: long enough for a
+/// node restarting on the same port, far below [`DEADLINE_DEFAULT`].
+pub const REFUSED_FOR_MAX: Duration = Duration::from_secs(1);
+
+const _: () = assert!(REFUSED_FOR_MAX.as_nanos() * 10 <= DEADLINE_DEFAULT.as_nanos());
+
+/// A deadline shared by every request made inside [`with_statement_deadline`]: a SQL statement's
+/// reads, commit and abort give up together, once.
+#[derive(Clone, Copy, Debug)]
+pub struct StatementDeadline {
+    at: tokio::time::Instant,
+    budget: Duration,
+}
+
+impl StatementDeadline {
+    /// `budget` from now.
+    pub fn after(budget: Duration) -> StatementDeadline {
+        StatementDeadline { at: tokio::time::Instant::now() + budget, budget }
+    }
+
+    /// When it passes.
+    pub fn at(&self) -> tokio::time::Instant {
+        self.at
+    }
+
+    /// The time it gave from its start.
+    pub fn budget(&self) -> Duration {
+        self.budget
+    }
+}
+
+tokio::task_local! {
+    /// The deadline [`with_statement_deadline`] set for the task, if any.
+    static STATEMENT: StatementDeadline;
+}
+
+/// Runs `f` with every client request it makes (on this task) giving up at `deadline` at the
+/// latest, besides its own deadline: one deadline for several requests.
+pub async fn with_statement_deadline<F: std::future::Future>(deadline: StatementDeadline, f: F) -> F::Output {
+    STATEMENT.scope(deadline, f).await
+}
+
+/// A request's deadline: its own (`budget` from `start`), or the statement's it runs in if sooner;
+/// with the words that name it in errors.
+#[derive(Clone, Copy, Debug)]
+struct RequestDeadline {
+    at: tokio::time::Instant,
+    budget: Duration,
+    what: &'static str,
+}
+
+impl RequestDeadline {
+    fn starting(start: tokio::time::Instant, budget: Duration) -> RequestDeadline {
+        let own = RequestDeadline { at: start + budget, budget, what: "the request's deadline" };
+        match STATEMENT.try_with(|d| *d) {
+            Ok(d) if d.at < own.at => RequestDeadline { at: d.at, budget: d.budget, what: "the statement's deadline" },
+            _ => own,
+        }
+    }
+
+    fn left(&self) -> Duration {
+        self.at.saturating_duration_since(tokio::time::Instant::now())
+    }
+}
 
 /// What went wrong, in terms a caller can act on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -86,6 +171,10 @@ pub enum ClientError {
     /// credentials, retrying will not help.
     #[error("not authenticated: {0}")]
     Unauthenticated(String),
+    /// The address is not a Meridian node's gRPC port (a PostgreSQL or HTTP port, another gRPC
+    /// server): give the node's `--listen` address, retrying will not help.
+    #[error("wrong address: {0}")]
+    WrongAddress(String),
 }
 
 /// How to verify the nodes, and which certificate to present (PEM text).
@@ -187,6 +276,74 @@ pub(crate) fn next_page(last: Option<Vec<u8>>, truncated: bool, range_end: &[u8]
     Some(range_end.to_vec())
 }
 
+/// What the attempts of one request met, for the error it gives up with.
+#[derive(Default)]
+struct Attempts {
+    /// Attempts sent to a node.
+    made: u32,
+    /// Turns of the loop that found no node to send to.
+    not_made: u32,
+    /// Why the last of those found none.
+    no_attempt: Option<String>,
+    /// The last error a node answered with.
+    answer: Option<String>,
+    /// Addresses whose last call failed in transport, with its failure.
+    unreachable: std::collections::BTreeMap<String, String>,
+    /// Addresses whose last call was answered.
+    answering: std::collections::BTreeSet<String>,
+    /// The range of the last attempt.
+    range: Option<RangeDescriptor>,
+}
+
+impl Attempts {
+    fn answered(&mut self, addr: &str, why: String) {
+        self.unreachable.remove(addr);
+        self.answering.insert(addr.to_string());
+        self.answer = Some(format!("{addr}: {why}"));
+    }
+
+    fn unreachable(&mut self, addr: &str, why: String) {
+        let why = why.strip_prefix(&format!("{addr}: ")).map(str::to_string).unwrap_or(why);
+        let why = why.replace(&format!(" at {addr}"), "");
+        self.answering.remove(addr);
+        self.unreachable.insert(addr.to_string(), why);
+    }
+
+    /// The error once the deadline passed: the attempts, the range and how many of its replicas
+    /// answered (`replicas`: each voter's address, if known), what the last node to answer said,
+    /// which did not answer, and why attempts could not be made.
+    fn gave_up(&self, d: &RequestDeadline, replicas: &[(NodeId, Option<String>)]) -> ClientError {
+        let mut m = format!("gave up after {:?} ({}) and {} attempts", d.budget, d.what, self.made);
+        if let Some(r) = &self.range {
+            let answering = replicas.iter().filter(|(_, a)| a.as_ref().is_some_and(|a| self.answering.contains(a)));
+            let names: Vec<String> = replicas.iter().map(|(n, _)| n.to_string()).collect();
+            m.push_str(&format!(
+                " at range {} [{}, {}) on {}: {} of {} replicas answered",
+                r.id,
+                range::show_key(&r.start),
+                if r.end.is_empty() { "+∞".to_string() } else { range::show_key(&r.end) },
+                names.join(", "),
+                answering.count(),
+                replicas.len()
+            ));
+        }
+        if self.not_made > 0 {
+            let why = self.no_attempt.as_deref().unwrap_or("no route");
+            m.push_str(&format!(" ({} more could not be made: {why})", self.not_made));
+        }
+        match &self.answer {
+            Some(a) => m.push_str(&format!("; last: {a}")),
+            None if self.unreachable.is_empty() && self.no_attempt.is_none() => m.push_str("; last: no attempt made"),
+            None => {}
+        }
+        if !self.unreachable.is_empty() {
+            let u: Vec<String> = self.unreachable.iter().map(|(a, why)| format!("{a} ({why})")).collect();
+            m.push_str(&format!("; not answering: {}", u.join(", ")));
+        }
+        ClientError::Unavailable(m)
+    }
+}
+
 /// One answer from a node, classified for the retry loop.
 enum Outcome<T> {
     Done(T),
@@ -198,6 +355,79 @@ enum Outcome<T> {
         maybe_done: bool,
     },
     Fail(ClientError),
+}
+
+/// Why a routing lookup failed: what each address's call said.
+#[derive(Debug, Default)]
+struct LookupFailure {
+    verdicts: Vec<(String, probe::Verdict)>,
+}
+
+impl LookupFailure {
+    /// The failure no retry can fix, if there is one: refused credentials at any address (they
+    /// are the cluster's), or every address wrong.
+    fn final_error(&self) -> Option<ClientError> {
+        let finals = || {
+            self.verdicts.iter().filter_map(|(_, v)| match v {
+                probe::Verdict::Final(e) => Some(e),
+                _ => None,
+            })
+        };
+        if let Some(e) = finals().find(|e| matches!(e, ClientError::Unauthenticated(_))) {
+            return Some(e.clone());
+        }
+        let all_final = !self.verdicts.is_empty() && finals().count() == self.verdicts.len();
+        all_final.then(|| self.error())
+    }
+
+    /// Whether no address could answer at all: each refused the connection or is wrong.
+    fn nothing_listens(&self) -> bool {
+        !self.verdicts.is_empty()
+            && self.verdicts.iter().all(|(_, v)| matches!(v, probe::Verdict::Refused(_) | probe::Verdict::Final(_)))
+    }
+
+    /// The failure as the caller sees it.
+    fn error(&self) -> ClientError {
+        if let [(_, probe::Verdict::Final(e))] = self.verdicts.as_slice() {
+            return e.clone();
+        }
+        if self.verdicts.iter().all(|(_, v)| matches!(v, probe::Verdict::Final(ClientError::WrongAddress(_)))) {
+            return ClientError::WrongAddress(self.reasons());
+        }
+        if self.nothing_listens() {
+            return ClientError::Transport(format!("{}: is a node running there?", self.reasons()));
+        }
+        ClientError::Transport(format!("no node answered a routing lookup ({})", self.reasons()))
+    }
+
+    fn reasons(&self) -> String {
+        let words: Vec<String> = self
+            .verdicts
+            .iter()
+            .map(|(_, v)| match v {
+                probe::Verdict::Refused(why) | probe::Verdict::Retry(why) => why.clone(),
+                probe::Verdict::Final(e) => e.to_string(),
+            })
+            .collect();
+        if words.is_empty() { "no address to ask".into() } else { words.join("; ") }
+    }
+}
+
+/// How long every address has refused connections (nothing listens), for the rule of
+/// [`REFUSED_FOR_MAX`].
+#[derive(Default)]
+struct RefusedSince(Option<tokio::time::Instant>);
+
+impl RefusedSince {
+    /// Notes a failed lookup; true once nothing has listened anywhere for [`REFUSED_FOR_MAX`].
+    fn too_long(&mut self, f: &LookupFailure) -> bool {
+        if !f.nothing_listens() {
+            self.0 = None;
+            return false;
+        }
+        let since = *self.0.get_or_insert_with(tokio::time::Instant::now);
+        since.elapsed() >= REFUSED_FOR_MAX
+    }
 }
 
 #[derive(Default)]
@@ -230,21 +460,6 @@ fn endpoint(addr: &str, tls: Option<&ClientTlsConfig>) -> Result<Endpoint, Clien
     }
 }
 
-/// Whether the server at `addr` answers an HTTP/2 preface with a TLS alert record (content
-/// type 21, version 3.x): it wants TLS. At most one connect and one read, each bounded.
-async fn speaks_tls(addr: &str) -> bool {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    const PROBE_WAIT: Duration = Duration::from_secs(1);
-    let probe = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-        s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.ok()?;
-        let mut head = [0u8; 2];
-        s.read_exact(&mut head).await.ok()?;
-        Some(head == [0x15, 0x03])
-    };
-    matches!(tokio::time::timeout(PROBE_WAIT, probe).await, Ok(Some(true)))
-}
-
 fn classify(e: pb::Error) -> (pb::error::Kind, String, Option<NodeId>, Option<RangeDescriptor>) {
     let kind = pb::error::Kind::try_from(e.kind).unwrap_or(pb::error::Kind::Unspecified);
     (kind, e.message, e.leader.map(NodeId), e.range.map(Into::into))
@@ -275,19 +490,23 @@ impl Client {
             txn_slots: limits::TxnSlots::new(limits::TXNS_IN_FLIGHT_MAX),
         };
         // A cluster that just started (or lost its meta leader) answers "unavailable" for a
-        // moment; keep asking until the deadline.
-        let start = tokio::time::Instant::now();
-        let mut backoff = Duration::from_millis(20);
+        // moment: keep asking until the deadline. Wrong addresses and credentials fail at once,
+        // addresses where nothing listens after REFUSED_FOR_MAX.
+        let deadline = RequestDeadline::starting(tokio::time::Instant::now(), c.deadline);
+        let mut backoff = backoff::Backoff::default();
+        let mut refused = RefusedSince::default();
         loop {
-            match c.refresh(range::USER_KEYS_START).await {
+            let failure = match c.refresh(range::USER_KEYS_START, deadline.left()).await {
                 Ok(()) => return Ok(c),
-                Err(e @ ClientError::Unauthenticated(_)) => return Err(e),
-                Err(e) if start.elapsed() >= c.deadline => return Err(e),
-                Err(_) => {
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_millis(500));
-                }
+                Err(f) => f,
+            };
+            if let Some(e) = failure.final_error() {
+                return Err(e);
             }
+            if refused.too_long(&failure) || deadline.left().is_zero() {
+                return Err(failure.error());
+            }
+            backoff.wait(deadline.left()).await;
         }
     }
 
@@ -310,9 +529,10 @@ impl Client {
         Ok(InterceptedService::new(c, attempt))
     }
 
-    /// A KV client for `addr` for one whole request (its deadline is the client's).
+    /// A KV client for `addr` for one whole request (its deadline is the client's, or the
+    /// statement's if sooner).
     fn kv(&self, addr: &str) -> Result<pb::kv_client::KvClient<NodeChannel>, ClientError> {
-        self.kv_within(addr, self.deadline)
+        self.kv_within(addr, RequestDeadline::starting(tokio::time::Instant::now(), self.deadline).left())
     }
 
     /// A KV client for `addr` for one attempt of a request with `left` before its deadline.
@@ -360,44 +580,36 @@ impl Client {
         }
     }
 
-    /// Reloads the routes for `key` (and the ranges after it) from the meta range.
-    async fn refresh(&self, key: &[u8]) -> Result<(), ClientError> {
-        let mut last = String::new();
-        let mut refused = None;
+    /// Reloads the routes for `key` (and the ranges after it) from the meta range, asking every
+    /// address the client knows in turn; each call waits at most `left`.
+    async fn refresh(&self, key: &[u8], left: Duration) -> Result<(), LookupFailure> {
+        let mut failure = LookupFailure::default();
         for addr in self.all_addrs() {
-            let Ok(mut kv) = self.kv(&addr) else { continue };
-            match kv.lookup_range(pb::LookupRangeRequest { key: key.to_vec(), limit: LOOKUP_PREFETCH }).await {
-                Ok(r) => {
-                    let r = r.into_inner();
-                    match r.error {
-                        None if !r.ranges.is_empty() => {
-                            self.learn(r);
-                            return Ok(());
+            let mut kv = match self.kv_within(&addr, left) {
+                Ok(kv) => kv,
+                Err(e) => {
+                    failure.verdicts.push((addr, probe::Verdict::Final(e)));
+                    continue;
+                }
+            };
+            let verdict =
+                match kv.lookup_range(pb::LookupRangeRequest { key: key.to_vec(), limit: LOOKUP_PREFETCH }).await {
+                    Ok(r) => {
+                        let r = r.into_inner();
+                        match r.error {
+                            None if !r.ranges.is_empty() => {
+                                self.learn(r);
+                                return Ok(());
+                            }
+                            None => probe::Verdict::Retry(format!("{addr}: no range found")),
+                            Some(e) => probe::Verdict::Retry(format!("{addr}: {}", e.message)),
                         }
-                        None => last = format!("{addr}: no range found"),
-                        Some(e) => last = format!("{addr}: {}", e.message),
                     }
-                }
-                Err(s) => {
-                    last = format!("{addr}: {}", status_text(&s));
-                    if s.code() == tonic::Code::Unauthenticated {
-                        refused = Some(last.clone());
-                    } else if self.tls.is_none() && s.code() == tonic::Code::Internal && speaks_tls(&addr).await {
-                        // A plaintext client at a TLS port sees only an HTTP/2 framing error
-                        // (INTERNAL) and would retry it until its deadline: say what is wrong
-                        // at once. Other failures (a node down or paused) are not probed.
-                        refused = Some(format!(
-                            "{addr} speaks TLS and this client connected without it: give it the cluster's CA \
-                             (--certs-dir DIR or --ca-cert FILE; ClientOptions::tls)"
-                        ));
-                    }
-                }
-            }
+                    Err(s) => probe::diagnose(&addr, &s, self.tls.is_some()).await,
+                };
+            failure.verdicts.push((addr, verdict));
         }
-        match refused {
-            Some(why) => Err(ClientError::Unauthenticated(why)),
-            None => Err(ClientError::Transport(format!("no node answered a routing lookup ({last})"))),
-        }
+        Err(failure)
     }
 
     /// Where to send a request about `key`: the range, and the address of its (likely) leader.
@@ -441,26 +653,39 @@ impl Client {
         F: FnMut(pb::kv_client::KvClient<NodeChannel>, RangeDescriptor) -> Fut,
         Fut: std::future::Future<Output = Result<Outcome<T>, tonic::Status>>,
     {
-        let start = tokio::time::Instant::now();
-        let mut backoff = Duration::from_millis(10);
-        let mut last = String::from("no attempt made");
-        let left = || self.deadline.saturating_sub(start.elapsed());
-        for attempt in 0u32.. {
-            if left().is_zero() {
-                return Err(ClientError::Unavailable(format!(
-                    "gave up after {:?} (the request's deadline) and {attempt} attempts; last: {last}",
-                    self.deadline
-                )));
+        let deadline = RequestDeadline::starting(tokio::time::Instant::now(), self.deadline);
+        let mut backoff = backoff::Backoff::default();
+        let mut tally = Attempts::default();
+        // Since when every attempt's connection was refused (nothing listens), if they all were.
+        let mut refused_since: Option<tokio::time::Instant> = None;
+        let mut lookups_refused = RefusedSince::default();
+        loop {
+            let left = deadline.left();
+            if left.is_zero() {
+                let replicas = tally.range.as_ref().map(|r| self.replica_addrs(r)).unwrap_or_default();
+                return Err(tally.gave_up(&deadline, &replicas));
             }
-            let Some((desc, addr)) = self.target(key, attempt) else {
-                if let Err(e) = self.refresh(key).await {
-                    last = e.to_string();
-                    tokio::time::sleep(backoff.min(left())).await;
-                    backoff = (backoff * 2).min(Duration::from_millis(500));
+            let Some((desc, addr)) = self.target(key, tally.made + tally.not_made) else {
+                match self.refresh(key, left).await {
+                    Ok(()) if self.target(key, 0).is_some() => continue,
+                    Ok(()) => tally.no_attempt = Some(self.why_no_target(key)),
+                    Err(f) => {
+                        if let Some(e) = f.final_error() {
+                            return Err(e);
+                        }
+                        if lookups_refused.too_long(&f) {
+                            return Err(f.error());
+                        }
+                        tally.no_attempt = Some(format!("no route to it: {}", f.error()));
+                    }
                 }
+                tally.not_made += 1;
+                backoff.wait(deadline.left()).await;
                 continue;
             };
-            let kv = self.kv_within(&addr, left())?;
+            let kv = self.kv_within(&addr, left)?;
+            tally.made += 1;
+            tally.range = Some(desc.clone());
             match op(kv, desc.clone()).await {
                 Ok(Outcome::Done(v)) => return Ok(v),
                 Ok(Outcome::Fail(e)) => return Err(e),
@@ -470,10 +695,11 @@ impl Client {
                     )));
                 }
                 Ok(Outcome::Retry { refresh, why, .. }) => {
-                    last = format!("{addr}: {why}");
+                    refused_since = None;
+                    tally.answered(&addr, why);
                     if refresh {
                         self.routes().cache.evict(desc.id);
-                        let _ = self.refresh(key).await;
+                        let _ = self.refresh(key, deadline.left()).await;
                     }
                 }
                 Err(status) => {
@@ -483,19 +709,59 @@ impl Client {
                             status_text(&status)
                         )));
                     }
-                    last = format!("{addr}: {}", status.message());
-                    // The node gave up at our deadline (DEADLINE_EXCEEDED): it is up, and its
-                    // message says what it waited for. Else maybe it is down: forget the leader
-                    // hint so other replicas are tried.
-                    if status.code() != tonic::Code::DeadlineExceeded {
+                    if status.code() == tonic::Code::DeadlineExceeded {
+                        // The node gave up at our deadline: it is up, and its message says
+                        // what it waited for.
+                        refused_since = None;
+                        tally.answered(&addr, status.message().to_string());
+                    } else {
+                        // Maybe it is down: forget the leader hint so other replicas are tried.
                         self.routes().leaders.remove(&desc.id);
+                        match probe::diagnose(&addr, &status, self.tls.is_some()).await {
+                            probe::Verdict::Final(e) => return Err(e),
+                            probe::Verdict::Refused(why) => {
+                                let since = *refused_since.get_or_insert_with(tokio::time::Instant::now);
+                                tally.unreachable(&addr, why);
+                                // Every replica tried refused for a while: if no address the
+                                // client knows listens any more, nothing will answer.
+                                if since.elapsed() >= REFUSED_FOR_MAX
+                                    && let Err(f) = self.refresh(key, deadline.left()).await
+                                    && f.nothing_listens()
+                                {
+                                    return Err(f.error());
+                                }
+                            }
+                            probe::Verdict::Retry(why) => {
+                                refused_since = None;
+                                tally.unreachable(&addr, why);
+                            }
+                        }
                     }
                 }
             }
-            tokio::time::sleep(backoff.min(left())).await;
-            backoff = (backoff * 2).min(Duration::from_millis(500));
+            backoff.wait(deadline.left()).await;
         }
-        unreachable!("the attempt loop only ends by returning")
+    }
+
+    /// The voters of `r`, each with its address if the client knows it.
+    fn replica_addrs(&self, r: &RangeDescriptor) -> Vec<(NodeId, Option<String>)> {
+        let routes = self.routes();
+        r.config.voters.iter().map(|n| (*n, routes.nodes.get(n).map(|i| i.addr.clone()))).collect()
+    }
+
+    /// Why no attempt at `key` can be made with the routes the client has.
+    fn why_no_target(&self, key: &[u8]) -> String {
+        let routes = self.routes();
+        let Some(d) = routes.cache.lookup(key) else {
+            return format!("no range holds key {} in the routes the meta range gave", range::show_key(key));
+        };
+        let unknown: Vec<String> =
+            d.config.voters.iter().filter(|n| !routes.nodes.contains_key(n)).map(|n| n.to_string()).collect();
+        if d.config.voters.is_empty() {
+            format!("range {} has no replicas", d.id)
+        } else {
+            format!("no address is known for {} of range {} (replicas {})", unknown.join(", "), d.id, d.config)
+        }
     }
 
     /// One attempt of `op` at some replica of `key`'s range — replicas in turn, so reads spread
@@ -542,7 +808,10 @@ impl Client {
                 Outcome::Retry { refresh: false, why: message, maybe_done: false }
             }
             Kind::KeyOutOfRange | Kind::RangeNotFound => {
-                Outcome::Retry { refresh: true, why: message, maybe_done: false }
+                // The node's own descriptor of the range holding the key, if it has one, is at
+                // least as new as the meta range's (which learns of a split a moment later).
+                let learned = range.is_some_and(|r| self.routes().cache.insert(r));
+                Outcome::Retry { refresh: !learned, why: message, maybe_done: false }
             }
             Kind::Unavailable | Kind::Unspecified => Outcome::Retry { refresh: false, why: message, maybe_done: false },
             // Timed out inside the node (a node before deadlines answered its own 10 s limit
@@ -608,9 +877,15 @@ impl Client {
 
     /// Rows with keys in `[start, end)` (`end` empty: to the end), across ranges, up to `limit`.
     /// Each range is read at its leader; the result is not one snapshot across ranges (that is
-    /// what read-only transactions are for).
+    /// what read-only transactions are for). A `start` that is no key a client may use (empty,
+    /// or a system key) begins at the first user key.
     pub async fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ClientError> {
         let mut out = Vec::new();
+        let start = match range::check_user_key(start) {
+            Ok(()) => start,
+            Err(_) if start < range::USER_KEYS_START => range::USER_KEYS_START,
+            Err(e) => return Err(ClientError::Invalid(e)),
+        };
         let mut cursor = start.to_vec();
         while out.len() < limit {
             let want = (limit - out.len()).min(10_000) as u32;
@@ -645,14 +920,20 @@ impl Client {
     pub async fn cluster_view(
         &self,
     ) -> Result<(Vec<RangeDescriptor>, Vec<NodeInfo>, Vec<(GroupId, NodeId)>), ClientError> {
-        let mut last = String::new();
+        let mut failure = LookupFailure::default();
         for addr in self.all_addrs() {
-            let Ok(mut a) = self.admin_at(&addr) else { continue };
-            match a.cluster_view(pb::ClusterViewRequest {}).await {
+            let mut a = match self.admin_at(&addr) {
+                Ok(a) => a,
+                Err(e) => {
+                    failure.verdicts.push((addr, probe::Verdict::Final(e)));
+                    continue;
+                }
+            };
+            let verdict = match a.cluster_view(pb::ClusterViewRequest {}).await {
                 Ok(r) => {
                     let r = r.into_inner();
                     if let Some(e) = r.error {
-                        last = e.message;
+                        failure.verdicts.push((addr.clone(), probe::Verdict::Retry(format!("{addr}: {}", e.message))));
                         continue;
                     }
                     let descs = r.ranges.iter().cloned().map(Into::into).collect();
@@ -661,13 +942,19 @@ impl Client {
                     self.learn(r);
                     return Ok((descs, nodes, leaders));
                 }
-                Err(s) if s.code() == tonic::Code::Unauthenticated => {
-                    return Err(ClientError::Unauthenticated(format!("{addr}: {}", s.message())));
-                }
-                Err(s) => last = status_text(&s),
+                Err(s) => probe::diagnose(&addr, &s, self.tls.is_some()).await,
+            };
+            if let probe::Verdict::Final(e @ ClientError::Unauthenticated(_)) = &verdict {
+                return Err(e.clone());
             }
+            failure.verdicts.push((addr, verdict));
         }
-        Err(ClientError::Transport(format!("no node answered ({last})")))
+        Err(failure.final_error().unwrap_or_else(|| match failure.error() {
+            ClientError::Transport(m) => {
+                ClientError::Transport(m.replace("a routing lookup", "a cluster view request"))
+            }
+            e => e,
+        }))
     }
 
     /// Runs an admin request at the leader of the range holding `key`.
@@ -737,7 +1024,7 @@ impl Client {
 
     /// The range holding `key`, as the meta range describes it now.
     pub async fn range_of(&self, key: &[u8]) -> Result<RangeDescriptor, ClientError> {
-        self.refresh(key).await?;
+        self.refresh(key, self.deadline).await.map_err(|f| f.final_error().unwrap_or_else(|| f.error()))?;
         self.routes()
             .cache
             .lookup(key)
@@ -748,10 +1035,14 @@ impl Client {
     /// The status of the node at `addr`.
     pub async fn node_status(&self, addr: &str) -> Result<pb::StatusResponse, ClientError> {
         let mut a = self.admin_at(addr)?;
-        a.status(pb::StatusRequest {})
-            .await
-            .map(|r| r.into_inner())
-            .map_err(|s| ClientError::Transport(format!("{addr}: {}", status_text(&s))))
+        match a.status(pb::StatusRequest {}).await {
+            Ok(r) => Ok(r.into_inner()),
+            Err(s) => Err(match probe::diagnose(addr, &s, self.tls.is_some()).await {
+                probe::Verdict::Final(e) => e,
+                probe::Verdict::Refused(why) => ClientError::Transport(why),
+                probe::Verdict::Retry(why) => ClientError::Transport(why),
+            }),
+        }
     }
 }
 

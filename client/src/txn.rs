@@ -486,7 +486,7 @@ impl Client {
             }
         };
         let start = now_nanos();
-        let mut backoff = Duration::from_millis(2);
+        let mut backoff = crate::backoff::Backoff::new(Duration::from_millis(2), BACKOFF_MAX);
         let mut last = String::new();
         for attempt in 0..TXN_ATTEMPTS_MAX {
             let mut txn = TxnOn { client: self, state: TxnState::new(start, attempt), keepalive: None };
@@ -506,9 +506,7 @@ impl Client {
                     last = why;
                     txn.state.abort(self).await;
                     // Jittered exponential backoff, so retried rivals do not collide again.
-                    let jitter = Duration::from_micros(u64::from(now_nanos() as u32 % 1_000));
-                    tokio::time::sleep(backoff + jitter).await;
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    backoff.wait(BACKOFF_MAX).await;
                 }
                 Err(e) => {
                     txn.state.abort(self).await;

@@ -82,6 +82,9 @@ pub enum SqlState {
     SnapshotTooOld,
     /// `08006`: the database (or part of it) is unreachable.
     ConnectionFailure,
+    /// `57P03`: the database cannot serve the statement now (no quorum, no leader before the
+    /// deadline); the connection is fine, and the statement may be run again later.
+    CannotConnectNow,
     /// `08P01`: the client broke the protocol (e.g. the wrong number of parameters).
     ProtocolViolation,
     /// `XX001`: stored bytes do not decode.
@@ -126,6 +129,7 @@ impl SqlState {
             StatementCompletionUnknown => "40003",
             SnapshotTooOld => "72000",
             ConnectionFailure => "08006",
+            CannotConnectNow => "57P03",
             ProtocolViolation => "08P01",
             DataCorrupted => "XX001",
             InternalError => "XX000",
@@ -202,8 +206,9 @@ impl SqlError {
                 ProgramLimitExceeded,
                 format!("transaction too large: {why}; split the work into smaller transactions"),
             ),
+            // Not 08006: the client's connection is fine; part of the database cannot serve.
             KvError::Unavailable(why) => {
-                SqlError::new(ConnectionFailure, format!("the database is unavailable: {why}; try again later"))
+                SqlError::new(CannotConnectNow, format!("the database cannot serve this now: {why}; try again later"))
             }
             KvError::Other(why) => SqlError::internal(format!("key-value store: {why}")),
         }
@@ -255,6 +260,7 @@ mod tests {
             StatementCompletionUnknown,
             SnapshotTooOld,
             ConnectionFailure,
+            CannotConnectNow,
             ProtocolViolation,
             DataCorrupted,
             InternalError,
@@ -273,7 +279,8 @@ mod tests {
         assert_eq!(SqlError::from_kv(KvError::ReadOnly).code, SqlState::ReadOnlySqlTransaction);
         assert_eq!(SqlError::from_kv(KvError::BelowGcHorizon("x".into())).code, SqlState::SnapshotTooOld);
         assert_eq!(SqlError::from_kv(KvError::TooLarge("x".into())).code, SqlState::ProgramLimitExceeded);
-        assert_eq!(SqlError::from_kv(KvError::Unavailable("x".into())).code, SqlState::ConnectionFailure);
+        assert_eq!(SqlError::from_kv(KvError::Unavailable("x".into())).code, SqlState::CannotConnectNow);
+        assert_eq!(SqlState::CannotConnectNow.code(), "57P03");
         assert_eq!(SqlError::from_kv(KvError::Other("x".into())).code, SqlState::InternalError);
     }
 

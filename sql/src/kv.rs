@@ -29,7 +29,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use meridian_truetime::Timestamp;
 
@@ -52,6 +52,12 @@ pub trait KvTxn: Send {
     async fn rollback(self: Box<Self>) -> Result<(), KvError>;
     /// The snapshot timestamp for read-only/snapshot transactions, if already chosen.
     fn read_timestamp(&self) -> Option<Timestamp>;
+    /// A statement starts using this transaction and must be done by `deadline` (from
+    /// [`KvStore::statement_deadline`]): every call until the next statement shares it. The
+    /// default ignores it.
+    fn set_statement_deadline(&mut self, deadline: Instant) {
+        let _ = deadline;
+    }
 }
 
 /// A store that starts transactions. Shared by every session of a node.
@@ -59,6 +65,13 @@ pub trait KvTxn: Send {
 pub trait KvStore: Send + Sync {
     /// Starts a transaction in `mode`.
     async fn begin(&self, mode: TxnMode) -> Result<Box<dyn KvTxn>, KvError>;
+
+    /// The deadline of a statement starting now, if the store has one: the session hands it
+    /// to every transaction the statement uses ([`KvTxn::set_statement_deadline`]), so that its
+    /// reads, commit and re-runs give up together, once. The default has none.
+    fn statement_deadline(&self) -> Option<Instant> {
+        None
+    }
 
     /// Waits before attempt `attempt` (1-based) of an implicit statement that failed with
     /// [`KvError::Retryable`]. The default only yields to other tasks, because this crate knows no

@@ -16,6 +16,8 @@
 //!   [`KvError::Retryable`](crate::KvError::Retryable) (a conflict, a wound), the session runs the
 //!   statement again from the start in a new transaction, up to [`IMPLICIT_ATTEMPTS_MAX`] times,
 //!   calling [`KvStore::backoff`] between attempts. Other errors roll back and are returned.
+//!   Every attempt shares the statement's deadline ([`KvStore::statement_deadline`]), as every
+//!   statement of an explicit transaction (and its `COMMIT`) has one of its own.
 //! - **Explicit transactions.** `BEGIN` only records the mode; the KV transaction starts at the
 //!   first statement (so `SET TRANSACTION READ ONLY` can still change it). As in PostgreSQL, *any*
 //!   error inside the block fails the transaction: it is rolled back in the store at once, and
@@ -37,6 +39,7 @@
 //! statement `execute` as one implicit transaction (PostgreSQL does; CockroachDB too).
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::bind::{self, Kind, Params, Tables};
 use crate::catalog;
@@ -238,7 +241,7 @@ impl Session {
         };
         match kind {
             Kind::Begin { read_only, as_of } => self.begin(read_only, as_of).await,
-            Kind::Commit => self.commit().await,
+            Kind::Commit => self.commit(self.store.statement_deadline()).await,
             Kind::Rollback => {
                 self.fail_open_transaction().await;
                 self.state = State::Idle;
@@ -251,8 +254,11 @@ impl Session {
             },
             Kind::Read | Kind::Write => match &mut self.state {
                 State::Failed => Err(in_failed_txn()),
-                State::Idle => self.run_implicit(parsed, params, kind == Kind::Read).await,
-                State::Open(_) => self.run_explicit(parsed, params).await,
+                State::Idle => {
+                    let deadline = self.store.statement_deadline();
+                    self.run_implicit(parsed, params, kind == Kind::Read, deadline).await
+                }
+                State::Open(_) => self.run_explicit(parsed, params, self.store.statement_deadline()).await,
             },
         }
     }
@@ -270,13 +276,16 @@ impl Session {
         }
     }
 
-    async fn commit(&mut self) -> Result<QueryResult> {
+    async fn commit(&mut self, deadline: Option<Instant>) -> Result<QueryResult> {
         match std::mem::replace(&mut self.state, State::Idle) {
             // Like PostgreSQL: COMMIT outside a transaction only warns.
             State::Idle => Ok(command("COMMIT")),
             State::Failed => Ok(command("ROLLBACK")),
             State::Open(Open { txn: None, .. }) => Ok(command("COMMIT")),
-            State::Open(Open { txn: Some(txn), .. }) => {
+            State::Open(Open { txn: Some(mut txn), .. }) => {
+                if let Some(d) = deadline {
+                    txn.set_statement_deadline(d);
+                }
                 let ts = txn.commit().await?;
                 Ok(QueryResult { kind: ResultKind::command("COMMIT"), timestamp: Some(ts) })
             }
@@ -315,7 +324,16 @@ impl Session {
         }
     }
 
-    async fn run_implicit(&mut self, parsed: &Parsed, params: &[Value], read: bool) -> Result<QueryResult> {
+    /// Runs a statement in its own transaction, again (a new one) after a retryable error. Every
+    /// attempt shares the statement's `deadline`: past it, the store fails the next attempt's
+    /// first call as unavailable, which ends the loop.
+    async fn run_implicit(
+        &mut self,
+        parsed: &Parsed,
+        params: &[Value],
+        read: bool,
+        deadline: Option<Instant>,
+    ) -> Result<QueryResult> {
         let mode = mode_for(read, parsed.as_of);
         let mut last_error = None;
         for attempt in 1..=IMPLICIT_ATTEMPTS_MAX {
@@ -323,7 +341,12 @@ impl Session {
                 self.store.backoff(attempt).await;
             }
             let mut txn = match self.store.begin(mode).await {
-                Ok(txn) => txn,
+                Ok(mut txn) => {
+                    if let Some(d) = deadline {
+                        txn.set_statement_deadline(d);
+                    }
+                    txn
+                }
                 Err(e) => {
                     let e = SqlError::from_kv(e);
                     if e.is_retryable() {
@@ -353,7 +376,12 @@ impl Session {
         Err(SqlError { message: format!("{} (gave up after {IMPLICIT_ATTEMPTS_MAX} attempts)", e.message), ..e })
     }
 
-    async fn run_explicit(&mut self, parsed: &Parsed, params: &[Value]) -> Result<QueryResult> {
+    async fn run_explicit(
+        &mut self,
+        parsed: &Parsed,
+        params: &[Value],
+        deadline: Option<Instant>,
+    ) -> Result<QueryResult> {
         let State::Open(open) = &mut self.state else {
             panic!("invariant: run_explicit is called only in an open transaction");
         };
@@ -363,12 +391,18 @@ impl Session {
             ))
         } else {
             let read_only = open.read_only;
-            match &mut open.txn {
-                Some(txn) => run_in(txn.as_mut(), parsed, params, read_only).await,
-                None => match self.store.begin(mode_for(read_only, open.as_of)).await {
-                    Err(e) => Err(SqlError::from_kv(e)),
-                    Ok(txn) => run_in(open.txn.insert(txn).as_mut(), parsed, params, read_only).await,
-                },
+            let txn = match open.txn.take() {
+                Some(txn) => Ok(txn),
+                None => self.store.begin(mode_for(read_only, open.as_of)).await.map_err(SqlError::from_kv),
+            };
+            match txn {
+                Err(e) => Err(e),
+                Ok(mut txn) => {
+                    if let Some(d) = deadline {
+                        txn.set_statement_deadline(d);
+                    }
+                    run_in(open.txn.insert(txn).as_mut(), parsed, params, read_only).await
+                }
             }
         };
         match outcome {

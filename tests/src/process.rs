@@ -59,11 +59,13 @@ pub struct NodeArgs {
     pub replication: usize,
     /// Turn the placement loop off (`--no-rebalance`).
     pub no_rebalance: bool,
+    /// Serve HTTP too (`--http-listen`, on a free port: [`ProcessNode::http_addr`]).
+    pub http: bool,
 }
 
 impl Default for NodeArgs {
     fn default() -> Self {
-        NodeArgs { lease_ms: 1_000, epsilon_ms: 2, replication: 3, no_rebalance: false }
+        NodeArgs { lease_ms: 1_000, epsilon_ms: 2, replication: 3, no_rebalance: false, http: false }
     }
 }
 
@@ -73,6 +75,8 @@ pub struct ProcessNode {
     pub addr: String,
     /// Its PostgreSQL-protocol address (fixed across restarts).
     pub pg_addr: String,
+    /// Its HTTP address, if [`NodeArgs::http`] (fixed across restarts).
+    pub http_addr: Option<String>,
     /// Its data directory.
     pub data_dir: PathBuf,
     child: Option<Child>,
@@ -111,7 +115,7 @@ fn spawn(
     binary: &Path,
     args: &NodeArgs,
     data_dir: &Path,
-    (addr, pg_addr): (&str, &str),
+    (addr, pg_addr, http_addr): (&str, &str, Option<&str>),
     join: &[String],
 ) -> Result<Child, String> {
     std::fs::create_dir_all(data_dir).map_err(|e| e.to_string())?;
@@ -142,6 +146,9 @@ fn spawn(
     for j in join {
         cmd.arg("--join").arg(j);
     }
+    if let Some(http) = http_addr {
+        cmd.arg("--http-listen").arg(http);
+    }
     let mut child = cmd.spawn().map_err(|e| format!("spawning {}: {e}", binary.display()))?;
     match listening_line(&mut child).recv_timeout(START_TIMEOUT) {
         Ok(_) => Ok(child),
@@ -171,10 +178,11 @@ impl ProcessCluster {
         let i = self.nodes.len();
         let addr = format!("127.0.0.1:{}", free_port());
         let pg_addr = format!("127.0.0.1:{}", free_port());
+        let http_addr = self.args.http.then(|| format!("127.0.0.1:{}", free_port()));
         let data_dir = self.root_path.join(format!("node{}", i + 1));
         let join: Vec<String> = self.nodes.first().map(|n| vec![n.addr.clone()]).unwrap_or_default();
-        let child = spawn(&self.binary, &self.args, &data_dir, (&addr, &pg_addr), &join)?;
-        self.nodes.push(ProcessNode { addr, pg_addr, data_dir, child: Some(child), join });
+        let child = spawn(&self.binary, &self.args, &data_dir, (&addr, &pg_addr, http_addr.as_deref()), &join)?;
+        self.nodes.push(ProcessNode { addr, pg_addr, http_addr, data_dir, child: Some(child), join });
         Ok(i)
     }
 
@@ -212,7 +220,8 @@ impl ProcessCluster {
     pub fn restart(&mut self, i: usize) -> Result<(), String> {
         assert!(self.nodes[i].child.is_none(), "harness: restart only a stopped node");
         let n = &self.nodes[i];
-        let child = spawn(&self.binary, &self.args, &n.data_dir, (&n.addr, &n.pg_addr), &n.join)?;
+        let child =
+            spawn(&self.binary, &self.args, &n.data_dir, (&n.addr, &n.pg_addr, n.http_addr.as_deref()), &n.join)?;
         self.nodes[i].child = Some(child);
         Ok(())
     }
@@ -260,6 +269,33 @@ pub struct Output {
     pub stdout: String,
     /// Standard error.
     pub stderr: String,
+}
+
+/// The environment variables that give a client command an address or credentials.
+const CLIENT_ENV: [&str; 9] = [
+    "MERIDIAN_TOKEN",
+    "MERIDIAN_TOKEN_FILE",
+    "MERIDIAN_CERTS_DIR",
+    "MERIDIAN_CA_CERT",
+    "MERIDIAN_CLIENT_CERT_NAME",
+    "MERIDIAN_ADDR",
+    "MERIDIAN_PG_URL",
+    "MERIDIAN_PG_ADDR",
+    "PGPASSWORD",
+];
+
+/// Runs `binary ARGS` with the variables `env` and none of [`CLIENT_ENV`] from the test's own
+/// environment, killing it after `timeout` (see [`run_bounded`]); returns (exit status 0,
+/// stdout + stderr).
+pub fn run_client(binary: &Path, args: &[&str], env: &[(&str, &str)], timeout: Duration) -> (bool, String) {
+    let mut cmd = Command::new(binary);
+    cmd.args(args);
+    for var in CLIENT_ENV {
+        cmd.env_remove(var);
+    }
+    cmd.envs(env.iter().copied());
+    let out = run_bounded(cmd, "", timeout);
+    (out.code == Some(0), format!("{}{}", out.stdout, out.stderr))
 }
 
 /// Runs `binary sql ARGS` with `stdin` (and no connection settings from the environment), killing

@@ -274,12 +274,13 @@ async fn run_append(
                     })
                     .await;
                 let complete_ns = epoch.elapsed().as_nanos() as u64;
+                let reason = r.as_ref().err().map(super::reason_of);
                 let (outcome, ops, ts, error) = match r {
                     Ok((done, ts)) => (Outcome::Ok, done, ts.nanos(), None),
                     Err(e) => (outcome_of(&e), ops, 0, Some(e.to_string())),
                 };
                 let record = Record { worker: w, outcome, invoke_ns, complete_ns, ts, ops, error };
-                progress.record(record.outcome, complete_ns - invoke_ns);
+                progress.record(record.outcome, complete_ns - invoke_ns, reason.as_deref());
                 out.record(&record);
             }
         }));
@@ -289,6 +290,7 @@ async fn run_append(
     for t in tasks {
         t.await?;
     }
+    progress.print_reasons("txns");
     out.finish()
 }
 

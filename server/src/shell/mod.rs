@@ -356,10 +356,10 @@ impl Node {
             bearer: Bearer::new(cfg.token.as_ref()).map_err(ShellError::Tls)?,
         };
         let mut server = tonic::transport::Server::builder().tcp_nodelay(true);
+        // TLS handshakes are the node's own (`tls::incoming`), so refused ones are logged.
+        let acceptor = cfg.tls.as_ref().map(NodeTls::acceptor).transpose().map_err(ShellError::Tls)?;
         match &cfg.tls {
-            Some(t) => {
-                server = server.tls_config(t.server_config()).map_err(|e| ShellError::Tls(error_chain(&e)))?;
-            }
+            Some(_) => {}
             None => tracing::warn!(
                 "TLS is off: node-to-node and client traffic is unencrypted and peers are not \
                  authenticated; start with --certs-dir (see `meridian cert`) outside a trusted network"
@@ -449,23 +449,28 @@ impl Node {
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let svc = services::Services::new(handle.clone(), tt.clone(), faults.clone());
         let fault_svc = fault::FaultService::new(faults, tt.clone(), node_id);
-        // Nagle off on every accepted connection: the builder's tcp_nodelay applies only to
-        // listeners tonic binds itself, not to one handed over.
-        let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let token = cfg.token.clone().map(Arc::new);
         let tls_on = cfg.tls.is_some();
         let peer_gate = tls::Gate::new(tls::GateKind::Peer, tls_on, token.clone());
         let client_gate = tls::Gate::new(tls::GateKind::Client, tls_on, token);
+        let router = server
+            .add_service(InterceptedService::new(svc.node_service(), peer_gate))
+            .add_service(InterceptedService::new(svc.kv_service(), client_gate.clone()))
+            .add_service(InterceptedService::new(svc.admin_service(), client_gate.clone()))
+            .add_service(InterceptedService::new(fault_svc.service(), client_gate));
+        let stopped = async {
+            let _ = stop_rx.await;
+        };
         let server_task = tokio::spawn(async move {
-            server
-                .add_service(InterceptedService::new(svc.node_service(), peer_gate))
-                .add_service(InterceptedService::new(svc.kv_service(), client_gate.clone()))
-                .add_service(InterceptedService::new(svc.admin_service(), client_gate.clone()))
-                .add_service(InterceptedService::new(fault_svc.service(), client_gate))
-                .serve_with_incoming_shutdown(incoming, async {
-                    let _ = stop_rx.await;
-                })
-                .await
+            match acceptor {
+                Some(acceptor) => router.serve_with_incoming_shutdown(tls::incoming(listener, acceptor), stopped).await,
+                None => {
+                    // Nagle off on every accepted connection: the builder's tcp_nodelay applies
+                    // only to listeners tonic binds itself, not to one handed over.
+                    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+                    router.serve_with_incoming_shutdown(incoming, stopped).await
+                }
+            }
         });
         let (http_stop, http_task) = match http_listener {
             Some(l) => {
@@ -534,35 +539,62 @@ impl Node {
     }
 }
 
+/// Longest a new node tries to join before it gives up.
+const JOIN_WAIT_MAX: Duration = Duration::from_secs(60);
+/// Rounds over every join address, each refused at the TLS handshake over the certificates,
+/// after which the node gives up: certificates do not change while it waits.
+const JOIN_TLS_REFUSED_ROUNDS_MAX: u32 = 3;
+
+/// Whether a failed dial or call was refused over certificates at the TLS handshake (this node
+/// does not trust the peer's, or the peer refused this node's).
+fn refused_over_certificates(error: &str) -> bool {
+    ["invalid peer certificate", "UnknownCA", "BadCertificate", "UnknownIssuer", "BadSignature"]
+        .iter()
+        .any(|w| error.contains(w))
+}
+
 async fn join_cluster(dialer: &Dialer, join: &[String], me: &NodeInfo) -> Result<pb::JoinResponse, ShellError> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let deadline = tokio::time::Instant::now() + JOIN_WAIT_MAX;
     const NO_JOIN_ADDRESS: &str = "no join address given";
     let mut last = String::from(NO_JOIN_ADDRESS);
     let mut logged = String::new();
+    let mut tls_refused_rounds = 0;
     while tokio::time::Instant::now() < deadline {
         if last != logged && !join.is_empty() && last != NO_JOIN_ADDRESS {
             // Once per distinct error: a certificate problem shows at once, not after 60 s.
             tracing::warn!(error = %last, "join attempt failed; retrying");
             logged = last.clone();
         }
+        let mut all_tls_refused = !join.is_empty();
         for addr in join {
-            match dialer.admin_client(addr).await {
+            let failed = match dialer.admin_client(addr).await {
                 Ok(mut c) => match c.join(pb::JoinRequest { node: Some(me.into()) }).await {
                     Ok(r) => {
                         let r = r.into_inner();
                         match r.error {
                             None => return Ok(r),
-                            Some(e) => last = format!("{addr}: {}", e.message),
+                            Some(e) => format!("{addr}: {}", e.message),
                         }
                     }
-                    Err(s) => last = format!("{addr}: {}", s.message()),
+                    Err(s) => format!("{addr}: {}", error_chain(&s)),
                 },
-                Err(e) => last = e,
-            }
+                Err(e) => e,
+            };
+            all_tls_refused &= refused_over_certificates(&failed);
+            last = failed;
+        }
+        tls_refused_rounds = if all_tls_refused { tls_refused_rounds + 1 } else { 0 };
+        if tls_refused_rounds >= JOIN_TLS_REFUSED_ROUNDS_MAX {
+            return Err(ShellError::Join(format!(
+                "every join address refused the TLS handshake over certificates ({last}): this node's certificates \
+                 are not of the cluster's CA, or the cluster's are not of the CA in this node's --certs-dir; give it \
+                 the cluster's ca.crt and a node certificate that CA signed (`meridian cert node --dir <the \
+                 cluster's certs dir>`)"
+            )));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    Err(ShellError::Join(format!("no node admitted us within 60 s; last error: {last}")))
+    Err(ShellError::Join(format!("no node admitted us within {JOIN_WAIT_MAX:?}; last error: {last}")))
 }
 
 struct PeerSender {

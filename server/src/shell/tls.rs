@@ -13,7 +13,10 @@
 //!
 //! rustls verifies every certificate a peer presents against the cluster CA during the
 //! handshake, so a certificate from another CA never gets as far as a gate: the connection is
-//! refused with "unknown CA" (the dialing node's join then fails saying so). Nodes dial each
+//! refused with "unknown CA" (the dialing node's join then fails saying so). The node runs the
+//! handshakes itself ([`incoming`]) rather than through tonic, which drops a failed one without
+//! a word: every refused handshake is logged with the peer's address and rustls's reason, so a
+//! node or client with another CA's certificate shows in the cluster's logs too. Nodes dial each
 //! other with their own node certificate and, when a token is set, the token as well: the token
 //! is how nodes of an insecure cluster with `--token-file` recognise each other.
 //!
@@ -22,10 +25,11 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use meridian_proto::auth::{AUTHORIZATION, BEARER_PREFIX, Secret, constant_time_eq};
 use tonic::service::Interceptor;
-use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 use tonic::{Request, Status};
 
 /// Prefix of the common name of node certificates (`meridian cert node`).
@@ -108,13 +112,34 @@ impl NodeTls {
         })
     }
 
-    /// The server side: present the node certificate, ask for (but do not demand) a client
-    /// certificate, and verify any that comes against the cluster CA.
-    pub(super) fn server_config(&self) -> ServerTlsConfig {
-        ServerTlsConfig::new()
-            .identity(Identity::from_pem(&self.cert_pem, self.key_pem.expose()))
-            .client_ca_root(Certificate::from_pem(&self.ca_pem))
-            .client_auth_optional(true)
+    /// The accepting side, run by the node itself ([`incoming`]): present the node certificate,
+    /// ask for (but do not demand) a client certificate, and verify any that comes against the
+    /// cluster CA; HTTP/2 only (ALPN `h2`).
+    pub(super) fn acceptor(&self) -> Result<tokio_rustls::TlsAcceptor, String> {
+        use rustls_pki_types::pem::PemObject as _;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        use tokio_rustls::rustls::{RootCertStore, ServerConfig, server::WebPkiClientVerifier};
+        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let mut roots = RootCertStore::empty();
+        for ca in CertificateDer::pem_slice_iter(&self.ca_pem) {
+            roots.add(ca.map_err(|e| format!("ca.crt: {e}"))?).map_err(|e| format!("ca.crt: {e}"))?;
+        }
+        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| format!("client certificate verifier: {e}"))?;
+        let certs = CertificateDer::pem_slice_iter(&self.cert_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("node certificate: {e}"))?;
+        let key = PrivateKeyDer::from_pem_slice(self.key_pem.expose()).map_err(|e| format!("node key: {e}"))?;
+        let mut config = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(certs, key)
+            .map_err(|e| format!("node certificate and key: {e}"))?;
+        config.alpn_protocols.push(b"h2".to_vec());
+        Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
     }
 
     /// The dialing side: verify the peer against the cluster CA, present the node certificate.
@@ -122,6 +147,73 @@ impl NodeTls {
         ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(&self.ca_pem))
             .identity(Identity::from_pem(&self.cert_pem, self.key_pem.expose()))
+    }
+}
+
+/// Longest a TLS handshake may take before the connection is dropped.
+const HANDSHAKE_MAX: Duration = Duration::from_secs(10);
+/// Handshakes in progress at once; more connections wait to be accepted.
+const HANDSHAKES_IN_FLIGHT_MAX: usize = 256;
+/// Connections past their handshake, waiting for the gRPC server to take them.
+const ACCEPTED_QUEUE_MAX: usize = 64;
+
+/// The connections of `listener` after their TLS handshake, for tonic's
+/// `serve_with_incoming`. Each handshake runs on a task of its own, bounded by
+/// [`HANDSHAKE_MAX`] (a slow peer delays nobody else); one that fails is logged with the peer's
+/// address and why. Accepting stops when the server drops the stream.
+pub(super) fn incoming(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(ACCEPTED_QUEUE_MAX);
+    let permits = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES_IN_FLIGHT_MAX));
+    tokio::spawn(async move {
+        loop {
+            let permit = tokio::select! {
+                _ = tx.closed() => break,
+                p = permits.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            };
+            let (tcp, peer) = tokio::select! {
+                _ = tx.closed() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of descriptors, say: the next accept may work.
+                        tracing::warn!(error = %e, "accepting a connection failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            // Nagle off, as on connections tonic accepts itself.
+            let _ = tcp.set_nodelay(true);
+            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                let _permit = permit;
+                match tokio::time::timeout(HANDSHAKE_MAX, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => {
+                        let _ = tx.send(Ok(tls)).await;
+                    }
+                    Ok(Err(e)) => tracing::warn!(%peer, "refused a TLS handshake from {peer}: {e}{}", refusal_hint(&e)),
+                    Err(_) => {
+                        tracing::warn!(%peer, "refused a TLS handshake from {peer}: not done within {HANDSHAKE_MAX:?}")
+                    }
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// What a refused handshake most likely means, for the log line.
+fn refusal_hint(e: &std::io::Error) -> &'static str {
+    let text = e.to_string();
+    if text.contains("certificate") || text.contains("UnknownCA") || text.contains("BadCertificate") {
+        " (a node or client whose certificate is not of this cluster's CA?)"
+    } else if text.contains("corrupt message") || text.contains("InvalidContentType") {
+        " (a client without TLS?)"
+    } else {
+        ""
     }
 }
 
