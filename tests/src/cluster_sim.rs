@@ -225,7 +225,7 @@ enum Phase {
     /// Executing op `step` of the program (reads under locks, buffered writes).
     Reading,
     /// Preparing at `participants[i]`.
-    Preparing { coordinator: GroupId, participants: Vec<GroupId>, i: usize, max_ts: Timestamp },
+    Preparing { coordinator: GroupId, participants: Vec<GroupId>, i: usize },
     /// The coordinator's (or the single range's) commit; `attempts` sent so far.
     Committing { attempts: u32, two_phase: bool },
     /// A transaction that only read: releasing its locks range by range.
@@ -818,17 +818,15 @@ impl Run {
                 }
                 self.start_commit(c, t)
             }
-            Phase::Preparing { coordinator, participants, i, max_ts } => {
+            Phase::Preparing { coordinator, participants, i } => {
                 if let Some(a) = answer.take() {
                     match a {
-                        Answer::Ok(Response::Prepared { ts }) => {
-                            *max_ts = (*max_ts).max(ts);
-                            *i += 1;
-                        }
+                        // The participant reports its prepare timestamp to the coordinator itself.
+                        Answer::Ok(Response::Prepared { .. }) => *i += 1,
                         _ => return self.finish_failed(c, t, "a participant did not prepare"),
                     }
                 }
-                let (coordinator, participants, i, max_ts) = (*coordinator, participants.clone(), *i, *max_ts);
+                let (coordinator, participants, i) = (*coordinator, participants.clone(), *i);
                 if i < participants.len() {
                     let g = participants[i];
                     let (reads, epoch) = t.reads.get(&g).cloned().unwrap_or_default();
@@ -841,11 +839,12 @@ impl Run {
                         read_epoch: Some(epoch),
                         writes,
                         role: CommitRole::Prepare { coordinator },
+                        range: Some(g),
                     };
                     return Some(self.send(key, request, false));
                 }
                 t.phase = Phase::Committing { attempts: 0, two_phase: true };
-                let role = CommitRole::Coordinate { participants, prepare_ts_max: max_ts };
+                let role = CommitRole::Coordinate { participants, first_sent: None };
                 self.send_commit(t, coordinator, role)
             }
             Phase::Committing { attempts, two_phase } => {
@@ -887,6 +886,7 @@ impl Run {
                     read_epoch: Some(epoch),
                     writes: Vec::new(),
                     role: CommitRole::Single,
+                    range: Some(ranges[i]),
                 };
                 Some(self.send(reads[0].clone(), request, false))
             }
@@ -972,7 +972,7 @@ impl Run {
         let first = t.writes.keys().next().cloned().expect("writes");
         let coordinator = self.range_of(&first)?;
         let participants: Vec<GroupId> = all.into_iter().filter(|g| *g != coordinator).collect();
-        t.phase = Phase::Preparing { coordinator, participants, i: 0, max_ts: Timestamp::ZERO };
+        t.phase = Phase::Preparing { coordinator, participants, i: 0 };
         self.next(c, t, None)
     }
 
@@ -983,8 +983,15 @@ impl Run {
         };
         let writes = self.writes_in(t, g);
         let key = writes.first().map(|w| w.0.clone()).or(reads.first().cloned())?;
-        let request =
-            Request::TxnCommit { txn: t.meta, reads, read_spans: Vec::new(), read_epoch: epoch, writes, role };
+        let request = Request::TxnCommit {
+            txn: t.meta,
+            reads,
+            read_spans: Vec::new(),
+            read_epoch: epoch,
+            writes,
+            role,
+            range: Some(g),
+        };
         t.commit_req = Some((key.clone(), request.clone()));
         Some(self.send(key, request, false))
     }

@@ -142,6 +142,11 @@ pub enum Request {
         writes: Vec<KeyWrite>,
         /// One range alone, a 2PC participant's prepare, or the coordinator's commit.
         role: CommitRole,
+        /// The range the client built this part of the commit for (from its route cache). A
+        /// range that is not it (the keys moved by a merge or split since) aborts the commit
+        /// (retryable) instead of taking the part for its own. `None`: not checked.
+        #[serde(default)]
+        range: Option<GroupId>,
     },
     /// Two-phase commit: the coordinator tells participant `group` the outcome of `txn`
     /// (`Some(s)`: committed at `s`). Answered once the participant logged it.
@@ -152,6 +157,22 @@ pub enum Request {
         txn: TxnId,
         /// Commit timestamp, or `None`: aborted.
         commit_ts: Option<Timestamp>,
+    },
+    /// Two-phase commit: participant `participant` prepared `txn` at `prepare_ts` and tells its
+    /// coordinator `group` (Spanner §4.2.1: "each participant leader … then notifies the
+    /// coordinator of its prepare timestamp"). The coordinator commits only at `s ≥` the
+    /// prepare timestamps it heard this way, never at a value a client reports. Answered with
+    /// the outcome if decided ([`Response::Outcome`]), else "undecided" (`decision: None`): the
+    /// participant says it again until it hears the outcome.
+    TxnPrepared {
+        /// The coordinator range.
+        group: GroupId,
+        /// The transaction.
+        txn: TxnId,
+        /// The participant range.
+        participant: GroupId,
+        /// Its prepare timestamp.
+        prepare_ts: Timestamp,
     },
     /// Two-phase commit: a participant in doubt asks coordinator `group` for `txn`'s outcome.
     /// A coordinator that never decided logs an abort first (presumed abort).
@@ -206,13 +227,17 @@ pub enum CommitRole {
         /// The coordinator range.
         coordinator: GroupId,
     },
-    /// Two-phase commit, coordinator: every participant prepared; decide and commit at
-    /// `s ≥ prepare_ts_max`, then tell the participants.
+    /// Two-phase commit, coordinator: take the write locks, wait until every participant
+    /// reported its prepare timestamp ([`Request::TxnPrepared`]), decide and commit at `s ≥`
+    /// each of them, then tell the participants. The client sends it together with the
+    /// prepares (Spanner §4.2.1), and waits for this answer alone.
     Coordinate {
-        /// The other ranges, all prepared.
+        /// The other ranges, each preparing.
         participants: Vec<GroupId>,
-        /// The largest prepare timestamp among them.
-        prepare_ts_max: Timestamp,
+        /// When the client first sent this commit (its clock): a commit first sent longer
+        /// than [`meridian_proto::limits::COMMIT_RESEND_MAX`] ago may repeat a decision
+        /// already forgotten, and is refused as of unknown outcome. `None`: not checked.
+        first_sent: Option<Timestamp>,
     },
 }
 
@@ -297,6 +322,8 @@ pub enum Response {
         desc: RangeDescriptor,
         /// Every version in it.
         data: Vec<VersionRow>,
+        /// Above every timestamp its leaders promised (see `GroupCmd::Merge`).
+        floor: Timestamp,
     },
     /// A participant prepared at `ts` (two-phase commit).
     Prepared {
@@ -318,6 +345,9 @@ pub enum Response {
         truncated: bool,
         /// The timestamp the read saw the database at.
         read_ts: Timestamp,
+        /// The newest commit timestamp among the versions the rows reflect (tombstones
+        /// included): the node answered only once `TT.after(newest)` (Spanner §4.1.2).
+        newest: Timestamp,
     },
     /// An administrative request completed.
     Done {

@@ -271,6 +271,10 @@ pub struct NodeCore {
     /// Answers held back until `TT.after(ts)` (commit wait, Spanner §4.1.2), with the local
     /// time they were held at (for the commit-wait metric).
     commit_wait: BTreeMap<(Timestamp, Origin), (Response, Timestamp)>,
+    /// Read answers held back until `TT.after(ts)`, `ts` the newest version they return: no
+    /// one may see a commit's data before its commit wait ends (Spanner §4.1.2), though the
+    /// data is applied (and its locks released) as soon as it is chosen.
+    read_wait: BTreeMap<(Timestamp, Origin), Response>,
     /// Requests timed for the latency metric, by origin.
     timers: observe::Timers,
     forwards: BTreeMap<u64, Forward>,
@@ -452,6 +456,7 @@ impl NodeCore {
             outbound: BTreeMap::new(),
             replies: Vec::new(),
             commit_wait: BTreeMap::new(),
+            read_wait: BTreeMap::new(),
             timers: observe::Timers::default(),
             forwards: BTreeMap::new(),
             next_fwd: 1,
@@ -624,6 +629,9 @@ impl NodeCore {
             format!("its write at {ts} to be chosen and applied by range {gid}'s Paxos group; it may still commit")
         } else if let Some((ts, _)) = self.commit_wait.keys().find(|(_, o)| *o == origin) {
             format!("commit wait until TT.after({ts}) (Spanner §4.1.2); it may have committed")
+        } else if let Some((ts, _)) = self.read_wait.keys().find(|(_, o)| *o == origin).copied() {
+            self.read_wait.remove(&(ts, origin));
+            format!("the commit wait of the version at {ts} it read (Spanner §4.1.2)")
         } else if self.commit_answers.contains(&origin) {
             "its coordinator's decision to be applied; it may have committed".to_string()
         } else if let Some(f) = self.forwards.values().find(|f| f.origin == origin) {
@@ -721,12 +729,15 @@ impl NodeCore {
             Request::MoveReplica { group, from, to } => self.start_move(now, origin, group, from, to),
             Request::TransferLeader { group, to } => self.serve_transfer(now, origin, group, to),
             Request::TxnGet { txn, key } => self.serve_txn_get(now, origin, txn, key),
-            Request::TxnCommit { txn, reads, read_spans, read_epoch, writes, role } => {
-                self.serve_txn_commit(now, origin, txn, (reads, read_spans, read_epoch), writes, role)
+            Request::TxnCommit { txn, reads, read_spans, read_epoch, writes, role, range } => {
+                self.serve_txn_commit(now, origin, txn, (reads, read_spans, read_epoch), writes, (role, range))
             }
             Request::TxnScan { txn, start, end, limit } => self.serve_txn_scan(now, origin, txn, (start, end, limit)),
             Request::TxnResolve { group, txn, commit_ts } => self.serve_txn_resolve(now, origin, group, txn, commit_ts),
             Request::TxnInquire { group, txn, wound } => self.serve_txn_inquire(now, origin, group, txn, wound),
+            Request::TxnPrepared { group, txn, participant, prepare_ts } => {
+                self.serve_txn_prepared(now, origin, group, txn, (participant, prepare_ts))
+            }
             Request::Read { start, end, limit, ts } => self.serve_read(now, origin, start, end, limit, ts),
             Request::TxnAbort { txn, key } => self.serve_txn_abort(now, origin, txn, key),
             Request::TxnKeepalive { txn, key } => self.serve_txn_keepalive(now, origin, txn, key),
@@ -741,7 +752,11 @@ impl NodeCore {
     /// The range a leader-only request is for, where it says (by group or by key).
     fn request_group(&self, request: &Request) -> Option<GroupId> {
         let key = match request {
-            Request::TxnResolve { group, .. } | Request::TxnInquire { group, .. } => return Some(*group),
+            Request::TxnResolve { group, .. }
+            | Request::TxnInquire { group, .. }
+            | Request::TxnPrepared { group, .. } => {
+                return Some(*group);
+            }
             Request::Get { key }
             | Request::TxnGet { key, .. }
             | Request::TxnAbort { key, .. }
@@ -798,7 +813,7 @@ impl NodeCore {
                     Some(v) => (v.value, v.ts),
                     None => (None, Timestamp::ZERO),
                 };
-                self.respond(now, origin, Response::Value { value, ts });
+                self.respond_visible(now, origin, Response::Value { value, ts }, ts);
             }
             Err(e) => self.fail(now, origin, ApiError::Unavailable(format!("storage: {e}"))),
         }
@@ -846,11 +861,11 @@ impl NodeCore {
         let end_clipped = txn::clip_end(&desc, end);
         let limit = limit.clamp(1, api::SCAN_ROWS_MAX) as usize;
         let end_opt = (!end_clipped.is_empty()).then_some(end_clipped.as_slice());
-        match self.mvcc.scan(&start, end_opt, Timestamp::MAX, limit + 1) {
-            Ok(mut rows) => {
+        match self.mvcc.scan_newest(&start, end_opt, Timestamp::MAX, limit + 1) {
+            Ok((mut rows, newest)) => {
                 let truncated = rows.len() > limit;
                 rows.truncate(limit);
-                self.respond(now, origin, Response::Rows { rows, desc, truncated });
+                self.respond_visible(now, origin, Response::Rows { rows, desc, truncated }, newest);
             }
             Err(e) => self.fail(now, origin, ApiError::Unavailable(format!("storage: {e}"))),
         }
@@ -897,7 +912,8 @@ impl NodeCore {
         self.txn_req += 1;
         let id = meridian_txn::TxnId((u128::from(self.ident.node.0) << 64) | u128::from(self.txn_req));
         let txn = meridian_txn::TxnMeta { id, start: now.latest };
-        self.serve_txn_commit(now, origin, txn, (Vec::new(), Vec::new(), None), writes, api::CommitRole::Single);
+        let single = (api::CommitRole::Single, None);
+        self.serve_txn_commit(now, origin, txn, (Vec::new(), Vec::new(), None), writes, single);
     }
 
     /// What this node last knew about the range that held `key` (a replica it no longer has
@@ -990,12 +1006,17 @@ impl NodeCore {
             next = next.min(*t);
         }
         let first_wait = self.commit_wait.first_key_value().map(|((ts, _), _)| *ts);
-        if let Some(ts) = first_wait.into_iter().chain(self.resolve_wait.first().map(|w| w.0)).min() {
+        let first_read = self.read_wait.first_key_value().map(|((ts, _), _)| *ts);
+        let waits = first_wait.into_iter().chain(first_read).chain(self.resolve_wait.first().map(|w| w.0));
+        if let Some(ts) = waits.min() {
             // TT.after(ts) holds once earliest > ts: that is local time ts + 1ns + ε.
             next = next.min(ts.next().saturating_add(now.width() / 2));
         }
         if let Some(f) = self.forwards.values().map(|f| f.deadline).min() {
             next = next.min(f);
+        }
+        if let Some(r) = self.parked_reads_due() {
+            next = next.min(r);
         }
         // Something due now is handled by this tick; never ask to be woken at the same instant.
         next.max(local.saturating_add(TICK_MIN))
@@ -1012,6 +1033,7 @@ impl NodeCore {
             }
         }
         self.retry_forwards(now);
+        self.retry_due_reads(now);
         self.release_commit_waits(now);
         if local >= self.last_housekeeping.saturating_add(self.opts.housekeeping) {
             self.last_housekeeping = local;
@@ -1030,7 +1052,10 @@ impl NodeCore {
     fn twopc_pending(&self) -> bool {
         self.groups.values().any(|g| {
             g.replica.role() == Role::Leader
-                && (!g.state.prepared.is_empty() || !g.txns.resolving.is_empty() || !g.txns.after_prepare.is_empty())
+                && (!g.state.prepared.is_empty()
+                    || !g.txns.resolving.is_empty()
+                    || !g.txns.after_prepare.is_empty()
+                    || g.txns.awaiting_votes())
         })
     }
 
@@ -1067,7 +1092,27 @@ impl NodeCore {
             observe::commit_waited(now, held);
             self.respond(now, origin, resp);
         }
+        while let Some(((ts, _), _)) = self.read_wait.first_key_value() {
+            if now.earliest <= *ts && !self.opts.unsafe_skip_commit_wait {
+                break;
+            }
+            let ((_, origin), resp) = self.read_wait.pop_first().expect("checked non-empty");
+            self.respond(now, origin, resp);
+        }
         self.release_resolve_waits(now);
+    }
+
+    /// Answers a read whose newest returned version (tombstones included) is at `newest` once
+    /// `TT.after(newest)`: a reader must not see a commit before its commit wait ends (Spanner
+    /// §4.1.2), or it could finish before true time reaches the commit timestamp, and a later
+    /// read-only transaction at a node whose clock is behind would pick `s_read` below it and
+    /// miss what the first one saw. Data is applied, and locks released, as soon as a write is
+    /// chosen; so only readers of versions younger than ~2ε wait, and never longer than that.
+    fn respond_visible(&mut self, now: TTInterval, origin: Origin, response: Response, newest: Timestamp) {
+        if now.earliest > newest || self.opts.unsafe_skip_commit_wait {
+            return self.respond(now, origin, response);
+        }
+        self.read_wait.insert((newest, origin), response);
     }
 
     fn on_event(&mut self, now: TTInterval, gid: GroupId, ev: Event) {
@@ -1268,11 +1313,21 @@ impl Group {
         self.state.applied >= self.replica.applied() && self.state.leader_ballot == self.replica.promised()
     }
 
+    /// Hands the leadership to `to` once `TT.after(s_max)` (Spanner §4.1.1), `s_max` covering
+    /// everything this leader's clock promised — reads it served, floors inherited from a
+    /// split or merge — not only the timestamps it assigned to writes.
+    fn hand_over(&mut self, now: TTInterval, to: NodeId) -> Result<(), ProposeError> {
+        if self.replica.role() == Role::Leader {
+            self.replica.note_assigned(self.clock.last_assigned);
+        }
+        self.replica.transfer_leadership(now, to)
+    }
+
     fn new(replica: Replica, state: RangeState) -> Self {
         Group {
             replica,
             meta_synced_generation: state.desc.generation,
-            clock: meridian_txn::LeaderClock::new(state.last_write_ts),
+            clock: meridian_txn::LeaderClock::new(state.last_write_ts.max(state.clock_floor)),
             state,
             proposed: BTreeMap::new(),
             writes_recent: 0,
@@ -1314,3 +1369,5 @@ pub(crate) fn local_of(now: TTInterval) -> Timestamp {
 pub mod sim;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_consistency;

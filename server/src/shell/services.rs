@@ -240,7 +240,7 @@ impl pb::kv_server::Kv for Services {
             (Some(c), true) => CommitRole::Prepare { coordinator: GroupId(c) },
             (None, false) => CommitRole::Coordinate {
                 participants: r.participants.into_iter().map(GroupId).collect(),
-                prepare_ts_max: Timestamp::from_nanos(r.prepare_ts_max),
+                first_sent: r.first_sent.map(Timestamp::from_nanos),
             },
             (Some(_), false) => {
                 let e = ApiError::Invalid("a commit is either a prepare or a coordinator's commit, not both".into());
@@ -253,7 +253,9 @@ impl pb::kv_server::Kv for Services {
             CommitRole::Prepare { .. } => "prepare",
             CommitRole::Coordinate { .. } => "coordinate",
         };
-        let request = Request::TxnCommit { txn, reads: r.reads, read_spans, read_epoch: r.read_epoch, writes, role };
+        let range = r.range_id.map(GroupId);
+        let request =
+            Request::TxnCommit { txn, reads: r.reads, read_spans, read_epoch: r.read_epoch, writes, role, range };
         Ok(GrpcResponse::new(match self.traced(deadline, txn.id, op, request).await? {
             Response::Written { ts } | Response::Prepared { ts } => {
                 pb::TxnCommitResponse { ts: ts.nanos(), error: None }
@@ -281,7 +283,7 @@ impl pb::kv_server::Kv for Services {
         let r = req.into_inner();
         let request = Request::Read { start: r.start, end: r.end, limit: r.limit, ts: r.ts.map(Timestamp::from_nanos) };
         Ok(GrpcResponse::new(match self.call(deadline, request).await? {
-            Response::ReadAt { rows, desc, truncated, read_ts } => pb::ReadResponse {
+            Response::ReadAt { rows, desc, truncated, read_ts, .. } => pb::ReadResponse {
                 rows: rows.into_iter().map(|(key, value)| pb::KeyValue { key, value }).collect(),
                 range: Some((&desc).into()),
                 truncated,
