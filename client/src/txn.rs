@@ -69,7 +69,10 @@ async fn keepalive(client: &Client, txn: pb::Txn, touched: Touched) {
                 .with_leader(&key, |mut kv, desc| {
                     let key = key.clone();
                     async move {
-                        let r = kv.txn_keepalive(pb::TxnAbortRequest { txn: Some(txn), key }).await?.into_inner();
+                        let r = kv
+                            .txn_keepalive(pb::TxnAbortRequest { txn: Some(txn), key, range_id: None })
+                            .await?
+                            .into_inner();
                         Ok(match r.error {
                             None => Outcome::Done(()),
                             Some(e) => client.on_error(&desc, e),
@@ -333,7 +336,7 @@ impl TxnState {
                     {
                         tracing::debug!(reason = %e, "two-phase commit: a prepare failed; asking the coordinator to abort");
                         refused = Some(e);
-                        abort_at(client, txn, &coord_key).await;
+                        abort_at(client, txn, &coord_key, Some(coordinator)).await;
                     }
                 }
             }
@@ -360,20 +363,21 @@ impl TxnState {
     async fn abort(&mut self, client: &Client) {
         let txn = self.pb;
         let touched = std::mem::take(&mut *self.touched.lock());
-        let aborts = touched.into_values().map(|key| async move { abort_at(client, txn, &key).await });
+        let aborts = touched.into_iter().map(|(gid, key)| async move { abort_at(client, txn, &key, Some(gid)).await });
         futures::future::join_all(aborts).await;
     }
 }
 
-/// Gives `txn` up in the range holding `key` (best effort). Where it is prepared, the range
-/// asks the coordinator instead; at the coordinator, an undecided commit is aborted through
-/// its log.
-async fn abort_at(client: &Client, txn: pb::Txn, key: &[u8]) {
+/// Gives `txn` up in the range holding `key` and in `range`, where it took its locks (a split
+/// may have moved `key` out of it since) — best effort. Where it is prepared, the range asks
+/// the coordinator instead; at the coordinator, an undecided commit is aborted through its log.
+async fn abort_at(client: &Client, txn: pb::Txn, key: &[u8], range: Option<GroupId>) {
     let _ = client
         .with_leader(key, |mut kv, desc| {
             let key = key.to_vec();
             async move {
-                let r = kv.txn_abort(pb::TxnAbortRequest { txn: Some(txn), key }).await?.into_inner();
+                let request = pb::TxnAbortRequest { txn: Some(txn), key, range_id: range.map(|g| g.0) };
+                let r = kv.txn_abort(request).await?.into_inner();
                 Ok(match r.error {
                     None => Outcome::Done(()),
                     Some(e) => client.on_error(&desc, e),

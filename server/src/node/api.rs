@@ -207,12 +207,18 @@ pub enum Request {
         /// Any key of the range.
         key: Vec<u8>,
     },
-    /// Give up `txn` in the range holding `key`, releasing its locks there.
+    /// Give up `txn` in the range holding `key`, releasing its locks there — and in `range`,
+    /// if named and led here: the range where the transaction took its locks, which a split
+    /// since may have left without `key` (the transaction's locks there would otherwise stay
+    /// until it idles out).
     TxnAbort {
         /// The transaction.
         txn: TxnMeta,
         /// Any key of the range.
         key: Vec<u8>,
+        /// The range the client knew `key` in when the transaction touched it.
+        #[serde(default)]
+        range: Option<GroupId>,
     },
 }
 

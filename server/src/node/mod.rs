@@ -41,6 +41,7 @@ use serde::{Deserialize, Serialize};
 
 pub use api::{ApiError, GroupStatus, InFlightTxn, NodeStatus, Request, Response};
 pub use cmd::{GroupCmd, Origin, PeerMsg, RangeState};
+pub use twopc::DECISION_REMEMBERED;
 
 /// Period of two-phase commit's retries while a range this node leads has a transaction in
 /// two-phase commit (each retry also has its own pace: `twopc::RESOLVE_RETRY`, `WOUND_RETRY`).
@@ -88,6 +89,11 @@ pub struct NodeOptions {
     /// Versions older than this (and hidden by a newer one) are garbage-collected; reads below
     /// `now − gc_ttl` fail with a clear error.
     pub gc_ttl: Duration,
+    /// How long a coordinator remembers a decision after every participant learned it
+    /// ([`DECISION_REMEMBERED`] by default). A commit first sent more than half of this
+    /// ago is refused as of unknown outcome. Shorter only in simulations, so a client paused
+    /// past it fits in a run.
+    pub decision_remembered: Duration,
     /// **Unsafe, for tests only**: answer commits without commit wait, breaking external
     /// consistency (the external-consistency checker must then find violations).
     pub unsafe_skip_commit_wait: bool,
@@ -110,6 +116,7 @@ impl Default for NodeOptions {
             forward_timeout: Duration::from_secs(2),
             dead_after: Duration::from_secs(30),
             gc_ttl: Duration::from_secs(3_600),
+            decision_remembered: DECISION_REMEMBERED,
             unsafe_skip_commit_wait: false,
             unsafe_early_lock_release: false,
         }
@@ -739,7 +746,7 @@ impl NodeCore {
                 self.serve_txn_prepared(now, origin, group, txn, (participant, prepare_ts))
             }
             Request::Read { start, end, limit, ts } => self.serve_read(now, origin, start, end, limit, ts),
-            Request::TxnAbort { txn, key } => self.serve_txn_abort(now, origin, txn, key),
+            Request::TxnAbort { txn, key, range } => self.serve_txn_abort(now, origin, txn, key, range),
             Request::TxnKeepalive { txn, key } => self.serve_txn_keepalive(now, origin, txn, key),
             Request::RangeLookup { .. }
             | Request::ClusterView
@@ -1085,7 +1092,7 @@ impl NodeCore {
     fn release_commit_waits(&mut self, now: TTInterval) {
         // Spanner §4.1.2: no one may see the effects of a commit at s before TT.after(s).
         while let Some(((ts, _), _)) = self.commit_wait.first_key_value() {
-            if now.earliest <= *ts && !self.opts.unsafe_skip_commit_wait {
+            if !now.after(*ts) && !self.opts.unsafe_skip_commit_wait {
                 break;
             }
             let ((_, origin), (resp, held)) = self.commit_wait.pop_first().expect("checked non-empty");
@@ -1093,7 +1100,7 @@ impl NodeCore {
             self.respond(now, origin, resp);
         }
         while let Some(((ts, _), _)) = self.read_wait.first_key_value() {
-            if now.earliest <= *ts && !self.opts.unsafe_skip_commit_wait {
+            if !now.after(*ts) && !self.opts.unsafe_skip_commit_wait {
                 break;
             }
             let ((_, origin), resp) = self.read_wait.pop_first().expect("checked non-empty");
@@ -1109,7 +1116,7 @@ impl NodeCore {
     /// miss what the first one saw. Data is applied, and locks released, as soon as a write is
     /// chosen; so only readers of versions younger than ~2ε wait, and never longer than that.
     fn respond_visible(&mut self, now: TTInterval, origin: Origin, response: Response, newest: Timestamp) {
-        if now.earliest > newest || self.opts.unsafe_skip_commit_wait {
+        if now.after(newest) || self.opts.unsafe_skip_commit_wait {
             return self.respond(now, origin, response);
         }
         self.read_wait.insert((newest, origin), response);
@@ -1326,7 +1333,11 @@ impl Group {
     fn new(replica: Replica, state: RangeState) -> Self {
         Group {
             replica,
-            meta_synced_generation: state.desc.generation,
+            // Unknown: whether the meta range indexed this descriptor was in memory only. A split
+            // applied just before a crash (or power loss) left a range the meta range never
+            // heard of, and every node then assumed it had: clients could not find it. Leaders
+            // index their ranges again after a restart (idempotent at the meta range).
+            meta_synced_generation: 0,
             clock: meridian_txn::LeaderClock::new(state.last_write_ts.max(state.clock_floor)),
             state,
             proposed: BTreeMap::new(),

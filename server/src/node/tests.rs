@@ -793,7 +793,7 @@ fn a_client_abort_releases_a_prepared_participant_at_once() {
     let (_, ez) = read_a_and_z(&mut sim, t);
     let prep = commit_req(t, &["z"], Some(ez), &[("z", "90")], CommitRole::Prepare { coordinator: left });
     let Response::Prepared { .. } = txn_call(&mut sim, "z", prep) else { panic!("T prepares") };
-    let r = txn_call(&mut sim, "z", Request::TxnAbort { txn: t, key: b"z".to_vec() });
+    let r = txn_call(&mut sim, "z", Request::TxnAbort { txn: t, key: b"z".to_vec(), range: None });
     assert!(matches!(r, Response::Done { .. }), "abort at the participant: {r:?}");
 
     let zl = leader_of(&mut sim, b"z");
@@ -817,7 +817,7 @@ fn a_client_abort_that_overtakes_a_prepare_still_releases_it_at_once() {
     let zl = leader_of(&mut sim, b"z");
     let prep = commit_req(t, &["z"], Some(ez), &[("z", "90")], CommitRole::Prepare { coordinator: left });
     let p = sim.submit(zl, prep);
-    let abort = sim.submit(zl, Request::TxnAbort { txn: t, key: b"z".to_vec() });
+    let abort = sim.submit(zl, Request::TxnAbort { txn: t, key: b"z".to_vec(), range: None });
     assert!(matches!(sim.reply(abort, Duration::from_secs(1)), Some(Response::Done { .. })));
     assert!(matches!(sim.reply(p, Duration::from_secs(1)), Some(Response::Prepared { .. })), "T prepared");
     assert_z_free_soon(&mut sim, zl);

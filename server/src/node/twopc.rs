@@ -244,7 +244,7 @@ impl NodeCore {
                 // Spanner §4.2.1: participants hear the commit only after commit wait, like the
                 // client; a participant that applied it sooner would let a later transaction
                 // there read it before TT.after(s) and take a timestamp below s.
-                Some(s) if now.earliest <= s => {
+                Some(s) if !now.after(s) => {
                     self.hold_until_after(now, s, origin, Response::Outcome { decision });
                 }
                 _ => self.respond(now, origin, Response::Outcome { decision }),
@@ -311,7 +311,7 @@ impl NodeCore {
             let decision = Some(d.commit_ts);
             return match d.commit_ts {
                 // As for an inquiry: participants hear a commit only after commit wait.
-                Some(s) if now.earliest <= s => self.hold_until_after(now, s, origin, Response::Outcome { decision }),
+                Some(s) if !now.after(s) => self.hold_until_after(now, s, origin, Response::Outcome { decision }),
                 _ => self.respond(now, origin, Response::Outcome { decision }),
             };
         }
@@ -522,7 +522,7 @@ impl NodeCore {
     /// Coordinator: decisions whose commit wait is over go to their participants.
     pub(super) fn release_resolve_waits(&mut self, now: TTInterval) {
         while let Some((ts, gid, txn)) = self.resolve_wait.first().copied() {
-            if now.earliest <= ts {
+            if !now.after(ts) {
                 break;
             }
             self.resolve_wait.pop_first();
@@ -656,7 +656,7 @@ impl NodeCore {
         let mut resend = Vec::new();
         let mut forget = Vec::new();
         for (id, d) in &g.state.decisions {
-            if d.commit_ts.is_some_and(|s| now.earliest <= s) {
+            if d.commit_ts.is_some_and(|s| !now.after(s)) {
                 continue; // still in commit wait
             }
             let (acked, last) = g.txns.resolving.get(id).map_or((0, Timestamp::ZERO), |r| (r.0.len(), r.1));
@@ -664,7 +664,7 @@ impl NodeCore {
                 if local >= last.saturating_add(RESOLVE_RETRY) {
                     resend.push(*id);
                 }
-            } else if local >= d.at.saturating_add(DECISION_REMEMBERED) {
+            } else if local >= d.at.saturating_add(self.opts.decision_remembered) {
                 forget.push(*id);
             }
         }

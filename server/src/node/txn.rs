@@ -480,28 +480,45 @@ impl NodeCore {
         self.respond(now, origin, Response::Done { detail: format!("transaction {} kept alive", txn.id) });
     }
 
-    pub(super) fn serve_txn_abort(&mut self, now: TTInterval, origin: Origin, txn: TxnMeta, key: Vec<u8>) {
+    pub(super) fn serve_txn_abort(
+        &mut self,
+        now: TTInterval,
+        origin: Origin,
+        txn: TxnMeta,
+        key: Vec<u8>,
+        range: Option<GroupId>,
+    ) {
         let gid = match self.txn_leader(now, &key) {
             Ok(g) => g,
             Err(e) => return self.fail(now, origin, e),
         };
-        let g = self.groups.get_mut(&gid).expect("txn_leader checked");
+        // The range the transaction locked in, if a split since gave `key` to another range:
+        // its leader is usually this node too (a split's halves start with one leader).
+        if let Some(r) = range.filter(|r| *r != gid)
+            && self.groups.get(&r).is_some_and(|g| g.serves(now))
+        {
+            self.abort_in(now, r, txn);
+        }
+        self.abort_in(now, gid, txn);
+        self.respond(now, origin, Response::Done { detail: format!("transaction {} aborted", txn.id) });
+    }
+
+    /// A client's abort of `txn` in `gid`, which this node leads: its locks are released, unless
+    /// it is prepared there (only its coordinator may say it aborted; the client may have sent
+    /// the commit and lost the answer), in which case the coordinator is asked now rather than
+    /// after the in-doubt timeout.
+    fn abort_in(&mut self, now: TTInterval, gid: GroupId, txn: TxnMeta) {
+        self.restore_prepared_locks(gid);
+        let g = self.groups.get_mut(&gid).expect("caller checked the range is led here");
         if !g.state.prepared.contains_key(&txn.id) && g.txns.is_preparing(txn.id) {
             // Its prepare record is on its way: ask the coordinator once it applies.
             g.txns.after_prepare.entry(txn.id).or_insert(None);
         }
         if g.state.prepared.contains_key(&txn.id) || g.txns.is_preparing(txn.id) {
-            // Prepared: only the coordinator may say it aborted (the client may have sent the
-            // commit and lost the answer). Ask it now rather than after the in-doubt timeout.
             self.inquire_now(now, gid, txn.id);
-            return self.respond(
-                now,
-                origin,
-                Response::Done { detail: format!("transaction {} is prepared; its coordinator decides", txn.id) },
-            );
+            return;
         }
         self.abort_txn(now, gid, txn.id, AbortReason::Client, "aborted by its client");
-        self.respond(now, origin, Response::Done { detail: format!("transaction {} aborted", txn.id) });
     }
 
     /// Commits `txn` through one Paxos write, or writes `writes` as an implicit transaction
@@ -597,11 +614,11 @@ impl NodeCore {
                         None => self.fail(now, origin, ApiError::Aborted(format!("transaction {} aborted", txn.id))),
                     };
                 }
-                // Decisions are forgotten DECISION_REMEMBERED after they were made: a commit
+                // Decisions are forgotten `decision_remembered` after they were made: a commit
                 // first sent longer ago than the client may resend one cannot tell a decision
                 // forgotten from none — deciding afresh could commit a blind part twice, or call
                 // a committed transaction aborted (and its client would run it again).
-                let limit = meridian_proto::limits::COMMIT_RESEND_MAX;
+                let limit = meridian_proto::limits::COMMIT_RESEND_MAX.min(self.opts.decision_remembered / 2);
                 if let Some(t) = first_sent.filter(|t| now.earliest.duration_since(*t) > limit) {
                     let e = format!(
                         "transaction {}: this commit was first sent {:?} ago (by the client's clock), more than the {limit:?} \

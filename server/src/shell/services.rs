@@ -268,13 +268,18 @@ impl pb::kv_server::Kv for Services {
     async fn txn_abort(&self, req: GrpcRequest<pb::TxnAbortRequest>) -> R<pb::TxnAbortResponse> {
         let deadline = grpc_timeout(req.metadata());
         Ok(GrpcResponse::new(
-            self.txn_in_range(deadline, req.into_inner(), "abort", |txn, key| Request::TxnAbort { txn, key }).await?,
+            self.txn_in_range(deadline, req.into_inner(), "abort", |txn, key, range| Request::TxnAbort {
+                txn,
+                key,
+                range,
+            })
+            .await?,
         ))
     }
 
     async fn txn_keepalive(&self, req: GrpcRequest<pb::TxnAbortRequest>) -> R<pb::TxnAbortResponse> {
         let deadline = grpc_timeout(req.metadata());
-        let make = |txn, key| Request::TxnKeepalive { txn, key };
+        let make = |txn, key, _| Request::TxnKeepalive { txn, key };
         Ok(GrpcResponse::new(self.txn_in_range(deadline, req.into_inner(), "keepalive", make).await?))
     }
 
@@ -342,13 +347,13 @@ impl Services {
         deadline: Option<Duration>,
         r: pb::TxnAbortRequest,
         op: &'static str,
-        make: fn(meridian_txn::TxnMeta, Vec<u8>) -> Request,
+        make: fn(meridian_txn::TxnMeta, Vec<u8>, Option<GroupId>) -> Request,
     ) -> Result<pb::TxnAbortResponse, Status> {
         let txn = match txn_from_pb(r.txn) {
             Ok(t) => t,
             Err(e) => return Ok(pb::TxnAbortResponse { error: Some(error_to_pb(&e)) }),
         };
-        Ok(match self.traced(deadline, txn.id, op, make(txn, r.key)).await? {
+        Ok(match self.traced(deadline, txn.id, op, make(txn, r.key, r.range_id.map(GroupId))).await? {
             Response::Done { .. } => pb::TxnAbortResponse { error: None },
             Response::Error(e) => pb::TxnAbortResponse { error: Some(error_to_pb(&e)) },
             other => pb::TxnAbortResponse { error: Some(error_to_pb(&unexpected(&other))) },
