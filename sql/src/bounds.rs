@@ -62,7 +62,7 @@ use sqlparser::tokenizer::{Token, TokenWithSpan};
 use crate::error::{Result, SqlError, SqlState};
 
 /// The stack of the threads statements run on: tokio's default worker stack (2 MiB), which the
-/// node's runtime uses (`cli/src/cluster.rs`). The bounds below are sized to fit in a quarter of it.
+/// node's runtime sets (`cli/src/cluster.rs`). The bounds below are sized to fit in a quarter of it.
 pub const SERVER_STACK_BYTES: usize = 2 * 1024 * 1024;
 /// Deepest expression, counting each operator of a chain as one level (see the module essay).
 pub const EXPR_DEPTH_MAX: usize = 1_000;
