@@ -282,6 +282,7 @@ fn as_float(v: &Value) -> Option<f64> {
     match v {
         Value::Int(i) => Some(*i as f64),
         Value::Float(f) => Some(*f),
+        Value::Numeric(n) => Some(n.to_f64()),
         _ => None,
     }
 }
@@ -289,7 +290,11 @@ fn as_float(v: &Value) -> Option<f64> {
 /// Whether `CAST(x AS to)` is allowed for an `x` of type `from`.
 pub fn can_cast(from: DataType, to: DataType) -> bool {
     use DataType::*;
-    from == to || matches!((from, to), (Int, Float) | (Float, Int) | (Int, Bool) | (Bool, Int) | (_, Text) | (Text, _))
+    from == to
+        || matches!(
+            (from, to),
+            (Int, Float) | (Float, Int) | (Int, Bool) | (Bool, Int) | (Numeric, Int | Float) | (_, Text) | (Text, _)
+        )
 }
 
 /// Converts `v` to `ty` (the binder has checked [`can_cast`]).
@@ -308,6 +313,8 @@ pub fn cast(v: Value, ty: DataType) -> Result<Value> {
             Value::Int(rounded as i64)
         }
         (Value::Int(i), DataType::Bool) => Value::Bool(i != 0),
+        (Value::Numeric(n), DataType::Int) => Value::Int(n.round().ok_or_else(out_of_range)?),
+        (Value::Numeric(n), DataType::Float) => Value::Float(n.to_f64()),
         (Value::Bool(b), DataType::Int) => Value::Int(i64::from(b)),
         (Value::Text(s), ty) => parse_text(&s, ty)?,
         (v, DataType::Text) => Value::Text(v.to_string()),

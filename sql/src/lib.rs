@@ -43,7 +43,8 @@
 //!
 //! ## Left out, deliberately
 //! Joins, subqueries, secondary indexes, `ALTER TABLE`, defaults and constraints other than the
-//! primary key, `DISTINCT`, savepoints, time types. Types are the five of §7; integers are 64-bit.
+//! primary key, `DISTINCT`, savepoints, time types. Types are the five of §7 (and `NUMERIC`, only as
+//! the result of `AVG` over integers, as in PostgreSQL: `numeric.rs`); integers are 64-bit.
 //!
 //! Parsing uses the `sqlparser` crate (PostgreSQL dialect); a binder rejects what Meridian does
 //! not support with a message saying so. Built by issue 6.
@@ -58,6 +59,7 @@ mod expr;
 pub mod keys;
 mod kv;
 pub mod memkv;
+pub mod numeric;
 pub mod parse;
 mod plan;
 mod result;

@@ -251,7 +251,7 @@ impl ExprBinder<'_> {
             | V::EscapedStringLiteral(s)
             | V::NationalStringLiteral(s)
             | V::UnicodeStringLiteral(s)
-            | V::DollarQuotedString(ast::DollarQuotedString { value: s, .. }) => match hint {
+            | V::DollarQuotedString(ast::DollarQuotedString { value: s, .. }) => match hint.map(DataType::input) {
                 Some(ty) if ty != DataType::Text => parse_text(s, ty)?,
                 _ => Value::Text(s.clone()),
             },
@@ -439,7 +439,12 @@ impl ExprBinder<'_> {
                 if let Some((t, a)) = &arg {
                     check_numeric(&name.to_uppercase(), a, t)?;
                 }
-                if func == AggFunc::Avg { Some(DataType::Float) } else { Some(arg_ty.unwrap_or(DataType::Int)) }
+                match (func, arg_ty) {
+                    // PostgreSQL: AVG of floats is a float, of integers a numeric (`numeric.rs`).
+                    (AggFunc::Avg, Some(DataType::Float)) => Some(DataType::Float),
+                    (AggFunc::Avg, _) => Some(DataType::Numeric),
+                    _ => Some(arg_ty.unwrap_or(DataType::Int)),
+                }
             }
             AggFunc::Min | AggFunc::Max => arg_ty,
         };
@@ -541,8 +546,10 @@ fn combine(kind: Binary, left: &Ast, l: Typed, right: &Ast, r: Typed) -> Result<
     match kind {
         Binary::Cmp(op) => Ok(typed(Expr::Cmp(op, a, b), DataType::Bool)),
         Binary::Arith(op) => {
+            // Arithmetic on a NUMERIC (an AVG) is done in FLOAT (`numeric.rs`).
+            let inexact = |t: Option<DataType>| matches!(t, Some(DataType::Float | DataType::Numeric));
             let ty = match (l.ty, r.ty) {
-                (Some(DataType::Float), _) | (_, Some(DataType::Float)) => Some(DataType::Float),
+                _ if inexact(l.ty) || inexact(r.ty) => Some(DataType::Float),
                 (None, None) => None,
                 _ => Some(DataType::Int),
             };

@@ -108,6 +108,7 @@ impl Params {
     /// placeholder when describing. Returns the expression and its type.
     fn bind(&mut self, n: usize, hint: Option<DataType>) -> Result<(crate::expr::Expr, Option<DataType>)> {
         use crate::expr::Expr;
+        let hint = hint.map(DataType::input);
         self.used = self.used.max(n);
         if self.types.len() < n {
             self.types.resize(n, None);
