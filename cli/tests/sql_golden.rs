@@ -599,58 +599,42 @@ fn psql_shows_an_aborted_transaction_and_pgbench_keeps_the_total() {
     });
     let sum_line = format!("{total}|{BANK_ACCOUNTS}\n");
 
-    if has_psql {
-        // psql goes on after an error (no ON_ERROR_STOP): the statement after it is refused with
-        // 25P02, COMMIT answers ROLLBACK, and nothing of the transaction remains.
-        let script = "BEGIN;\n\
-                      UPDATE bench_accounts SET balance = balance - 5 WHERE id = 1;\n\
-                      INSERT INTO bench_accounts VALUES (2, 0);\n\
-                      SELECT SUM(balance) FROM bench_accounts;\n\
-                      COMMIT;\n\
-                      SELECT SUM(balance), COUNT(*) FROM bench_accounts;\n";
-        let out = psql(a, &["-A", "-t", "-v", "VERBOSITY=verbose", "-f", "-"], script);
-        assert_eq!(out.code, Some(0), "psql: {}", out.stderr);
-        assert_eq!(out.stdout, format!("BEGIN\nUPDATE 1\nROLLBACK\n{sum_line}"), "stderr: {}", out.stderr);
-        assert_eq!(
-            out.stderr,
-            "psql:<stdin>:3: ERROR:  23505: duplicate key value violates unique constraint \"bench_accounts_pkey\": \
-             Key (id)=(2) already exists\n\
-             psql:<stdin>:4: ERROR:  25P02: current transaction is aborted, commands ignored until end of \
-             transaction block\n"
-        );
-    }
+    // psql goes on after an error (no ON_ERROR_STOP): the statement after it is refused with
+    // 25P02, COMMIT answers ROLLBACK, and nothing of the transaction remains.
+    let script = "BEGIN;\n\
+                  UPDATE bench_accounts SET balance = balance - 5 WHERE id = 1;\n\
+                  INSERT INTO bench_accounts VALUES (2, 0);\n\
+                  SELECT SUM(balance) FROM bench_accounts;\n\
+                  COMMIT;\n\
+                  SELECT SUM(balance), COUNT(*) FROM bench_accounts;\n";
+    let out = psql(a, &["-A", "-t", "-v", "VERBOSITY=verbose", "-f", "-"], script);
+    assert_eq!(out.code, Some(0), "psql: {}", out.stderr);
+    assert_eq!(out.stdout, format!("BEGIN\nUPDATE 1\nROLLBACK\n{sum_line}"), "stderr: {}", out.stderr);
+    assert_eq!(
+        out.stderr,
+        "psql:<stdin>:3: ERROR:  23505: duplicate key value violates unique constraint \"bench_accounts_pkey\": \
+         Key (id)=(2) already exists\n\
+         psql:<stdin>:4: ERROR:  25P02: current transaction is aborted, commands ignored until end of \
+         transaction block\n"
+    );
 
-    if has_pgbench {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let script = dir.path().join("transfer.sql");
-        std::fs::write(&script, bank_script()).expect("write the pgbench script");
-        let (host, port) = a.rsplit_once(':').expect("host:port");
-        let mut cmd = Command::new("pgbench");
-        cmd.args(["-n", "-f"])
-            .arg(&script)
-            .args(["-c", "4", "-t", "25", "--max-tries", "50", "-h", host, "-p", port, "-U", "root", "meridian"])
-            .env("PGCONNECT_TIMEOUT", "10");
-        let out = run_bounded(cmd, "", TOOL_TIMEOUT);
-        eprintln!("{}", out.stdout);
-        assert_eq!(out.code, Some(0), "pgbench failed:\n{}\n{}", out.stdout, out.stderr);
-        assert!(out.stdout.contains("number of transactions actually processed: 100/100"), "{}", out.stdout);
-        assert!(out.stdout.contains("number of failed transactions: 0 "), "{}", out.stdout);
-    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = dir.path().join("transfer.sql");
+    std::fs::write(&script, bank_script()).expect("write the pgbench script");
+    let (host, port) = a.rsplit_once(':').expect("host:port");
+    let mut cmd = Command::new("pgbench");
+    cmd.args(["-n", "-f"])
+        .arg(&script)
+        .args(["-c", "4", "-t", "25", "--max-tries", "50", "-h", host, "-p", port, "-U", "root", "meridian"])
+        .env("PGCONNECT_TIMEOUT", "10");
+    let out = run_bounded(cmd, "", TOOL_TIMEOUT);
+    eprintln!("{}", out.stdout);
+    assert_eq!(out.code, Some(0), "pgbench failed:\n{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("number of transactions actually processed: 100/100"), "{}", out.stdout);
+    assert!(out.stdout.contains("number of failed transactions: 0 "), "{}", out.stdout);
 
     // The total is unchanged, seen through another node.
-    if has_psql {
-        let out = psql(b, &["-A", "-t", "-c", "SELECT SUM(balance), COUNT(*) FROM bench_accounts"], "");
-        assert_eq!(out.code, Some(0), "psql: {}", out.stderr);
-        assert_eq!(out.stdout, sum_line, "transfers keep the total");
-    } else {
-        rt.block_on(async {
-            let c = pg_connect(b).await;
-            let row = c.query_one("SELECT SUM(balance), COUNT(*) FROM bench_accounts", &[]).await.expect("sum");
-            assert_eq!(
-                (row.get::<_, i64>(0), row.get::<_, i64>(1)),
-                (total, BANK_ACCOUNTS),
-                "transfers keep the total"
-            );
-        });
-    }
+    let out = psql(b, &["-A", "-t", "-c", "SELECT SUM(balance), COUNT(*) FROM bench_accounts"], "");
+    assert_eq!(out.code, Some(0), "psql: {}", out.stderr);
+    assert_eq!(out.stdout, sum_line, "transfers keep the total");
 }
