@@ -57,7 +57,7 @@ const MARKER_INPUT: &str = "\\timing off";
 const MARKER_OUTPUT: &str = "Timing is off.";
 /// Statements the fuzz run over the PostgreSQL protocol sends: all of them must run (each within
 /// [`QUERY_TIMEOUT`], so a stuck cluster fails the test rather than hangs it).
-const PG_FUZZ_STEPS: usize = 150;
+const PG_FUZZ_STEPS: usize = 250;
 /// Longest an external tool (psql, pgbench) may run.
 const TOOL_TIMEOUT: Duration = Duration::from_secs(120);
 /// Longest one statement of the fuzz run (or one read of the observer) may take.
