@@ -146,11 +146,22 @@ pub(crate) async fn shutdown_signal() {
     }
 }
 
+/// The runtime a node (and its PostgreSQL gateway) runs on. Its workers' stack is the one SQL's
+/// bounds are sized for (`meridian_sql::bounds`): a statement's parse, bind and evaluation run on
+/// it, and overflowing it aborts the process.
+fn node_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_stack_size(meridian_sql::bounds::SERVER_STACK_BYTES)
+        .enable_all()
+        .build()
+}
+
 /// `meridian start`: runs one node until SIGINT/SIGTERM, then hands its leaderships away.
 pub fn start(args: StartArgs) -> anyhow::Result<()> {
     let cfg = args.config()?;
     crate::config::preflight(&args)?;
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = node_runtime()?;
     rt.block_on(async move {
         let node = Node::start(cfg).await.context("starting the node")?;
         let pg = match args.pg_listen {
@@ -439,7 +450,7 @@ fn split_points(n: usize) -> Vec<Vec<u8>> {
 pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
     anyhow::ensure!((1..=9).contains(&args.nodes), "--nodes must be between 1 and 9");
     anyhow::ensure!((1..=26).contains(&args.ranges), "--ranges must be between 1 and 26");
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = node_runtime()?;
     rt.block_on(async move {
         let tmp;
         let root = match &args.data_dir {
