@@ -558,6 +558,7 @@ impl Run {
             }
             Response::Error(
                 ApiError::NotLeader { .. }
+                | ApiError::NoLeader { .. }
                 | ApiError::KeyOutOfRange { .. }
                 | ApiError::RangeNotFound(_)
                 | ApiError::Unavailable(_)
