@@ -634,6 +634,7 @@ impl Run {
             }
             Response::Error(
                 ApiError::NotLeader { .. }
+                | ApiError::NoLeader { .. }
                 | ApiError::KeyOutOfRange { .. }
                 | ApiError::RangeNotFound(_)
                 | ApiError::Unavailable(_)

@@ -59,11 +59,13 @@ pub struct NodeArgs {
     pub replication: usize,
     /// Turn the placement loop off (`--no-rebalance`).
     pub no_rebalance: bool,
+    /// Serve `/health`, `/status` and `/metrics` (`--http-listen`, on a fixed port per node).
+    pub http: bool,
 }
 
 impl Default for NodeArgs {
     fn default() -> Self {
-        NodeArgs { lease_ms: 1_000, epsilon_ms: 2, replication: 3, no_rebalance: false }
+        NodeArgs { lease_ms: 1_000, epsilon_ms: 2, replication: 3, no_rebalance: false, http: false }
     }
 }
 
@@ -73,6 +75,8 @@ pub struct ProcessNode {
     pub addr: String,
     /// Its PostgreSQL-protocol address (fixed across restarts).
     pub pg_addr: String,
+    /// Its HTTP address (fixed across restarts), with [`NodeArgs::http`].
+    pub http_addr: Option<String>,
     /// Its data directory.
     pub data_dir: PathBuf,
     child: Option<Child>,
@@ -83,6 +87,11 @@ impl ProcessNode {
     /// Whether the process is running.
     pub fn is_running(&self) -> bool {
         self.child.is_some()
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// The log file of this node.
@@ -111,7 +120,7 @@ fn spawn(
     binary: &Path,
     args: &NodeArgs,
     data_dir: &Path,
-    (addr, pg_addr): (&str, &str),
+    (addr, pg_addr, http_addr): (&str, &str, Option<&str>),
     join: &[String],
 ) -> Result<Child, String> {
     std::fs::create_dir_all(data_dir).map_err(|e| e.to_string())?;
@@ -135,6 +144,7 @@ fn spawn(
         .arg("--replication")
         .arg(args.replication.to_string())
         .args(args.no_rebalance.then_some("--no-rebalance"))
+        .args(http_addr.into_iter().flat_map(|a| ["--http-listen", a]))
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -171,10 +181,11 @@ impl ProcessCluster {
         let i = self.nodes.len();
         let addr = format!("127.0.0.1:{}", free_port());
         let pg_addr = format!("127.0.0.1:{}", free_port());
+        let http_addr = self.args.http.then(|| format!("127.0.0.1:{}", free_port()));
         let data_dir = self.root_path.join(format!("node{}", i + 1));
         let join: Vec<String> = self.nodes.first().map(|n| vec![n.addr.clone()]).unwrap_or_default();
-        let child = spawn(&self.binary, &self.args, &data_dir, (&addr, &pg_addr), &join)?;
-        self.nodes.push(ProcessNode { addr, pg_addr, data_dir, child: Some(child), join });
+        let child = spawn(&self.binary, &self.args, &data_dir, (&addr, &pg_addr, http_addr.as_deref()), &join)?;
+        self.nodes.push(ProcessNode { addr, pg_addr, http_addr, data_dir, child: Some(child), join });
         Ok(i)
     }
 
@@ -212,7 +223,8 @@ impl ProcessCluster {
     pub fn restart(&mut self, i: usize) -> Result<(), String> {
         assert!(self.nodes[i].child.is_none(), "harness: restart only a stopped node");
         let n = &self.nodes[i];
-        let child = spawn(&self.binary, &self.args, &n.data_dir, (&n.addr, &n.pg_addr), &n.join)?;
+        let child =
+            spawn(&self.binary, &self.args, &n.data_dir, (&n.addr, &n.pg_addr, n.http_addr.as_deref()), &n.join)?;
         self.nodes[i].child = Some(child);
         Ok(())
     }

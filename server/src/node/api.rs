@@ -424,6 +424,23 @@ pub enum ApiError {
         /// The range as this node knows it now.
         desc: Option<Box<RangeDescriptor>>,
     },
+    /// No replica this node can reach leads the range under a lease: an election is under way,
+    /// the last known leader is unreachable, or the range lost its quorum (fewer than a
+    /// majority of `replicas` answer). Retry; when `reachable` is below a majority, only
+    /// bringing replicas back helps. Last, like the ones above.
+    #[error("unavailable, retry: range {group}: {why}; {reachable} of {replicas} replicas reachable from node {node}")]
+    NoLeader {
+        /// The range.
+        group: GroupId,
+        /// What this node's replica knows (`no leader with a lease: this replica is Probing …`).
+        why: String,
+        /// The range's voters.
+        replicas: u32,
+        /// How many of them this node reaches (itself included).
+        reachable: u32,
+        /// The node that answers.
+        node: NodeId,
+    },
 }
 
 impl ApiError {
@@ -451,6 +468,75 @@ pub struct NodeStatus {
     pub now_earliest: Timestamp,
     /// See `now_earliest`.
     pub now_latest: Timestamp,
+    /// Whether it can serve every range it hosts, and its warnings (`/health?ready=1`).
+    pub readiness: Readiness,
+    /// Every other node it knows, up or down as seen from here.
+    pub liveness: Vec<NodeLiveness>,
+}
+
+/// Whether a node can serve (`/health?ready=1`): for every range it hosts it knows a leader
+/// holding a lease that it can reach, with a majority of the range's replicas reachable. See
+/// `node::health`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Readiness {
+    /// Whether it can.
+    pub ready: bool,
+    /// One line: what it serves, or why it cannot (no times in it: it is logged on change).
+    pub summary: String,
+    /// One line per range it cannot serve, saying why (at most [`READINESS_LINES_MAX`]).
+    pub problems: Vec<String>,
+    /// What an operator should know while it serves (under-replicated ranges, replicas on
+    /// unreachable nodes); stable text, logged on change.
+    pub warnings: Vec<String>,
+}
+
+/// Most per-range lines a readiness answer lists (the summary counts them all).
+pub const READINESS_LINES_MAX: usize = 20;
+
+impl Readiness {
+    /// The `/health?ready=1` body: `ready` or `not ready: …` on the first line, then one line
+    /// per range it cannot serve and one `warning: …` line per warning.
+    pub fn body(&self) -> String {
+        let mut out = if self.ready { "ready\n".to_string() } else { format!("not ready: {}\n", self.summary) };
+        for p in &self.problems {
+            out.push_str(p);
+            out.push('\n');
+        }
+        for w in &self.warnings {
+            out.push_str("warning: ");
+            out.push_str(w);
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// Another node as this one sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeLiveness {
+    /// The node.
+    pub node: NodeId,
+    /// Whether it answers: this node's last exchange with it succeeded and it was heard from
+    /// within `node::health::NODE_SILENCE_MAX`.
+    pub up: bool,
+    /// When this node last received anything from it (local time), if ever.
+    pub last_heard: Option<Timestamp>,
+    /// Why it counts as down, or empty.
+    pub why: String,
+}
+
+/// Whether a node can serve one of its ranges now.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RangeHealth {
+    /// A leader holds a lease (this node's own), or is a live node this replica heard from
+    /// recently; and a majority of the replicas is reachable.
+    pub servable: bool,
+    /// How (`led here, lease 8.1 s left`, `led by n2`), or why not.
+    pub detail: String,
+    /// The range's voters.
+    pub replicas: usize,
+    /// How many of them this node reaches (itself included).
+    pub reachable: usize,
 }
 
 /// One replica's state.
@@ -483,6 +569,8 @@ pub struct GroupStatus {
     /// Leader only: lock requests waiting (wound-wait: a younger transaction waits for an
     /// older one). A request whose caller gave up is no longer counted.
     pub lock_waits: usize,
+    /// Whether this node can serve the range now, and why (not).
+    pub health: RangeHealth,
 }
 
 /// A transaction prepared at a replica (two-phase commit), waiting for its outcome.

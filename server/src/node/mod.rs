@@ -21,6 +21,7 @@
 pub mod api;
 mod apply;
 pub mod cmd;
+pub mod health;
 mod manage;
 pub mod observe;
 mod read;
@@ -39,7 +40,9 @@ use meridian_storage::{Cf, Engine, LogStore, MetaTag, Mvcc, WriteBatch};
 use meridian_truetime::{TTInterval, Timestamp};
 use serde::{Deserialize, Serialize};
 
-pub use api::{ApiError, GroupStatus, InFlightTxn, NodeStatus, Request, Response};
+pub use api::{
+    ApiError, GroupStatus, InFlightTxn, NodeLiveness, NodeStatus, RangeHealth, Readiness, Request, Response,
+};
 pub use cmd::{GroupCmd, Origin, PeerMsg, RangeState};
 pub use twopc::DECISION_REMEMBERED;
 
@@ -282,8 +285,6 @@ pub struct NodeCore {
     /// one may see a commit's data before its commit wait ends (Spanner §4.1.2), though the
     /// data is applied (and its locks released) as soon as it is chosen.
     read_wait: BTreeMap<(Timestamp, Origin), Response>,
-    /// Requests timed for the latency metric, by origin.
-    timers: observe::Timers,
     forwards: BTreeMap<u64, Forward>,
     next_fwd: u64,
     /// Continuations of this node's own housekeeping requests.
@@ -305,6 +306,8 @@ pub struct NodeCore {
     book_dirty: bool,
     /// Nodes the shell could not reach, and since when (local time).
     unreachable: BTreeMap<NodeId, Timestamp>,
+    /// When each other node last sent something (local time; see `health`).
+    heard: BTreeMap<NodeId, Timestamp>,
     /// Last id given to a lock request or commit of a read-write transaction.
     txn_req: u64,
     /// Transactions whose write was applied here: their locks go after the apply.
@@ -464,7 +467,6 @@ impl NodeCore {
             replies: Vec::new(),
             commit_wait: BTreeMap::new(),
             read_wait: BTreeMap::new(),
-            timers: observe::Timers::default(),
             forwards: BTreeMap::new(),
             next_fwd: 1,
             internal: BTreeMap::new(),
@@ -479,6 +481,7 @@ impl NodeCore {
             draining: false,
             book_dirty: false,
             unreachable: BTreeMap::new(),
+            heard: BTreeMap::new(),
             txn_req: 0,
             applied_txns: Vec::new(),
             commit_answers: BTreeSet::new(),
@@ -548,24 +551,6 @@ impl NodeCore {
         self.groups.values().all(|g| g.replica.leader_hint().is_some())
     }
 
-    /// Whether this node is ready to serve (`/health?ready=1`): it knows where the meta range
-    /// lives and a leader for every range it hosts. Otherwise, why not.
-    pub fn readiness(&self) -> Result<(), String> {
-        if self.meta_desc.is_none() {
-            return Err("the meta range's location is unknown".into());
-        }
-        let leaderless: Vec<GroupId> =
-            self.groups.iter().filter(|(_, g)| g.replica.leader_hint().is_none()).map(|(id, _)| *id).collect();
-        match leaderless.first() {
-            None => Ok(()),
-            Some(first) => Err(format!(
-                "{} of {} hosted ranges have no known leader (first: range {first})",
-                leaderless.len(),
-                self.groups.len()
-            )),
-        }
-    }
-
     /// Whether this node still leads any group (used by graceful shutdown).
     pub fn leads_any(&self) -> bool {
         self.groups.values().any(|g| g.replica.role() == Role::Leader)
@@ -592,6 +577,7 @@ impl NodeCore {
         match input {
             Input::Client { id, request } => self.handle_request(now, Origin::Client(id), request),
             Input::Peer { from, msgs } => {
+                self.heard_from(now, from);
                 for m in msgs {
                     self.handle_peer(now, from, m);
                 }
@@ -675,7 +661,6 @@ impl NodeCore {
 
     /// Delivers a response to whoever waits for it.
     fn respond(&mut self, now: TTInterval, origin: Origin, response: Response) {
-        self.timers.finish(now, &origin, !matches!(response, Response::Error(_)));
         match origin {
             Origin::Client(id) => self.replies.push((id, response)),
             Origin::Peer { node, fwd } => self.send(node, PeerMsg::ForwardReply { fwd, response }),
@@ -692,7 +677,12 @@ impl NodeCore {
         self.groups.iter().find(|(_, g)| g.state.desc.contains(key) && g.state.frozen_into.is_none()).map(|(id, _)| *id)
     }
 
+    /// Why this replica does not serve `gid`: the leader to try, or, when it knows no live one,
+    /// why not and how many replicas it reaches ([`ApiError::NoLeader`], see `health`).
     fn not_leader(&self, gid: GroupId) -> ApiError {
+        if let Some(e) = self.no_leader(gid) {
+            return e;
+        }
         let g = &self.groups[&gid];
         ApiError::NotLeader { group: gid, leader: g.replica.leader_hint(), desc: Some(Box::new(g.state.desc.clone())) }
     }
@@ -710,17 +700,6 @@ impl NodeCore {
             // (`release`) rather than refuse it and have the client back off and ask again.
             g.parked_requests.push((origin, request, local_of(now).saturating_add(REQUEST_PARK_MAX)));
             return;
-        }
-        let kind = match &request {
-            Request::Write { .. } | Request::TxnCommit { role: api::CommitRole::Single, .. } => {
-                Some(observe::TxnKind::OnePc)
-            }
-            Request::TxnCommit { role: api::CommitRole::Coordinate { .. }, .. } => Some(observe::TxnKind::TwoPc),
-            Request::Read { .. } => Some(observe::TxnKind::ReadOnly),
-            _ => None,
-        };
-        if let Some(kind) = kind {
-            self.timers.start(now, origin, kind);
         }
         match request {
             Request::Get { key } => self.serve_get(now, origin, key),
@@ -837,14 +816,9 @@ impl NodeCore {
         )))
     }
 
-    /// Why a replica cannot serve a lease read: not the leader, or the leader without a lease.
+    /// Why a replica cannot serve a lease read: not the leader, or a leader that cannot serve yet.
     fn read_refusal(&self, gid: GroupId) -> ApiError {
-        let g = &self.groups[&gid];
-        if g.replica.role() == Role::Leader {
-            ApiError::Unavailable(format!("range {gid}: the leader is waiting for its lease"))
-        } else {
-            self.not_leader(gid)
-        }
+        self.not_leader(gid)
     }
 
     fn serve_scan(&mut self, now: TTInterval, origin: Origin, start: Vec<u8>, end: Vec<u8>, limit: u32) {
@@ -1045,7 +1019,6 @@ impl NodeCore {
         if local >= self.last_housekeeping.saturating_add(self.opts.housekeeping) {
             self.last_housekeeping = local;
             self.last_twopc_tick = local;
-            self.timers.expire(now);
             self.housekeeping(now);
         } else if self.twopc_pending() && local >= self.last_twopc_tick.saturating_add(TWOPC_TICK) {
             self.last_twopc_tick = local;
@@ -1191,11 +1164,14 @@ impl NodeCore {
                         lock_txns,
                         locks_held,
                         lock_waits,
+                        health: self.range_health(now, g.state.desc.id),
                     }
                 })
                 .collect(),
             now_earliest: now.earliest,
             now_latest: now.latest,
+            readiness: self.readiness(now),
+            liveness: self.liveness(now),
         }
     }
 

@@ -34,6 +34,7 @@ pub(super) fn route(sim: &mut ClusterSim, key: &[u8], request: Request) -> Respo
             Some(Response::Error(
                 ApiError::KeyOutOfRange { .. }
                 | ApiError::NotLeader { .. }
+                | ApiError::NoLeader { .. }
                 | ApiError::Unavailable(_)
                 | ApiError::Timeout(_),
             ))
@@ -154,6 +155,82 @@ fn joins_up_replicate_and_survive_a_leader_crash() {
     sim.restart(leader);
     sim.run_for(Duration::from_secs(3));
     assert_eq!(get(&mut sim, "after").as_deref(), Some("crash"));
+}
+
+/// Issue 17: readiness follows what a node can serve. With two of three nodes crashed the
+/// survivor is not ready, names every range and why, and a request for a range there names the
+/// range and how many replicas answer; with both back it is ready again.
+#[test]
+fn readiness_is_lost_with_the_quorum_and_regained_with_it() {
+    let mut sim = ClusterSim::new(12, opts());
+    sim.run_for(Duration::from_secs(1));
+    for _ in 0..2 {
+        sim.join(NodeId(1)).expect("join");
+    }
+    wait_replicated(&mut sim, 3);
+    put(&mut sim, "k", "v");
+    let ready = |sim: &ClusterSim, n: NodeId| sim.core(n).readiness(sim.tt(n));
+    for _ in 0..50 {
+        if (1..=3).all(|n| ready(&sim, NodeId(n)).ready) {
+            break;
+        }
+        sim.run_for(Duration::from_millis(200));
+    }
+    for n in 1..=3 {
+        let r = ready(&sim, NodeId(n));
+        assert!(r.ready && r.problems.is_empty() && r.warnings.is_empty(), "n{n} with every node up: {r:?}");
+    }
+    sim.crash(NodeId(2));
+    sim.crash(NodeId(3));
+    // Leases last 1 s; the survivor learns within a few heartbeats that its peers are gone.
+    sim.run_for(Duration::from_secs(3));
+    let r = ready(&sim, NodeId(1));
+    let hosted = sim.core(NodeId(1)).group_count();
+    assert!(!r.ready, "two of three nodes down, yet ready: {r:?}");
+    assert!(r.summary.contains(&format!("{hosted} of {hosted} hosted ranges cannot be served")), "{r:?}");
+    assert!(r.summary.contains("lost their quorum"), "{r:?}");
+    assert_eq!(r.problems.len(), hosted, "one line per range: {r:?}");
+    for p in &r.problems {
+        assert!(p.starts_with("range ") && p.ends_with("1 of 3 replicas reachable from node n1"), "{p}");
+    }
+    let status = sim.core(NodeId(1)).status(sim.tt(NodeId(1)));
+    assert!(status.groups.iter().all(|g| !g.health.servable), "{status:#?}");
+    assert!(status.liveness.iter().all(|l| !l.up && l.why.starts_with("unreachable")), "{:?}", status.liveness);
+    // A client's request names the range and the replicas that answer, not a dead leader.
+    let r = sim.call(NodeId(1), Request::Get { key: b"k".to_vec() }, Duration::from_secs(1));
+    match r {
+        Some(Response::Error(e @ ApiError::NoLeader { replicas: 3, reachable: 1, .. })) => {
+            let text = e.to_string();
+            assert!(text.contains("no leader with a lease") || text.contains("cannot serve yet"), "{text}");
+            assert!(text.ends_with("1 of 3 replicas reachable from node n1"), "{text}");
+        }
+        other => panic!("a request without a quorum: {other:?}"),
+    }
+    sim.restart(NodeId(2));
+    sim.restart(NodeId(3));
+    for _ in 0..100 {
+        if ready(&sim, NodeId(1)).ready {
+            break;
+        }
+        sim.run_for(Duration::from_millis(200));
+    }
+    let r = ready(&sim, NodeId(1));
+    assert!(r.ready, "both nodes back, still not ready: {r:?}");
+}
+
+/// A cluster running fewer nodes than `--replication` serves, and says it is under-replicated.
+#[test]
+fn under_replication_is_a_warning() {
+    let mut sim = ClusterSim::new(13, opts());
+    sim.run_for(Duration::from_secs(2));
+    let r = sim.core(NodeId(1)).readiness(sim.tt(NodeId(1)));
+    assert!(r.ready, "{r:?}");
+    assert_eq!(r.warnings.len(), 1, "{r:?}");
+    assert!(
+        r.warnings[0].starts_with("under-replicated: 2 of 2 ranges here have fewer than 3 replicas (--replication 3) and the cluster has 1 node(s): start 2 more"),
+        "{r:?}"
+    );
+    assert!(r.body().starts_with("ready\nwarning: under-replicated: "), "{}", r.body());
 }
 
 fn write_keys(sim: &mut ClusterSim, range: std::ops::Range<u32>, written: &mut Vec<(String, String)>) {
