@@ -584,12 +584,26 @@ impl Client {
         Err(ClientError::Aborted(format!("gave up after {TXN_ATTEMPTS_MAX} attempts; last: {last}")))
     }
 
-    /// The range of `key` from the route cache, or from the meta range.
+    /// The range of `key` from the route cache, or from the meta range — asked again (with
+    /// backoff, within the client's deadline) while it cannot answer: right after a split the
+    /// meta range may index one half before the other, and a node may be restarting.
     async fn range_for(&self, key: &[u8]) -> Result<RangeDescriptor, ClientError> {
         if let Some(d) = self.routes().cache.lookup(key).cloned() {
             return Ok(d);
         }
-        self.range_of(key).await
+        let start = tokio::time::Instant::now();
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            match self.range_of(key).await {
+                Err(ClientError::Transport(_) | ClientError::Unavailable(_))
+                    if start.elapsed() + backoff < self.deadline =>
+                {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+                r => return r,
+            }
+        }
     }
 }
 

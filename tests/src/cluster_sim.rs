@@ -69,6 +69,11 @@ pub enum Unsafe {
     /// Nodes send messages (Paxos votes, answers) before the writes behind them are durable, so
     /// a crash loses acknowledged state.
     AckBeforePersist,
+    /// Reads are answered before true time passed the versions they show (Spanner §4.1.2).
+    ReadBeforeCommitWait,
+    /// A leader's reads at or below `TT.now().latest` do not hold later writes above them
+    /// (Spanner §4.1.3), so a clock step or a hand-off lets a write land below a served read.
+    ReadsPromiseNothing,
 }
 
 impl std::str::FromStr for Unsafe {
@@ -79,8 +84,11 @@ impl std::str::FromStr for Unsafe {
             "skip-commit-wait" => Ok(Unsafe::SkipCommitWait),
             "early-lock-release" => Ok(Unsafe::EarlyLockRelease),
             "ack-before-persist" => Ok(Unsafe::AckBeforePersist),
+            "read-before-commit-wait" => Ok(Unsafe::ReadBeforeCommitWait),
+            "reads-promise-nothing" => Ok(Unsafe::ReadsPromiseNothing),
             _ => Err(format!(
-                "unknown unsafe switch {s:?}: none, skip-commit-wait, early-lock-release, ack-before-persist"
+                "unknown unsafe switch {s:?}: none, skip-commit-wait, early-lock-release, ack-before-persist, \
+                 read-before-commit-wait, reads-promise-nothing"
             )),
         }
     }
@@ -194,6 +202,8 @@ fn node_options(u: Unsafe, housekeeping: Duration) -> NodeOptions {
         decision_remembered: DECISION_REMEMBERED_SIM,
         unsafe_skip_commit_wait: u == Unsafe::SkipCommitWait,
         unsafe_early_lock_release: u == Unsafe::EarlyLockRelease,
+        unsafe_read_before_commit_wait: u == Unsafe::ReadBeforeCommitWait,
+        unsafe_reads_promise_nothing: u == Unsafe::ReadsPromiseNothing,
         ..NodeOptions::default()
     }
 }

@@ -104,6 +104,13 @@ pub struct NodeOptions {
     /// prepare) record is proposed, before it is chosen and applied, breaking strict two-phase
     /// locking (the bank and list-append checkers must then find violations).
     pub unsafe_early_lock_release: bool,
+    /// **Unsafe, for tests only**: answer reads as soon as they are served, before `TT.after`
+    /// the newest version they show (the simulation's read-answer check must catch it).
+    pub unsafe_read_before_commit_wait: bool,
+    /// **Unsafe, for tests only**: a leader's read at or below `TT.now().latest` does not raise
+    /// its clock or `s_max` (the snapshot-repeatability check must catch it, under clock steps
+    /// and hand-offs).
+    pub unsafe_reads_promise_nothing: bool,
 }
 
 impl Default for NodeOptions {
@@ -122,6 +129,8 @@ impl Default for NodeOptions {
             decision_remembered: DECISION_REMEMBERED,
             unsafe_skip_commit_wait: false,
             unsafe_early_lock_release: false,
+            unsafe_read_before_commit_wait: false,
+            unsafe_reads_promise_nothing: false,
         }
     }
 }
@@ -1089,7 +1098,7 @@ impl NodeCore {
     /// miss what the first one saw. Data is applied, and locks released, as soon as a write is
     /// chosen; so only readers of versions younger than ~2ε wait, and never longer than that.
     fn respond_visible(&mut self, now: TTInterval, origin: Origin, response: Response, newest: Timestamp) {
-        if now.after(newest) || self.opts.unsafe_skip_commit_wait {
+        if now.after(newest) || self.opts.unsafe_skip_commit_wait || self.opts.unsafe_read_before_commit_wait {
             return self.respond(now, origin, response);
         }
         self.read_wait.insert((newest, origin), response);

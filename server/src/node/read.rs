@@ -198,8 +198,10 @@ impl NodeCore {
                     "range {gid}: read timestamp {s} is beyond the leader's lease"
                 )));
             }
-            g.clock.observe(s);
-            g.replica.note_assigned(s);
+            if !(self.opts.unsafe_reads_promise_nothing && s <= now.latest) {
+                g.clock.observe(s);
+                g.replica.note_assigned(s);
+            }
             // Every write assigned a timestamp ≤ s must be applied before the read.
             let in_flight = g.proposed.values().any(|t| *t <= s);
             return if blocked || in_flight { Safe::Park } else { Safe::Yes };
