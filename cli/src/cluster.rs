@@ -46,8 +46,9 @@ pub struct StartArgs {
     /// Serve SQL over the PostgreSQL protocol on this address (`psql`, drivers, `pgbench`).
     #[arg(long, env = "MERIDIAN_PG_LISTEN")]
     pub pg_listen: Option<SocketAddr>,
-    /// Serve HTTP for operators on this address: `/health` (`?ready=1`: 503 until the node
-    /// can serve), `/status` (an HTML page of its ranges) and `/metrics` (Prometheus).
+    /// Serve HTTP for operators on this address: `/health` (`?ready=1`: 503 while the node
+    /// cannot serve every range it hosts, naming them), `/status` and `/` (an HTML page of its
+    /// ranges and the nodes it sees up or down) and `/metrics` (Prometheus).
     #[arg(long, env = "MERIDIAN_HTTP_LISTEN")]
     pub http_listen: Option<SocketAddr>,
     /// FOR CHAOS TESTING ONLY: obey the fault-injection admin API (`FaultInjection` gRPC
@@ -146,11 +147,22 @@ pub(crate) async fn shutdown_signal() {
     }
 }
 
+/// The runtime a node (and its PostgreSQL gateway) runs on. Its workers' stack is the one SQL's
+/// bounds are sized for (`meridian_sql::bounds`): a statement's parse, bind and evaluation run on
+/// it, and overflowing it aborts the process.
+fn node_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_stack_size(meridian_sql::bounds::SERVER_STACK_BYTES)
+        .enable_all()
+        .build()
+}
+
 /// `meridian start`: runs one node until SIGINT/SIGTERM, then hands its leaderships away.
 pub fn start(args: StartArgs) -> anyhow::Result<()> {
     let cfg = args.config()?;
     crate::config::preflight(&args)?;
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = node_runtime()?;
     rt.block_on(async move {
         let node = Node::start(cfg).await.context("starting the node")?;
         let pg = match args.pg_listen {
@@ -305,11 +317,24 @@ pub async fn render_node_status_with(addr: &str, auth: &crate::cert::ClientAuthA
         .with_context(|| format!("asking {addr} for its status"))?
         .into_inner();
     let mut out = String::new();
-    writeln!(out, "Node n{} of cluster {} ({} replicas):", s.node_id, s.cluster_id, s.groups.len())?;
     writeln!(
         out,
-        "  {:<16} {:<12} {:<12} {:<10} {:<8} {:<7} {:<9} LEASE",
-        "RANGE", "START", "END", "ROLE", "BALLOT", "LEADER", "APPLIED"
+        "Node n{} of cluster {} ({} replicas): {}",
+        s.node_id,
+        s.cluster_id,
+        s.groups.len(),
+        readiness_line(&s)
+    )?;
+    for p in &s.problems {
+        writeln!(out, "  {p}")?;
+    }
+    for w in &s.warnings {
+        writeln!(out, "  WARNING: {w}")?;
+    }
+    writeln!(
+        out,
+        "  {:<16} {:<12} {:<12} {:<10} {:<8} {:<7} {:<9} {:<14} HEALTH",
+        "RANGE", "START", "END", "ROLE", "BALLOT", "LEADER", "APPLIED", "LEASE"
     )?;
     for g in s.groups {
         let r: RangeDescriptor = g.range.map(Into::into).unwrap_or(RangeDescriptor {
@@ -327,10 +352,12 @@ pub async fn render_node_status_with(addr: &str, auth: &crate::cert::ClientAuthA
         } else {
             "none".into()
         };
-        let leader = g.leader.map(|l| format!("n{l}")).unwrap_or_else(|| "-".into());
+        // A leader is named only while the node can serve the range through it.
+        let leader = g.leader.filter(|_| g.servable).map(|l| format!("n{l}")).unwrap_or_else(|| "-".into());
+        let health = if g.servable { g.health.clone() } else { format!("CANNOT SERVE: {}", g.health) };
         writeln!(
             out,
-            "  {:<16} {:<12} {:<12} {:<10} {:<8} {:<7} {:<9} {lease}",
+            "  {:<16} {:<12} {:<12} {:<10} {:<8} {:<7} {:<9} {lease:<14} {health}",
             r.id.to_string(),
             short(&r.start),
             short_end(&r.end),
@@ -340,7 +367,25 @@ pub async fn render_node_status_with(addr: &str, auth: &crate::cert::ClientAuthA
             g.applied
         )?;
     }
+    if !s.liveness.is_empty() {
+        writeln!(out, "Other nodes as n{} sees them:", s.node_id)?;
+        for l in &s.liveness {
+            let heard = if l.last_heard == 0 {
+                "never heard from".to_string()
+            } else {
+                let ago = Timestamp::from_nanos(s.now_latest).duration_since(Timestamp::from_nanos(l.last_heard));
+                format!("last heard {:.1}s ago", ago.as_secs_f64())
+            };
+            let state = if l.up { "up".to_string() } else { format!("DOWN ({})", l.why) };
+            writeln!(out, "  n{:<3} {state}; {heard}", l.node_id)?;
+        }
+    }
     Ok(out)
+}
+
+/// `ready` or `NOT READY: why`, as the node's `/health?ready=1` would answer.
+fn readiness_line(s: &meridian_proto::v1::StatusResponse) -> String {
+    if s.ready { "ready".into() } else { format!("NOT READY: {}", s.readiness) }
 }
 
 /// The status report as text.
@@ -351,9 +396,18 @@ pub async fn render_status(client: &Client) -> anyhow::Result<String> {
     // Lease ends come from each node's own view of its replicas.
     let mut leases = BTreeMap::new();
     let mut node_now = BTreeMap::new();
+    let mut readiness = BTreeMap::new();
+    let mut warnings: Vec<String> = Vec::new();
     for n in &nodes {
         if let Ok(s) = client.node_status(&n.addr).await {
             node_now.insert(n.id, Timestamp::from_nanos(s.now_latest));
+            readiness.insert(n.id, readiness_line(&s));
+            for w in &s.warnings {
+                let w = format!("{}: {w}", n.id);
+                if !warnings.contains(&w) {
+                    warnings.push(w);
+                }
+            }
             for g in s.groups {
                 if g.lease_end > 0
                     && let Some(r) = g.range
@@ -372,7 +426,11 @@ pub async fn render_status(client: &Client) -> anyhow::Result<String> {
         let replicas = descs.iter().filter(|d| d.config.voters.contains(&n.id)).count();
         let led = descs.iter().filter(|d| leases.get(&d.id).map(|l| l.0) == Some(n.id)).count();
         let up = if node_now.contains_key(&n.id) { "up" } else { "UNREACHABLE" };
-        writeln!(out, "  {:<4} {:<22} {:<12} {replicas} replicas, {led} leaders", n.id.to_string(), n.addr, up)?;
+        let ready = readiness.get(&n.id).map_or(String::new(), |r| format!("; {r}"));
+        writeln!(out, "  {:<4} {:<22} {:<12} {replicas} replicas, {led} leaders{ready}", n.id.to_string(), n.addr, up)?;
+    }
+    for w in &warnings {
+        writeln!(out, "WARNING: {w}")?;
     }
     writeln!(out, "Ranges ({}):", descs.len())?;
     writeln!(out, "  {:<16} {:<12} {:<12} {:<14} {:<7} LEASE", "RANGE", "START", "END", "REPLICAS", "LEADER")?;
@@ -380,7 +438,11 @@ pub async fn render_status(client: &Client) -> anyhow::Result<String> {
         let replicas = fmt_config(d);
         let (leader, lease) = match leases.get(&d.id) {
             Some((n, end, now)) => (n.to_string(), format!("{:.1}s left", end.duration_since(*now).as_secs_f64())),
-            None => (leaders.get(&d.id).map(|n| format!("{n}?")).unwrap_or_else(|| "-".into()), "none".into()),
+            // No node reports a lease: name the meta range's hint only if that node answers.
+            None => (
+                leaders.get(&d.id).filter(|n| node_now.contains_key(n)).map_or("-".into(), |n| format!("{n}?")),
+                "NONE".into(),
+            ),
         };
         writeln!(
             out,
@@ -450,7 +512,7 @@ fn split_points(n: usize) -> Vec<Vec<u8>> {
 pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
     anyhow::ensure!((1..=9).contains(&args.nodes), "--nodes must be between 1 and 9");
     anyhow::ensure!((1..=26).contains(&args.ranges), "--ranges must be between 1 and 26");
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = node_runtime()?;
     rt.block_on(async move {
         let tmp;
         let root = match &args.data_dir {

@@ -394,6 +394,9 @@ pub fn preflight(args: &StartArgs) -> anyhow::Result<()> {
         check_join(&args.join)?;
     }
     check_writable(&args.data_dir)?;
+    // Before the ports: a second node on a running node's directory is told that, not that
+    // its ports are taken. The node takes the lock for good when it starts.
+    drop(meridian_server::shell::DataDirLock::acquire(&args.data_dir)?);
     check_free("--listen", Some(args.listen))?;
     check_free("--pg-listen", args.pg_listen)?;
     check_free("--http-listen", args.http_listen)?;

@@ -48,7 +48,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use meridian_sql::{DataType, MemKv, QueryResult, ResultKind, Session, TxnStatus};
+use meridian_sql::{MemKv, QueryResult, ResultKind, Session, TxnStatus};
 use tokio_postgres::SimpleQueryMessage;
 
 mod tls;
@@ -406,10 +406,7 @@ fn local_output(result: QueryResult) -> (Output, Option<String>) {
     let timestamp = result.timestamp.map(|t| t.to_string());
     let output = match result.kind {
         ResultKind::Rows { columns, rows } => Output::Rows {
-            columns: columns
-                .iter()
-                .map(|c| Header { name: c.name.clone(), numeric: matches!(c.ty, DataType::Int | DataType::Float) })
-                .collect(),
+            columns: columns.iter().map(|c| Header { name: c.name.clone(), numeric: c.ty.is_numeric() }).collect(),
             rows: rows.iter().map(|r| r.iter().map(|v| v.pg_text()).collect()).collect(),
         },
         ResultKind::Command { tag } => Output::Command { tag },

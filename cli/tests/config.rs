@@ -182,3 +182,34 @@ fn a_listen_address_in_use_and_an_unusable_data_dir_are_refused_clearly() {
     assert_eq!(out.code, Some(1), "{out:?}");
     assert!(out.stderr.contains(&format!("data directory {blocker}/data: cannot create it")), "{}", out.stderr);
 }
+
+/// Issue 17: a second `start` on a running node's data directory stops at once, naming the
+/// directory and the process that uses it, not with RocksDB's raw lock error (printed twice).
+#[test]
+fn a_data_directory_in_use_is_refused_naming_the_process() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let data_s = data.to_str().expect("utf-8 temp path");
+    let log = std::fs::File::create(dir.path().join("node.log")).expect("log file");
+    let mut first = Command::new(BIN)
+        .args(["start", "--data-dir", data_s, "--listen", "127.0.0.1:0", "--replication", "1"])
+        .args(["--lease-ms", "1000", "--epsilon-ms", "2"])
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("spawn meridian start");
+    let got = listening_line(&mut first).recv_timeout(COMMAND_MAX);
+    let pid = first.id();
+    let out = start(&["--data-dir", data_s, "--listen", "127.0.0.1:0"], &[]);
+    let _ = first.kill();
+    let _ = first.wait();
+    got.unwrap_or_else(|_| {
+        panic!("no listening line; log:\n{}", std::fs::read_to_string(dir.path().join("node.log")).unwrap_or_default())
+    });
+    assert_eq!(out.code, Some(1), "{out:?}");
+    let want = format!("data directory {data_s} is in use by another meridian process (pid {pid})");
+    assert_eq!(out.stderr.matches(&want).count(), 1, "said once: {}", out.stderr);
+    assert!(!out.stderr.to_lowercase().contains("lock"), "no raw lock error: {}", out.stderr);
+}

@@ -1,7 +1,8 @@
 //! A node's HTTP endpoints (`meridian start --http-listen`): `/health`, `/health?ready=1`,
-//! `/metrics` and `/status`, read by a plain HTTP client and by a real headless browser
-//! (Debian's chromium, installed by `scripts/prereqs.sh`). One node process per test, on
-//! loopback, killed when the test ends; every wait is bounded.
+//! `/metrics`, `/status` and `/`, read by a plain HTTP client and by a real headless browser
+//! (Debian's chromium, installed by `scripts/prereqs.sh`). One node process per test, or a
+//! three-node cluster whose quorum is lost and regained; on loopback, killed when the test
+//! ends; every wait is bounded.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -10,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use meridian_client::Client;
-use meridian_tests::process::{run_bounded, serial};
+use meridian_tests::process::{NodeArgs, ProcessCluster, run_bounded, serial};
 
 const BIN: &str = env!("CARGO_BIN_EXE_meridian");
 /// How long the node may take to print its addresses.
@@ -86,7 +87,7 @@ impl HttpNode {
                 return;
             }
             assert_eq!(code, 503, "not ready must be 503, got {code}: {body}");
-            assert!(body.starts_with("not ready: ") && body.lines().count() == 1, "one-line reason: {body:?}");
+            assert!(body.starts_with("not ready: "), "a reason: {body:?}");
             assert!(Instant::now() < deadline, "not ready after {READY_MAX:?}: {body}\n{}", self.log());
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -124,6 +125,36 @@ fn http_get(addr: &str, path: &str) -> (u16, String) {
 /// The value of the series `name` (exact, including labels) in Prometheus text.
 fn sample(metrics: &str, series: &str) -> Option<f64> {
     metrics.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Each series' name and labels, in the order of the text (values left out: they change).
+fn series_order(metrics: &str) -> Vec<&str> {
+    metrics.lines().filter(|l| !l.is_empty()).map(|l| l.rsplit_once(' ').map_or(l, |(k, _)| k)).collect()
+}
+
+/// Checks that every family in Prometheus text has `# HELP` and `# TYPE` before its series.
+fn check_help_and_type(metrics: &str) {
+    let mut described = std::collections::BTreeSet::new();
+    let mut typed = std::collections::BTreeMap::new();
+    for l in metrics.lines() {
+        if let Some(rest) = l.strip_prefix("# HELP ") {
+            let name = rest.split(' ').next().expect("a name");
+            let help = rest.split_once(' ').map_or("", |(_, h)| h);
+            assert!(!help.trim().is_empty(), "empty HELP for {name}");
+            described.insert(name.to_string());
+        } else if let Some(rest) = l.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("`# TYPE name kind`");
+            typed.insert(name.to_string(), kind.to_string());
+        } else if !l.is_empty() {
+            let name = l.split(['{', ' ']).next().expect("a series name");
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s).filter(|f| typed.get(*f).is_some_and(|k| k == "histogram")))
+                .unwrap_or(name);
+            assert!(typed.contains_key(family), "series {name} before (or without) its # TYPE:\n{metrics}");
+            assert!(described.contains(family), "family {family} has no # HELP:\n{metrics}");
+        }
+    }
 }
 
 #[test]
@@ -214,9 +245,23 @@ fn health_metrics_and_status_over_http() {
     assert_eq!(sample(&metrics, "meridian_ranges_led"), Some(3.0), "{metrics}");
     assert_eq!(sample(&metrics, "meridian_leases_held"), Some(3.0), "{metrics}");
 
+    // Issue 17: every family described and typed, in one order on every scrape, and the
+    // read-only latency histogram sums real time.
+    check_help_and_type(&metrics);
+    let (_, again) = node.get("/metrics");
+    assert_eq!(series_order(&metrics), series_order(&again), "two scrapes list the series in different orders");
+    positive("meridian_txn_latency_seconds_sum{kind=\"read_only\"}");
+    positive("meridian_txn_latency_seconds_sum{kind=\"1pc\"}");
+    assert_eq!(sample(&metrics, "meridian_node_ready"), Some(1.0), "{metrics}");
+
     let (code, page) = node.get("/status");
     assert_eq!(code, 200, "{page}");
     assert!(page.starts_with("<!DOCTYPE html>"), "{page}");
+    assert!(page.contains("<meta http-equiv=\"refresh\""), "the page reloads itself: {page}");
+    assert!(page.contains("<p id=\"readiness\" class=\"ready\">"), "{page}");
+    let (code, root) = node.get("/");
+    assert_eq!(code, 200, "/ serves the status page: {root}");
+    assert!(root.contains("<table id=\"ranges\">"), "{root}");
     assert!(page.contains("<table id=\"ranges\">"), "{page}");
     for g in &status.groups {
         let id = meridian_shard::GroupId(g.range.as_ref().expect("range").id).to_string();
@@ -241,24 +286,140 @@ fn chromium() -> &'static str {
     "chromium"
 }
 
+/// The DOM of `url` as headless chromium parsed it.
+fn dump_dom(browser: &str, url: &str) -> String {
+    let profile = tempfile::tempdir().expect("browser profile directory");
+    let mut cmd = Command::new(browser);
+    cmd.args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg("--dump-dom")
+        .arg(url);
+    let out = run_bounded(cmd, "", BROWSER_MAX);
+    assert_eq!(out.code, Some(0), "chromium failed; its stderr:\n{}", out.stderr);
+    out.stdout
+}
+
 #[test]
 fn status_page_renders_in_headless_chromium() {
     let browser = chromium();
     let _serial = serial();
     let node = HttpNode::start();
     node.wait_ready();
-    let profile = tempfile::tempdir().expect("browser profile directory");
-    let mut cmd = Command::new(browser);
-    cmd.args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg("--dump-dom")
-        .arg(format!("http://{}/status", node.http));
-    let out = run_bounded(cmd, "", BROWSER_MAX);
-    assert_eq!(out.code, Some(0), "chromium failed; its stderr:\n{}", out.stderr);
-    let dom = out.stdout;
+    let dom = dump_dom(browser, &format!("http://{}/status", node.http));
     // The DOM as the browser parsed it (it adds the implicit elements a parser adds).
     assert!(dom.contains("<table id=\"ranges\">"), "no range table in the DOM:\n{dom}");
     assert!(dom.contains("<tbody>"), "{dom}");
     assert!(dom.contains("id=\"range-r0\""), "no row for the meta range:\n{dom}");
     assert!(dom.contains("<td>Leader</td>"), "{dom}");
+}
+
+/// How long `meridian status` may take against a cluster without a quorum (it first tries the
+/// meta range until the client's deadline, then shows the node's own view).
+const STATUS_CLI_MAX: Duration = Duration::from_secs(120);
+/// How long the survivor may take to say it is not ready after two of three nodes die (1 s
+/// leases here; a kill is seen at the next node heartbeat, within a second or two).
+const NOT_READY_MAX: Duration = Duration::from_secs(30);
+
+/// Polls `/health?ready=1` on `http` until `want` says yes, for at most `limit`; returns the
+/// last answer and how long it took.
+fn poll_ready(http: &str, limit: Duration, want: impl Fn(u16, &str) -> bool) -> ((u16, String), Duration) {
+    let start = Instant::now();
+    loop {
+        let (code, body) = http_get(http, "/health?ready=1");
+        if want(code, &body) {
+            return ((code, body), start.elapsed());
+        }
+        assert!(start.elapsed() < limit, "no wanted readiness answer within {limit:?}; last: {code} {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Issue 17, items 2, 3 and 5: with two of three nodes killed the survivor's readiness turns
+/// 503 and names every range; `/status` (plain and in a browser) shows the dead nodes down and
+/// every range red without a leader; `meridian status` says the same; a request names the range
+/// and how many of its replicas answer. With the nodes back, readiness returns to 200.
+#[test]
+fn readiness_and_status_follow_a_lost_quorum() {
+    let browser = chromium();
+    let _serial = serial();
+    let mut cluster = ProcessCluster::start(BIN, 3, NodeArgs { http: true, ..NodeArgs::default() }).expect("start");
+    let http: Vec<String> = cluster.nodes.iter().map(|n| n.http_addr.clone().expect("--http-listen")).collect();
+    // Ready, fully replicated (no under-replication warning), on every node.
+    for h in &http {
+        poll_ready(h, READY_MAX * 2, |code, body| code == 200 && body == "ready\n");
+    }
+    let (_, page) = http_get(&http[0], "/status");
+    assert!(!page.contains("class=\"unservable\"") && !page.contains("class=\"down\""), "{page}");
+
+    cluster.kill(1);
+    cluster.kill(2);
+    let ((code, body), took) = poll_ready(&http[0], NOT_READY_MAX, |code, _| code == 503);
+    eprintln!("readiness turned 503 {took:?} after two of three nodes were killed (1 s leases)");
+    assert_eq!(code, 503);
+    let mut lines = body.lines();
+    let first = lines.next().expect("a first line");
+    assert!(first.starts_with("not ready: ") && first.contains("hosted ranges cannot be served from here: "), "{body}");
+    let ranges: Vec<&str> = lines.clone().filter(|l| l.starts_with("range ")).collect();
+    assert!(!ranges.is_empty(), "the ranges it cannot serve are named:\n{body}");
+    // Once both kills are seen, every range is named with its reachable replicas.
+    let ((_, body), _) = poll_ready(&http[0], NOT_READY_MAX, |code, body| {
+        code == 503
+            && body.contains("lost their quorum")
+            && body
+                .lines()
+                .filter(|l| l.starts_with("range "))
+                .all(|l| l.ends_with("1 of 3 replicas reachable from node n1"))
+    });
+    let named = body.lines().filter(|l| l.starts_with("range ")).count();
+    assert!(body.lines().next().expect("first line").contains(&format!("{named} of {named} hosted ranges")), "{body}");
+
+    // The status page: both dead nodes down, every range red, no leader named.
+    let (code, page) = http_get(&http[0], "/status");
+    assert_eq!(code, 200, "{page}");
+    assert!(page.contains("<p id=\"readiness\" class=\"not-ready\">NOT READY: "), "{page}");
+    for id in ["n2", "n3"] {
+        assert!(page.contains(&format!("<tr class=\"down\" id=\"node-{id}\">")), "{id} not shown down:\n{page}");
+    }
+    let rows: Vec<&str> = page.lines().filter(|l| l.starts_with("<tr class=") && l.contains("id=\"range-")).collect();
+    assert_eq!(rows.len(), named, "{page}");
+    for row in &rows {
+        assert!(row.starts_with("<tr class=\"unservable\""), "a range still shown servable: {row}");
+        assert!(!row.contains("<td>n2</td>") && !row.contains("<td>n3</td>"), "a dead node named as leader: {row}");
+    }
+    let dom = dump_dom(browser, &format!("http://{}/", http[0]));
+    assert!(
+        dom.contains("class=\"unservable\"") && dom.contains("class=\"down\""),
+        "no red markers in the DOM:\n{dom}"
+    );
+    assert!(dom.contains("NOT READY"), "{dom}");
+
+    // `meridian status` falls back to the node's own view and says the same.
+    let mut cmd = Command::new(BIN);
+    cmd.args(["status", "--addr", cluster.nodes[0].addr.as_str()]);
+    let out = run_bounded(cmd, "", STATUS_CLI_MAX);
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        text.contains("NOT READY: ") && text.contains("CANNOT SERVE: ") && text.contains("DOWN (unreachable"),
+        "{text}"
+    );
+
+    // A request names the range and how many of its replicas answer (not a dead leader).
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let err = rt.block_on(async {
+        use meridian_proto::v1 as pb;
+        let mut kv =
+            pb::kv_client::KvClient::connect(format!("http://{}", cluster.nodes[0].addr)).await.expect("connect");
+        let r = kv.get(pb::GetRequest { key: b"somekey".to_vec() }).await.expect("an answer").into_inner();
+        r.error.expect("an error without a quorum")
+    });
+    assert_eq!(err.kind, meridian_proto::v1::error::Kind::Unavailable as i32, "{err:?}");
+    assert_eq!((err.replicas, err.replicas_reachable), (Some(3), Some(1)), "{err:?}");
+    assert!(err.group != 0 && err.message.ends_with("1 of 3 replicas reachable from node n1"), "{err:?}");
+
+    cluster.restart(1).expect("restart n2");
+    cluster.restart(2).expect("restart n3");
+    let (_, took) = poll_ready(&http[0], READY_MAX * 2, |code, _| code == 200);
+    eprintln!("readiness returned to 200 {took:?} after both nodes restarted");
+    let (_, page) = http_get(&http[0], "/status");
+    assert!(page.contains("<p id=\"readiness\" class=\"ready\">"), "{page}");
 }

@@ -93,9 +93,13 @@ fn ca_tls(dir: &Path) -> ClientTls {
     ClientTls::new(std::fs::read(dir.join("ca.crt")).expect("ca.crt"))
 }
 
-fn installed(tool: &str) -> bool {
+/// Fails the test unless `tool` runs: a skipped check must not look like a passed one.
+fn require(tool: &str) {
     let found = Command::new(tool).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status();
-    matches!(found, Ok(s) if s.success())
+    assert!(
+        matches!(found, Ok(s) if s.success()),
+        "`{tool}` is not installed: run `scripts/prereqs.sh test` (or `apt-get install postgresql-client`)"
+    );
 }
 
 fn psql(pg_addr: &str, conninfo: &str, password: &str, sql: &str) -> (bool, String) {
@@ -136,6 +140,8 @@ fn cert_command_writes_private_keys_and_refuses_to_overwrite() {
 
 #[test]
 fn a_secure_cluster_refuses_missing_credentials_and_foreign_nodes() {
+    // Before any cluster starts: the psql checks below are part of this test.
+    require("psql");
     let _serial = serial();
     let root = tempfile::tempdir().expect("tmp");
     let certs = root.path().join("certs");
@@ -342,23 +348,19 @@ fn a_secure_cluster_refuses_missing_credentials_and_foreign_nodes() {
 
     // psql over TLS with a SCRAM password; a wrong password is refused (28P01); plaintext is
     // refused too.
-    if installed("psql") {
-        let verify = format!("sslmode=verify-full sslrootcert={}", certs.join("ca.crt").display());
-        let localhost = pg_addr.replace("127.0.0.1", "localhost");
-        let (ok, out) = psql(&localhost, &verify, &password, "SELECT 1");
-        assert!(ok && out.trim() == "1", "psql verify-full with the password: {out}");
-        let (ok, out) = psql(&pg_addr, "sslmode=require", &password, "SELECT 1");
-        assert!(ok && out.trim() == "1", "psql sslmode=require with the password: {out}");
-        let (ok, out) = psql(&pg_addr, "sslmode=require", "wrong-password", "SELECT 1");
-        assert!(
-            !ok && out.to_lowercase().contains("password authentication failed"),
-            "a wrong password must be refused: {out}"
-        );
-        let (ok, out) = psql(&pg_addr, "sslmode=disable", &password, "SELECT 1");
-        assert!(!ok && out.contains("requires TLS"), "plaintext must be refused: {out}");
-    } else {
-        eprintln!("note: psql is not installed (apt-get install postgresql-client); its checks are skipped");
-    }
+    let verify = format!("sslmode=verify-full sslrootcert={}", certs.join("ca.crt").display());
+    let localhost = pg_addr.replace("127.0.0.1", "localhost");
+    let (ok, out) = psql(&localhost, &verify, &password, "SELECT 1");
+    assert!(ok && out.trim() == "1", "psql verify-full with the password: {out}");
+    let (ok, out) = psql(&pg_addr, "sslmode=require", &password, "SELECT 1");
+    assert!(ok && out.trim() == "1", "psql sslmode=require with the password: {out}");
+    let (ok, out) = psql(&pg_addr, "sslmode=require", "wrong-password", "SELECT 1");
+    assert!(
+        !ok && out.contains("password authentication failed for user \"alice\""),
+        "a wrong password must be refused: {out}"
+    );
+    let (ok, out) = psql(&pg_addr, "sslmode=disable", &password, "SELECT 1");
+    assert!(!ok && out.contains("requires TLS"), "plaintext must be refused: {out}");
 
     // Nothing logged, at trace level, shows the token or the password; and every node said
     // nothing about running insecurely.

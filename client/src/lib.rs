@@ -854,6 +854,13 @@ impl Client {
     }
 
     /// Atomically writes keys of one range (`None` deletes).
+    ///
+    /// Sent at most once where it may have arrived: a write retried after a lost answer could
+    /// apply twice, the second time above another client's later write of the same key (a lost
+    /// update). So after a failure that may have delivered it (a connection dropped mid-call, a
+    /// leader that changed before the write was known to commit) the answer is
+    /// [`ClientError::Ambiguous`]: read the key to learn whether it took effect. Refusals that
+    /// prove nothing was written (not the leader, the range moved) are retried.
     pub async fn write(&self, writes: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<Timestamp, ClientError> {
         let Some((first, _)) = writes.first() else { return Err(ClientError::Invalid("nothing to write".into())) };
         for (k, _) in &writes {
@@ -862,7 +869,7 @@ impl Client {
         limits::check_writes(writes.iter().map(|(k, v)| (&k[..], v.as_deref()))).map_err(ClientError::Invalid)?;
         let first = first.clone();
         let mutations: Vec<pb::Mutation> = writes.into_iter().map(|(key, value)| pb::Mutation { key, value }).collect();
-        self.with_leader(&first, |mut kv, desc| {
+        self.with_leader_sent(&first, true, |mut kv, desc| {
             let mutations = mutations.clone();
             async move {
                 let r = kv.write(pb::WriteRequest { mutations }).await?.into_inner();

@@ -69,7 +69,10 @@ async fn keepalive(client: &Client, txn: pb::Txn, touched: Touched) {
                 .with_leader(&key, |mut kv, desc| {
                     let key = key.clone();
                     async move {
-                        let r = kv.txn_keepalive(pb::TxnAbortRequest { txn: Some(txn), key }).await?.into_inner();
+                        let r = kv
+                            .txn_keepalive(pb::TxnAbortRequest { txn: Some(txn), key, range_id: None })
+                            .await?
+                            .into_inner();
                         Ok(match r.error {
                             None => Outcome::Done(()),
                             Some(e) => client.on_error(&desc, e),
@@ -128,6 +131,8 @@ pub type Transaction = TxnOn<Arc<Client>>;
 
 /// What a transaction sends one range at commit.
 struct Part {
+    /// The range it is built for (the node refuses it if another range holds the keys now).
+    range: GroupId,
     key: Vec<u8>,
     reads: Vec<Vec<u8>>,
     spans: Vec<pb::KeySpan>,
@@ -136,8 +141,8 @@ struct Part {
 }
 
 impl Part {
-    fn new(key: Vec<u8>) -> Self {
-        Part { key, reads: Vec::new(), spans: Vec::new(), read_epoch: None, writes: Vec::new() }
+    fn new(range: GroupId, key: Vec<u8>) -> Self {
+        Part { range, key, reads: Vec::new(), spans: Vec::new(), read_epoch: None, writes: Vec::new() }
     }
 }
 
@@ -278,7 +283,7 @@ impl TxnState {
         let mut parts: BTreeMap<GroupId, Part> = BTreeMap::new();
         for (gid, r) in &self.reads {
             let key = self.touched.lock().get(gid).cloned().unwrap_or_default();
-            let p = parts.entry(*gid).or_insert_with(|| Part::new(key));
+            let p = parts.entry(*gid).or_insert_with(|| Part::new(*gid, key));
             p.read_epoch = Some(r.epoch);
             p.reads = r.keys.iter().cloned().collect();
             p.spans =
@@ -290,7 +295,7 @@ impl TxnState {
             coordinator.get_or_insert(d.id);
             parts
                 .entry(d.id)
-                .or_insert_with(|| Part::new(k.clone()))
+                .or_insert_with(|| Part::new(d.id, k.clone()))
                 .writes
                 .push(pb::Mutation { key: k.clone(), value: v.clone() });
         }
@@ -305,21 +310,49 @@ impl TxnState {
         let Some(coordinator) = coordinator.filter(|_| parts.len() > 1) else {
             // One range, or reads only: every range commits on its own.
             tracing::debug!(ranges = parts.len(), "commit without two-phase commit");
-            let commits = parts.into_values().map(|p| send_commit(client, txn, p, None, Vec::new(), Timestamp::ZERO));
+            let commits = parts.into_values().map(|p| send_commit(client, txn, p, None, Vec::new()));
             let stamps = futures::future::try_join_all(commits).await?;
             return Ok(stamps.into_iter().max().unwrap_or(Timestamp::ZERO));
         };
         let coord = parts.remove(&coordinator).expect("the coordinator wrote");
+        let coord_key = coord.key.clone();
         let participants: Vec<u64> = parts.keys().map(|g| g.0).collect();
-        tracing::debug!(coordinator = %coordinator, ?participants, "two-phase commit: preparing at the participants");
-        let prepares =
-            parts.into_values().map(|p| send_commit(client, txn, p, Some(coordinator.0), Vec::new(), Timestamp::ZERO));
-        let prepared = futures::future::try_join_all(prepares).await?;
-        let max = prepared.into_iter().max().unwrap_or(Timestamp::ZERO);
-        tracing::debug!(coordinator = %coordinator, prepare_ts_max = %max, "two-phase commit: committing at the coordinator");
-        let ts = send_commit(client, txn, coord, None, participants, max).await?;
-        tracing::debug!(commit_ts = %ts, "two-phase commit: committed");
-        Ok(ts)
+        // Spanner §4.2.1: the prepares and the coordinator's commit go out together; each
+        // participant reports its prepare timestamp to the coordinator itself, and the
+        // coordinator's answer is the outcome. A prepare that fails makes the coordinator abort
+        // now instead of waiting for a report that will not come.
+        tracing::debug!(coordinator = %coordinator, ?participants, "two-phase commit: prepares and the coordinator's commit");
+        let mut prepares: futures::stream::FuturesUnordered<_> =
+            parts.into_values().map(|p| send_commit(client, txn, p, Some(coordinator.0), Vec::new())).collect();
+        let decided = send_commit(client, txn, coord, None, participants);
+        tokio::pin!(decided);
+        let mut refused: Option<ClientError> = None;
+        let outcome = loop {
+            tokio::select! {
+                r = &mut decided => break r,
+                Some(r) = futures::StreamExt::next(&mut prepares), if !prepares.is_empty() => {
+                    if let Err(e) = r
+                        && refused.is_none()
+                    {
+                        tracing::debug!(reason = %e, "two-phase commit: a prepare failed; asking the coordinator to abort");
+                        refused = Some(e);
+                        abort_at(client, txn, &coord_key, Some(coordinator)).await;
+                    }
+                }
+            }
+        };
+        match (outcome, refused) {
+            (Ok(ts), _) => {
+                tracing::debug!(commit_ts = %ts, "two-phase commit: committed");
+                Ok(ts)
+            }
+            // The coordinator aborted because a prepare failed: that failure says why.
+            (Err(ClientError::Aborted(_)), Some(why)) => Err(match why {
+                ClientError::Aborted(m) => ClientError::Aborted(m),
+                other => ClientError::Aborted(format!("a participant could not prepare: {other}")),
+            }),
+            (Err(e), _) => Err(e),
+        }
     }
 
     /// Releases what the transaction holds (best effort: unreleased locks expire), in every
@@ -330,22 +363,28 @@ impl TxnState {
     async fn abort(&mut self, client: &Client) {
         let txn = self.pb;
         let touched = std::mem::take(&mut *self.touched.lock());
-        let aborts = touched.into_values().map(|key| async move {
-            let _ = client
-                .with_leader(&key, |mut kv, desc| {
-                    let key = key.clone();
-                    async move {
-                        let r = kv.txn_abort(pb::TxnAbortRequest { txn: Some(txn), key }).await?.into_inner();
-                        Ok(match r.error {
-                            None => Outcome::Done(()),
-                            Some(e) => client.on_error(&desc, e),
-                        })
-                    }
-                })
-                .await;
-        });
+        let aborts = touched.into_iter().map(|(gid, key)| async move { abort_at(client, txn, &key, Some(gid)).await });
         futures::future::join_all(aborts).await;
     }
+}
+
+/// Gives `txn` up in the range holding `key` and in `range`, where it took its locks (a split
+/// may have moved `key` out of it since) — best effort. Where it is prepared, the range asks
+/// the coordinator instead; at the coordinator, an undecided commit is aborted through its log.
+async fn abort_at(client: &Client, txn: pb::Txn, key: &[u8], range: Option<GroupId>) {
+    let _ = client
+        .with_leader(key, |mut kv, desc| {
+            let key = key.to_vec();
+            async move {
+                let request = pb::TxnAbortRequest { txn: Some(txn), key, range_id: range.map(|g| g.0) };
+                let r = kv.txn_abort(request).await?.into_inner();
+                Ok(match r.error {
+                    None => Outcome::Done(()),
+                    Some(e) => client.on_error(&desc, e),
+                })
+            }
+        })
+        .await;
 }
 
 /// One `TxnCommit` to the leader of `part`'s range.
@@ -355,8 +394,8 @@ async fn send_commit(
     part: Part,
     coordinator: Option<u64>,
     participants: Vec<u64>,
-    prepare_ts_max: Timestamp,
 ) -> Result<Timestamp, ClientError> {
+    let participants_empty = participants.is_empty();
     let req = pb::TxnCommitRequest {
         txn: Some(txn),
         reads: part.reads,
@@ -364,21 +403,47 @@ async fn send_commit(
         mutations: part.writes,
         coordinator,
         participants,
-        prepare_ts_max: prepare_ts_max.nanos(),
+        prepare_ts_max: 0,
         read_spans: part.spans,
+        range_id: Some(part.range.0),
+        first_sent: (!participants_empty).then(now_nanos),
     };
     // A single-range commit is answered "aborted" by a new leader even when the first attempt
     // may still commit, so it is sent once. A prepare or a coordinator's commit may be sent
     // again: the participant answers a repeated prepare from its log, and the coordinator
     // answers only with the first decision in its log.
     let not_twice = req.coordinator.is_none() && req.participants.is_empty() && !req.mutations.is_empty();
+    let coordinating = !req.participants.is_empty();
+    // A coordinator's commit sent once may have been decided (its answer lost). If a retry then
+    // finds the keys in another range (the coordinator split), that range cannot know the
+    // decision: the outcome is unknown, not "aborted" — re-running would commit twice.
+    let tried = std::sync::atomic::AtomicBool::new(false);
+    let first = std::time::Instant::now();
     client
         .with_leader_sent(&part.key, not_twice, |mut kv, desc| {
             let req = req.clone();
+            let retry = tried.swap(true, std::sync::atomic::Ordering::Relaxed);
+            // The coordinator remembers its decision for twice COMMIT_RESEND_MAX (the node
+            // refuses a later repeat too, by `first_sent`).
+            let too_late = coordinating && retry && first.elapsed() > meridian_proto::limits::COMMIT_RESEND_MAX;
             async move {
+                if too_late {
+                    return Ok(Outcome::Fail(ClientError::Ambiguous(format!(
+                        "the coordinator's commit was first sent more than {:?} ago and its answer was lost; the \
+                         transaction may or may not have committed",
+                        meridian_proto::limits::COMMIT_RESEND_MAX
+                    ))));
+                }
                 let r = kv.txn_commit(req).await?.into_inner();
                 Ok(match r.error {
                     None => Outcome::Done(Timestamp::from_nanos(r.ts)),
+                    Some(e) if coordinating && retry && is_range_changed(&e) => {
+                        Outcome::Fail(ClientError::Ambiguous(format!(
+                            "the coordinator's range changed while its commit was in flight; the transaction may or \
+                             may not have committed: {}",
+                            e.message
+                        )))
+                    }
                     Some(e) => client.on_error(&desc, e),
                 })
             }
@@ -517,13 +582,33 @@ impl Client {
         Err(ClientError::Aborted(format!("gave up after {TXN_ATTEMPTS_MAX} attempts; last: {last}")))
     }
 
-    /// The range of `key` from the route cache, or from the meta range.
+    /// The range of `key` from the route cache, or from the meta range — asked again (with
+    /// backoff, within the client's deadline) while it cannot answer: right after a split the
+    /// meta range may index one half before the other, and a node may be restarting.
     async fn range_for(&self, key: &[u8]) -> Result<RangeDescriptor, ClientError> {
         if let Some(d) = self.routes().cache.lookup(key).cloned() {
             return Ok(d);
         }
-        self.range_of(key).await
+        let start = tokio::time::Instant::now();
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            match self.range_of(key).await {
+                Err(ClientError::Transport(_) | ClientError::Unavailable(_))
+                    if start.elapsed() + backoff < self.deadline =>
+                {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+                r => return r,
+            }
+        }
     }
+}
+
+/// A node's answer that the keys of a part now belong to another range (it split or merged
+/// since the client looked it up): an abort that carries the range as it is now.
+fn is_range_changed(e: &pb::Error) -> bool {
+    e.kind == pb::error::Kind::Aborted as i32 && e.range.is_some()
 }
 
 /// A transaction id as `meridian_txn::TxnId` displays it (the nodes' logs).

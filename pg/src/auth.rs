@@ -6,7 +6,11 @@
 //! - **Passwords**: SCRAM-SHA-256 through pgwire's SASL startup handler (with
 //!   `SCRAM-SHA-256-PLUS` channel binding when TLS is on). Only SCRAM verifiers are kept in
 //!   memory (salt, `StoredKey`, `ServerKey`): never the password, which is dropped after
-//!   hashing. A wrong or missing password, or an unknown user, is refused with `28P01`.
+//!   hashing. A wrong or missing password, or an unknown user, is refused with PostgreSQL's
+//!   `28P01 password authentication failed for user "NAME"`, naming the user the client sent.
+//!   An unknown user goes through the same exchange as a known one, with a made-up verifier
+//!   whose salt is the same on every attempt (PostgreSQL's mock authentication): no answer, nor
+//!   the step it comes at, tells a caller which users exist.
 //!
 //! Without either, the port accepts any user without a password (trust), as before.
 
@@ -28,6 +32,8 @@ pub const DEFAULT_USER: &str = "meridian";
 pub const USERS_MAX: usize = 1_000;
 /// Bytes of random salt per user.
 const SALT_BYTES: usize = 16;
+/// Bytes of the key unknown users' made-up verifiers are derived with.
+const MOCK_KEY_BYTES: usize = 32;
 
 /// Errors setting up the port's security.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +59,8 @@ struct Verifier {
 /// The users allowed on the port, as SCRAM verifiers (no plaintext kept).
 pub struct PgPasswords {
     users: HashMap<String, Verifier>,
+    /// Random key of the made-up verifiers of unknown users ([`PgPasswords::mock_verifier`]).
+    mock_key: [u8; MOCK_KEY_BYTES],
 }
 
 impl std::fmt::Debug for PgPasswords {
@@ -94,7 +102,7 @@ impl PgPasswords {
         if users.is_empty() {
             return Err(bad("no users: write `user:password` lines".into()));
         }
-        Ok(PgPasswords { users })
+        Ok(PgPasswords { users, mock_key: rand::random() })
     }
 
     /// Reads and parses a password file.
@@ -114,6 +122,18 @@ impl PgPasswords {
         Verifier { salt, stored_key, server_key }
     }
 
+    /// A verifier for a user who does not exist, so that the SCRAM exchange runs to its end and
+    /// fails there as a wrong password does. Derived from the user name with a key of this
+    /// process (HMAC-SHA-256, through PBKDF2 of one iteration): the same salt on every attempt, as
+    /// a real user's, and a stored key no proof matches.
+    fn mock_verifier(&self, user: &str) -> Verifier {
+        let key: String = self.mock_key.iter().map(|b| format!("{b:02x}")).collect();
+        let derive = |purpose: &str| gen_salted_password(&key, format!("{purpose}:{user}").as_bytes(), 1);
+        let mut salt = derive("salt");
+        salt.truncate(SALT_BYTES);
+        Verifier { salt, stored_key: derive("stored"), server_key: derive("server") }
+    }
+
     /// The users, sorted.
     pub fn users(&self) -> Vec<String> {
         let mut u: Vec<String> = self.users.keys().cloned().collect();
@@ -131,7 +151,14 @@ impl AuthSource for PgPasswords {
 
     async fn get_scram_secret(&self, login: &LoginInfo) -> PgWireResult<(ScramSecret, Option<()>)> {
         let user = login.user().unwrap_or_default();
-        let v = self.users.get(user).ok_or_else(|| PgWireError::InvalidPassword(user.to_owned()))?;
+        let mock;
+        let v = match self.users.get(user) {
+            Some(v) => v,
+            None => {
+                mock = self.mock_verifier(user);
+                &mock
+            }
+        };
         Ok((
             ScramSecret::Verifier {
                 salt: v.salt.clone(),
@@ -220,5 +247,18 @@ mod tests {
         }
         let e = PgPasswords::parse("a:hunter2\nnocolon-hunter3\n", "f").expect_err("line 2");
         assert!(!e.to_string().contains("hunter"), "errors must not echo secrets: {e}");
+    }
+
+    #[test]
+    fn unknown_users_get_a_stable_made_up_verifier_shaped_like_a_real_one() {
+        let p = PgPasswords::parse("alice:x\n", "f").expect("parses");
+        let (a, b) = (p.mock_verifier("mallory"), p.mock_verifier("mallory"));
+        assert_eq!(a.salt, b.salt, "the same salt on every attempt, as a real user's");
+        assert_ne!(a.salt, p.mock_verifier("trudy").salt, "each unknown user has a salt of their own");
+        let real = &p.users["alice"];
+        assert_eq!(a.salt.len(), real.salt.len());
+        assert_eq!(a.stored_key.len(), real.stored_key.len(), "a proof of the right length is checked, not refused");
+        let other = PgPasswords::parse("alice:x\n", "f").expect("parses");
+        assert_ne!(a.salt, other.mock_verifier("mallory").salt, "derived with a key of this process");
     }
 }

@@ -8,6 +8,9 @@
 //! | `Bool`       | `bool`          | 16  | one byte, 0 or 1        | `t` / `f`           |
 //! | `Text`       | `text`          | 25  | UTF-8 bytes             | the text            |
 //! | `Bytes`      | `bytea`         | 17  | the bytes               | `\x` + hex          |
+//! | `Numeric`    | `numeric`       | 1700| PostgreSQL's base 10000 | `2.5000000000000000`|
+//!
+//! `Numeric` is only ever a result (`AVG` of integers, as in PostgreSQL): no parameter is one.
 //!
 //! Parameters arrive in either format. Binary ones are decoded by the type the client declared in
 //! Parse or, failing that, the type Meridian inferred and announced in ParameterDescription; the
@@ -33,6 +36,7 @@ pub fn pg_type(ty: DataType) -> Type {
         DataType::Bool => Type::BOOL,
         DataType::Text => Type::TEXT,
         DataType::Bytes => Type::BYTEA,
+        DataType::Numeric => Type::NUMERIC,
     }
 }
 
@@ -47,7 +51,7 @@ fn type_size(ty: DataType) -> i16 {
     match ty {
         DataType::Int | DataType::Float => 8,
         DataType::Bool => 1,
-        DataType::Text | DataType::Bytes => -1,
+        DataType::Text | DataType::Bytes | DataType::Numeric => -1,
     }
 }
 
@@ -100,6 +104,21 @@ pub fn encode_row(
             (Value::Bool(b), DataType::Bool) => encoder.encode_field(b)?,
             (Value::Text(s), DataType::Text) => encoder.encode_field(&s.as_str())?,
             (Value::Bytes(b), DataType::Bytes) => encoder.encode_field(&b.as_slice())?,
+            // In binary format, `&[u8]` is copied as it is: PostgreSQL's numeric bytes.
+            (Value::Numeric(n), DataType::Numeric) => match field.format() {
+                FieldFormat::Text => encoder.encode_field_with_type_and_format(
+                    &n.to_string().as_str(),
+                    field.datatype(),
+                    FieldFormat::Text,
+                    field.format_options(),
+                )?,
+                FieldFormat::Binary => encoder.encode_field_with_type_and_format(
+                    &n.pg_binary().as_slice(),
+                    field.datatype(),
+                    FieldFormat::Binary,
+                    field.format_options(),
+                )?,
+            },
             (value, ty) => {
                 return Err(user_error(SqlError::internal(format!(
                     "column {:?} of type {ty} holds the value {}",

@@ -30,7 +30,7 @@ use pgwire::api::results::{
 use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::{Entry, PortalStore};
 use pgwire::api::{
-    ClientInfo, ClientPortalStore, DEFAULT_NAME, PgWireConnectionState, PidSecretKeyGenerator,
+    ClientInfo, ClientPortalStore, DEFAULT_NAME, METADATA_USER, PgWireConnectionState, PidSecretKeyGenerator,
     RandomPidSecretKeyGenerator, Type,
 };
 use pgwire::error::{PgWireError, PgWireResult};
@@ -42,6 +42,9 @@ use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use tokio::sync::Mutex;
 
 use crate::STATEMENT_BYTES_MAX;
+
+/// SQLSTATE `28P01`, invalid_password.
+const INVALID_PASSWORD: &str = "28P01";
 use crate::convert::{self, param_type, user_error};
 
 /// Process ids and cancel keys for BackendKeyData (cancelling is not supported yet; clients
@@ -166,7 +169,19 @@ impl StartupHandler for Handler {
                     "sorry, too many clients already",
                 ))));
             }
-            return sasl.on_startup(client, message).await;
+            return sasl.on_startup(client, message).await.map_err(|e| match e {
+                // pgwire names the user of the SCRAM message, which libpq leaves empty; PostgreSQL
+                // names the user of the startup packet, the same way for a wrong password and an
+                // unknown user (which `auth.rs` runs through the same exchange).
+                PgWireError::InvalidPassword(_) => {
+                    let user = client.metadata().get(METADATA_USER).cloned().unwrap_or_default();
+                    PgWireError::UserError(Box::new(convert::fatal(
+                        INVALID_PASSWORD,
+                        format!("password authentication failed for user \"{user}\""),
+                    )))
+                }
+                other => other,
+            });
         }
         let PgWireFrontendMessage::Startup(startup) = message else {
             return Err(PgWireError::UserError(Box::new(convert::fatal(

@@ -273,3 +273,24 @@ async fn broken_input_closes_only_that_connection() {
     assert_eq!(error_codes(&answers), vec!["54000"], "{answers:?}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn avg_of_integers_is_numeric_as_in_postgres() {
+    let server = TestServer::start().await;
+    let mut raw = Raw::startup(server.addr).await;
+    raw.query("CREATE TABLE a (id INT PRIMARY KEY, x INT, f FLOAT)").await;
+    raw.query("INSERT INTO a VALUES (1, 1, 1.5), (2, 2, 2.0), (3, 3, NULL), (4, 4, NULL)").await;
+    let out = raw.query("SELECT AVG(x), AVG(f), AVG(x) + 1, CAST(AVG(x) AS INT) FROM a").await;
+    let desc = out.iter().find(|m| m.kind == b'T').expect("a RowDescription");
+    // numeric (1700), float8 (701): what PostgreSQL reports for AVG(int8) and AVG(float8).
+    assert_eq!(desc.columns().iter().map(|c| c.1).collect::<Vec<_>>(), vec![1700, 701, 701, 20]);
+    let row = out.iter().find(|m| m.kind == b'D').expect("a DataRow");
+    // PostgreSQL 15: 2.5000000000000000 | 1.75 | 3.5000000000000000 | 3 (arithmetic on a numeric is
+    // FLOAT in Meridian: `numeric.rs`).
+    let want = ["2.5000000000000000", "1.75", "3.5", "3"];
+    assert_eq!(row.values(), want.map(|w| Some(w.to_string())).to_vec(), "{out:?}");
+    let out = raw.query("SELECT x FROM a GROUP BY x HAVING AVG(x) > 2.5 ORDER BY AVG(x) DESC").await;
+    let rows: Vec<_> = out.iter().filter(|m| m.kind == b'D').map(|m| m.values()).collect();
+    assert_eq!(rows, vec![vec![Some("4".to_string())], vec![Some("3".to_string())]], "{out:?}");
+    server.stop().await;
+}

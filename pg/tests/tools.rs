@@ -1,5 +1,6 @@
 //! Stock PostgreSQL tools against the server: `psql` and `pgbench` (Debian's `postgresql-client`).
-//! Each test is skipped, with a note, where the tool is not installed.
+//! A missing tool fails its test, saying how to install it (`scripts/prereqs.sh test`): a skipped
+//! check must not look like a passed one.
 
 mod common;
 
@@ -13,13 +14,13 @@ use tokio::process::Command;
 /// Longest a tool may run.
 const TOOL_TIMEOUT: Duration = Duration::from_secs(60);
 
-fn installed(tool: &str) -> bool {
+/// Fails the test unless `tool` runs.
+fn require(tool: &str) {
     let found = std::process::Command::new(tool).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status();
-    if !matches!(found, Ok(s) if s.success()) {
-        eprintln!("note: `{tool}` is not installed (apt-get install postgresql-client); skipping");
-        return false;
-    }
-    true
+    assert!(
+        matches!(found, Ok(s) if s.success()),
+        "`{tool}` is not installed: run `scripts/prereqs.sh test` (or `apt-get install postgresql-client`)"
+    );
 }
 
 struct Output {
@@ -63,9 +64,7 @@ fn psql_args(server: &TestServer) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psql_runs_a_bank_transfer_script() {
-    if !installed("psql") {
-        return;
-    }
+    require("psql");
     let server = TestServer::start().await;
     let args = psql_args(&server);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -93,9 +92,7 @@ async fn psql_runs_a_bank_transfer_script() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbench_runs_prepared_transfers_and_retries_conflicts() {
-    if !installed("pgbench") {
-        return;
-    }
+    require("pgbench");
     const ACCOUNTS: i64 = 10;
     let server = TestServer::start().await;
     let client = server.connect().await;

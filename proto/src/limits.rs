@@ -27,6 +27,12 @@ pub const TXN_WRITES_MAX: usize = 10_000;
 pub const TXN_BYTES_MAX: usize = 16 << 20;
 /// Largest gRPC message a client or node sends or accepts (tonic's `max_decoding_message_size`).
 pub const GRPC_MESSAGE_MAX: usize = 64 << 20;
+/// Longest after its first sending that a coordinator's commit may be sent again (a client
+/// retrying after a lost answer). A coordinator remembers each decision for at least twice
+/// this (`meridian_server`'s `DECISION_REMEMBERED`), so a repeated commit always meets the
+/// decision it repeats instead of being decided afresh; one sent later is refused as of
+/// unknown outcome.
+pub const COMMIT_RESEND_MAX: Duration = Duration::from_secs(60);
 
 const _: () = assert!(KEY_SIZE_MAX + VALUE_SIZE_MAX <= TXN_BYTES_MAX, "one write must fit in a transaction");
 const _: () = assert!(

@@ -12,6 +12,7 @@
 
 use std::cmp::Ordering;
 
+use crate::bounds::Depth;
 use crate::error::{Result, SqlError, SqlState};
 use crate::types::{DataType, Value, parse_text};
 
@@ -118,73 +119,107 @@ impl Expr {
 
     /// Evaluates the expression over `row`.
     pub fn eval(&self, row: &[Value]) -> Result<Value> {
-        Ok(match self {
-            Expr::Const(v) => v.clone(),
-            Expr::Param(n) => {
-                return Err(SqlError::internal(format!("parameter ${} evaluated without a value", n + 1)));
-            }
+        self.eval_at(row, Depth::default())
+    }
+
+    /// Evaluates at `depth` below the top. The recursion is as deep as the expression, which the
+    /// binder bounds; the counter is a second line (`bounds.rs`). Each operator's work is in a
+    /// function of its own so that the frame repeated per level stays small.
+    fn eval_at(&self, row: &[Value], depth: Depth) -> Result<Value> {
+        let depth = depth.enter()?;
+        match self {
+            Expr::Const(v) => Ok(v.clone()),
+            Expr::Param(n) => Err(SqlError::internal(format!("parameter ${} evaluated without a value", n + 1))),
             Expr::Column(i) => {
-                row.get(*i).cloned().ok_or_else(|| SqlError::internal(format!("column {i} outside the row")))?
+                row.get(*i).cloned().ok_or_else(|| SqlError::internal(format!("column {i} outside the row")))
             }
-            Expr::Neg(e) => match e.eval(row)? {
-                Value::Null => Value::Null,
-                Value::Int(i) => Value::Int(i.checked_neg().ok_or_else(int_overflow)?),
-                Value::Float(f) => Value::Float(-f),
-                other => return Err(type_bug("-", &other)),
-            },
-            Expr::Not(e) => match e.eval(row)? {
-                Value::Null => Value::Null,
-                Value::Bool(b) => Value::Bool(!b),
-                other => return Err(type_bug("NOT", &other)),
-            },
-            Expr::Arith(op, a, b) => arith(*op, a.eval(row)?, b.eval(row)?)?,
-            Expr::Concat(a, b) => match (a.eval(row)?, b.eval(row)?) {
-                (Value::Null, _) | (_, Value::Null) => Value::Null,
-                (Value::Text(x), Value::Text(y)) => Value::Text(x + &y),
-                (Value::Bytes(mut x), Value::Bytes(y)) => {
-                    x.extend_from_slice(&y);
-                    Value::Bytes(x)
-                }
-                (other, _) => return Err(type_bug("||", &other)),
-            },
-            Expr::Cmp(op, a, b) => match a.eval(row)?.sql_cmp(&b.eval(row)?) {
-                None => Value::Null,
-                Some(ord) => Value::Bool(op.holds(ord)),
-            },
-            Expr::And(a, b) => match (truth(a.eval(row)?)?, truth(b.eval(row)?)?) {
-                (Some(false), _) | (_, Some(false)) => Value::Bool(false),
-                (Some(true), Some(true)) => Value::Bool(true),
-                _ => Value::Null,
-            },
-            Expr::Or(a, b) => match (truth(a.eval(row)?)?, truth(b.eval(row)?)?) {
-                (Some(true), _) | (_, Some(true)) => Value::Bool(true),
-                (Some(false), Some(false)) => Value::Bool(false),
-                _ => Value::Null,
-            },
-            Expr::IsNull(e, negated) => Value::Bool(e.eval(row)?.is_null() != *negated),
-            Expr::Cast(e, ty) => cast(e.eval(row)?, *ty)?,
-            Expr::InList(e, list, negated) => {
-                let needle = e.eval(row)?;
-                if needle.is_null() {
-                    return Ok(Value::Null);
-                }
-                let mut saw_null = false;
-                for item in list {
-                    match needle.sql_cmp(&item.eval(row)?) {
-                        Some(Ordering::Equal) => return Ok(Value::Bool(!negated)),
-                        None => saw_null = true,
-                        Some(_) => {}
-                    }
-                }
-                if saw_null { Value::Null } else { Value::Bool(*negated) }
-            }
-        })
+            Expr::Neg(e) => neg(e.eval_at(row, depth)?),
+            Expr::Not(e) => not(e.eval_at(row, depth)?),
+            Expr::Arith(op, a, b) => arith(*op, a.eval_at(row, depth)?, b.eval_at(row, depth)?),
+            Expr::Concat(a, b) => concat(a.eval_at(row, depth)?, b.eval_at(row, depth)?),
+            Expr::Cmp(op, a, b) => compare(*op, &a.eval_at(row, depth)?, &b.eval_at(row, depth)?),
+            Expr::And(a, b) => logic(a.eval_at(row, depth)?, b.eval_at(row, depth)?, false),
+            Expr::Or(a, b) => logic(a.eval_at(row, depth)?, b.eval_at(row, depth)?, true),
+            Expr::IsNull(e, negated) => Ok(Value::Bool(e.eval_at(row, depth)?.is_null() != *negated)),
+            Expr::Cast(e, ty) => cast(e.eval_at(row, depth)?, *ty),
+            Expr::InList(e, list, negated) => in_list(e.eval_at(row, depth)?, list, *negated, row, depth),
+        }
     }
 
     /// Evaluates a predicate: whether it is TRUE (NULL and FALSE both reject the row).
     pub fn is_true(&self, row: &[Value]) -> Result<bool> {
         Ok(truth(self.eval(row)?)? == Some(true))
     }
+}
+
+#[inline(never)]
+fn neg(v: Value) -> Result<Value> {
+    match v {
+        Value::Null => Ok(Value::Null),
+        Value::Int(i) => Ok(Value::Int(i.checked_neg().ok_or_else(int_overflow)?)),
+        Value::Float(f) => Ok(Value::Float(-f)),
+        other => Err(type_bug("-", &other)),
+    }
+}
+
+#[inline(never)]
+fn not(v: Value) -> Result<Value> {
+    match v {
+        Value::Null => Ok(Value::Null),
+        Value::Bool(b) => Ok(Value::Bool(!b)),
+        other => Err(type_bug("NOT", &other)),
+    }
+}
+
+#[inline(never)]
+fn concat(a: Value, b: Value) -> Result<Value> {
+    match (a, b) {
+        (Value::Null, _) | (_, Value::Null) => Ok(Value::Null),
+        (Value::Text(x), Value::Text(y)) => Ok(Value::Text(x + &y)),
+        (Value::Bytes(mut x), Value::Bytes(y)) => {
+            x.extend_from_slice(&y);
+            Ok(Value::Bytes(x))
+        }
+        (other, _) => Err(type_bug("||", &other)),
+    }
+}
+
+#[inline(never)]
+fn compare(op: CmpOp, a: &Value, b: &Value) -> Result<Value> {
+    Ok(match a.sql_cmp(b) {
+        None => Value::Null,
+        Some(ord) => Value::Bool(op.holds(ord)),
+    })
+}
+
+/// `AND` (`dominant` false) and `OR` (`dominant` true): an operand equal to `dominant` decides;
+/// otherwise a NULL operand makes the result unknown.
+#[inline(never)]
+fn logic(a: Value, b: Value, dominant: bool) -> Result<Value> {
+    let (a, b) = (truth(a)?, truth(b)?);
+    Ok(if a == Some(dominant) || b == Some(dominant) {
+        Value::Bool(dominant)
+    } else if a.is_some() && b.is_some() {
+        Value::Bool(!dominant)
+    } else {
+        Value::Null
+    })
+}
+
+#[inline(never)]
+fn in_list(needle: Value, list: &[Expr], negated: bool, row: &[Value], depth: Depth) -> Result<Value> {
+    if needle.is_null() {
+        return Ok(Value::Null);
+    }
+    let mut saw_null = false;
+    for item in list {
+        match needle.sql_cmp(&item.eval_at(row, depth)?) {
+            Some(Ordering::Equal) => return Ok(Value::Bool(!negated)),
+            None => saw_null = true,
+            Some(_) => {}
+        }
+    }
+    Ok(if saw_null { Value::Null } else { Value::Bool(negated) })
 }
 
 fn truth(v: Value) -> Result<Option<bool>> {
@@ -203,6 +238,7 @@ fn type_bug(op: &str, v: &Value) -> SqlError {
     SqlError::internal(format!("{op} applied to {} after type checking", v.literal()))
 }
 
+#[inline(never)]
 fn arith(op: ArithOp, a: Value, b: Value) -> Result<Value> {
     let division_by_zero = || SqlError::new(SqlState::DivisionByZero, "division by zero");
     match (a, b) {
@@ -246,6 +282,7 @@ fn as_float(v: &Value) -> Option<f64> {
     match v {
         Value::Int(i) => Some(*i as f64),
         Value::Float(f) => Some(*f),
+        Value::Numeric(n) => Some(n.to_f64()),
         _ => None,
     }
 }
@@ -253,10 +290,15 @@ fn as_float(v: &Value) -> Option<f64> {
 /// Whether `CAST(x AS to)` is allowed for an `x` of type `from`.
 pub fn can_cast(from: DataType, to: DataType) -> bool {
     use DataType::*;
-    from == to || matches!((from, to), (Int, Float) | (Float, Int) | (Int, Bool) | (Bool, Int) | (_, Text) | (Text, _))
+    from == to
+        || matches!(
+            (from, to),
+            (Int, Float) | (Float, Int) | (Int, Bool) | (Bool, Int) | (Numeric, Int | Float) | (_, Text) | (Text, _)
+        )
 }
 
 /// Converts `v` to `ty` (the binder has checked [`can_cast`]).
+#[inline(never)]
 pub fn cast(v: Value, ty: DataType) -> Result<Value> {
     let out_of_range = || SqlError::new(SqlState::NumericValueOutOfRange, format!("value out of range for type {ty}"));
     Ok(match (v, ty) {
@@ -271,6 +313,8 @@ pub fn cast(v: Value, ty: DataType) -> Result<Value> {
             Value::Int(rounded as i64)
         }
         (Value::Int(i), DataType::Bool) => Value::Bool(i != 0),
+        (Value::Numeric(n), DataType::Int) => Value::Int(n.round().ok_or_else(out_of_range)?),
+        (Value::Numeric(n), DataType::Float) => Value::Float(n.to_f64()),
         (Value::Bool(b), DataType::Int) => Value::Int(i64::from(b)),
         (Value::Text(s), ty) => parse_text(&s, ty)?,
         (v, DataType::Text) => Value::Text(v.to_string()),
@@ -285,6 +329,25 @@ mod tests {
 
     fn c(v: Value) -> Box<Expr> {
         Box::new(Expr::Const(v))
+    }
+
+    #[test]
+    fn evaluation_counts_its_depth_as_a_second_line() {
+        use crate::bounds::{EXPR_DEPTH_MAX, WALK_DEPTH_MAX};
+        let chain = |depth: usize| {
+            let mut e = Expr::Const(Value::Int(1));
+            for _ in 0..depth {
+                e = Expr::Arith(ArithOp::Add, Box::new(e), c(Value::Int(1)));
+            }
+            e
+        };
+        let e = chain(WALK_DEPTH_MAX + 10).eval(&[]).expect_err("too deep to evaluate");
+        assert_eq!(e.code, SqlState::ProgramLimitExceeded);
+        assert!(e.message.contains(&format!("the limit is {EXPR_DEPTH_MAX}")), "{}", e.message);
+        assert_eq!(
+            chain(EXPR_DEPTH_MAX).eval(&[]).expect("the bound evaluates"),
+            Value::Int(EXPR_DEPTH_MAX as i64 + 1)
+        );
     }
 
     #[test]

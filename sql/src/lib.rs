@@ -29,7 +29,10 @@
 //! - **Clear errors.** Every error has a PostgreSQL SQLSTATE and says what to do; everything
 //!   Meridian does not support is rejected by name, never ignored (`bind/`).
 //! - **Bounded.** Every limit is a named constant: SQL text, rows per statement, key and row sizes,
-//!   scan batches, retries, tables listed, nesting depth.
+//!   scan batches, retries, tables listed, and a statement's shape: how deep its expressions
+//!   nest (operator chains count), how wide its lists are, how many tokens it has (`bounds.rs`),
+//!   so that no statement can exhaust the stack it runs on, a stack overflow being an abort of
+//!   the whole node.
 //!
 //! ## The interface below ([`KvStore`], [`KvTxn`])
 //! The store the lead implements must: let SQL read and write the catalog keys under
@@ -40,12 +43,14 @@
 //!
 //! ## Left out, deliberately
 //! Joins, subqueries, secondary indexes, `ALTER TABLE`, defaults and constraints other than the
-//! primary key, `DISTINCT`, savepoints, time types. Types are the five of §7; integers are 64-bit.
+//! primary key, `DISTINCT`, savepoints, time types. Types are the five of §7 (and `NUMERIC`, only as
+//! the result of `AVG` over integers, as in PostgreSQL: `numeric.rs`); integers are 64-bit.
 //!
 //! Parsing uses the `sqlparser` crate (PostgreSQL dialect); a binder rejects what Meridian does
 //! not support with a message saying so. Built by issue 6.
 
 mod bind;
+pub mod bounds;
 pub mod catalog;
 pub mod encoding;
 mod error;
@@ -54,6 +59,7 @@ mod expr;
 pub mod keys;
 mod kv;
 pub mod memkv;
+pub mod numeric;
 pub mod parse;
 mod plan;
 mod result;

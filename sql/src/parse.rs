@@ -18,7 +18,9 @@
 //!
 //! Syntax errors carry PostgreSQL's 1-based character `position` and say
 //! `syntax error at line L column C: …`. Recursion depth is bounded ([`PARSE_DEPTH_MAX`]) so a
-//! hostile `((((…` is an error, not a stack overflow.
+//! hostile `((((…` is an error, not a stack overflow; and before the parser builds anything, each
+//! statement's tokens are measured against the bounds of [`crate::bounds`], because a long flat
+//! chain (`1 + 1 + … + 1`) parses in a loop into a tree as deep as it is long.
 
 use std::time::Duration;
 
@@ -28,6 +30,7 @@ use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::{Parser, ParserError};
 use sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer, Whitespace};
 
+use crate::bounds;
 use crate::error::{Result, SqlError, SqlState};
 
 /// Longest SQL text accepted, in bytes.
@@ -55,6 +58,9 @@ pub struct Parsed {
     pub upsert: bool,
     /// The `AS OF SYSTEM TIME` clause, if any.
     pub as_of: Option<AsOf>,
+    /// How deep its expressions nest, as [`crate::bounds`] counts (at most
+    /// [`crate::bounds::EXPR_DEPTH_MAX`]).
+    pub depth: usize,
 }
 
 /// Parses `sql` into statements. Empty statements (`;;`, comments) are skipped.
@@ -134,12 +140,14 @@ fn parse_one(sql: &str, mut tokens: Vec<TokenWithSpan>) -> Result<Parsed> {
         }
     }
 
+    // Before the parser builds a tree that every later walk would recurse over (`bounds.rs`).
+    let depth = bounds::check_tokens(&tokens)?;
     let dialect = PostgreSqlDialect {};
     let mut parser = Parser::new(&dialect).with_recursion_limit(PARSE_DEPTH_MAX).with_tokens_with_locations(tokens);
     let mut stmts = parser.parse_statements().map_err(|e| parser_error(sql, e, end_location))?;
     assert!(stmts.len() <= 1, "invariant: the text was split at every ';' token, so one chunk is one statement");
     let stmt = stmts.pop().ok_or_else(|| syntax_error(sql, "empty statement", end_location))?;
-    Ok(Parsed { stmt, upsert, as_of })
+    Ok(Parsed { stmt, upsert, as_of, depth })
 }
 
 fn is_word(token: &Token, word: &str) -> bool {

@@ -23,6 +23,7 @@ use std::cmp::Ordering;
 use std::fmt;
 
 use crate::error::{Result, SqlError, SqlState};
+use crate::numeric::Numeric;
 
 /// A column's type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
@@ -37,12 +38,20 @@ pub enum DataType {
     Text,
     /// Arbitrary bytes.
     Bytes,
+    /// An exact decimal: only the result of `AVG` over integers, never a column (`numeric.rs`).
+    Numeric,
 }
 
 impl DataType {
     /// Whether arithmetic applies to the type.
     pub fn is_numeric(self) -> bool {
-        matches!(self, DataType::Int | DataType::Float)
+        matches!(self, DataType::Int | DataType::Float | DataType::Numeric)
+    }
+
+    /// The type a parameter or a string literal is read as where a value of this type is
+    /// expected: NUMERIC has no input of its own, so it reads a FLOAT.
+    pub fn input(self) -> DataType {
+        if self == DataType::Numeric { DataType::Float } else { self }
     }
 }
 
@@ -54,6 +63,7 @@ impl fmt::Display for DataType {
             DataType::Bool => "BOOL",
             DataType::Text => "TEXT",
             DataType::Bytes => "BYTES",
+            DataType::Numeric => "NUMERIC",
         })
     }
 }
@@ -82,6 +92,8 @@ pub enum Value {
     Text(String),
     /// A `BYTES`.
     Bytes(Vec<u8>),
+    /// A `NUMERIC` (only from `AVG` of integers).
+    Numeric(Numeric),
 }
 
 impl Value {
@@ -94,6 +106,7 @@ impl Value {
             Value::Bool(_) => Some(DataType::Bool),
             Value::Text(_) => Some(DataType::Text),
             Value::Bytes(_) => Some(DataType::Bytes),
+            Value::Numeric(_) => Some(DataType::Numeric),
         }
     }
 
@@ -111,6 +124,11 @@ impl Value {
             // Mixed comparisons go through f64: exact for |i| ≤ 2^53, the nearest float beyond.
             (Value::Int(a), Value::Float(b)) => Some(float_cmp(*a as f64, *b)),
             (Value::Float(a), Value::Int(b)) => Some(float_cmp(*a, *b as f64)),
+            (Value::Numeric(a), Value::Numeric(b)) => Some(a.cmp_exact(*b)),
+            (Value::Numeric(a), Value::Int(b)) => Some(a.cmp_exact(Numeric::from_int(*b))),
+            (Value::Int(a), Value::Numeric(b)) => Some(Numeric::from_int(*a).cmp_exact(*b)),
+            (Value::Numeric(a), Value::Float(b)) => Some(float_cmp(a.to_f64(), *b)),
+            (Value::Float(a), Value::Numeric(b)) => Some(float_cmp(*a, b.to_f64())),
             (Value::Bool(a), Value::Bool(b)) => Some(a.cmp(b)),
             (Value::Text(a), Value::Text(b)) => Some(a.as_bytes().cmp(b.as_bytes())),
             (Value::Bytes(a), Value::Bytes(b)) => Some(a.cmp(b)),
@@ -142,6 +160,7 @@ impl Value {
             Value::Bool(false) => "FALSE".to_string(),
             Value::Text(s) => format!("'{}'", s.replace('\'', "''")),
             Value::Bytes(b) => format!("x'{}'", hex(b)),
+            Value::Numeric(n) => n.to_string(),
         }
     }
 
@@ -167,6 +186,7 @@ impl fmt::Display for Value {
             Value::Bool(b) => write!(f, "{b}"),
             Value::Text(s) => f.write_str(s),
             Value::Bytes(b) => write!(f, "\\x{}", hex(b)),
+            Value::Numeric(n) => write!(f, "{n}"),
         }
     }
 }
@@ -293,6 +313,7 @@ pub(crate) fn parse_text(text: &str, ty: DataType) -> Result<Value> {
             Some(digits) => Value::Bytes(unhex(digits).ok_or_else(bad)?),
             None => Value::Bytes(text.as_bytes().to_vec()),
         },
+        DataType::Numeric => return parse_text(text, ty.input()),
     })
 }
 

@@ -21,25 +21,32 @@
 //! And always: no panic, no `XX000`/`XX001` (an internal error is a bug), at most one error per
 //! call and only as its last result, syntax-error positions inside the text.
 //!
-//! Deterministic: one seed, one run. Replay a failure with `MERIDIAN_FUZZ_SEED=<seed>` (add
-//! `MERIDIAN_FUZZ_TRACE=1` to print every statement and its outcome); scale up with
-//! `MERIDIAN_FUZZ_STEPS=<n>` (statements per seed).
+//! Some statements ([`STRESS_PERCENT`]) are `fuzzgen`'s stress shapes: operator chains, nesting and
+//! lists around and far past the bounds of `meridian_sql::bounds`. Each seed runs on a thread with
+//! the stack a node runs statements on ([`SERVER_STACK_BYTES`]); a stack overflow aborts the test
+//! process, and the thread's name says which seed to replay.
+//!
+//! The budget is a count: [`SEEDS`] seeds of [`STEPS_PER_SEED`] statements, every one of which
+//! must run (about 15 s of CPU in the dev build). Deterministic: one seed, one run.
+//! Replay a failure with `MERIDIAN_FUZZ_SEED=<seed>` (add `MERIDIAN_FUZZ_TRACE=1` to print every
+//! statement and its outcome); scale up with `MERIDIAN_FUZZ_STEPS=<n>` (statements per seed).
 
 mod fuzzgen;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::executor::block_on;
+use meridian_sql::bounds::{EXPR_DEPTH_MAX, LIST_ITEMS_MAX, SERVER_STACK_BYTES};
 use meridian_sql::{MemKv, QueryResult, ResultKind, Session, SqlState, TxnStatus};
 
 /// Seeds run by default.
 const SEEDS: u64 = 24;
 /// Statements per seed by default.
 const STEPS_PER_SEED: usize = 2_500;
-/// Upper bound on the whole test's run time; seeds not reached are reported, not failed.
-const RUN_TIME_MAX: Duration = Duration::from_secs(60);
+/// Share of statements that are stress shapes (chains, nesting, wide lists).
+const STRESS_PERCENT: usize = 1;
 
 type Dump = Vec<(Vec<u8>, Vec<u8>)>;
 
@@ -134,8 +141,9 @@ impl Run {
         run
     }
 
-    /// Runs `sql` and checks every property of the module essay.
-    fn step(&mut self, step: usize, sql: &str) {
+    /// Runs `sql` and checks every property of the module essay. Returns whether it was refused
+    /// with `54000` (a limit).
+    fn step(&mut self, step: usize, sql: &str) -> bool {
         let before = self.store.dump();
         let status_before = self.session.in_transaction();
         let parse = meridian_sql::parse::parse(sql);
@@ -149,6 +157,7 @@ impl Run {
                 panic!("seed {} step {step}: {sql:?} panicked (replay: MERIDIAN_FUZZ_SEED={})", self.seed, self.seed)
             }
         };
+        let refused = results.iter().any(|r| matches!(r, Err(e) if e.code == SqlState::ProgramLimitExceeded));
         let after = self.store.dump();
         let status_after = self.session.in_transaction();
         let ctx = format!("seed {} step {step}: {sql:?} → {results:?}", self.seed);
@@ -270,6 +279,7 @@ impl Run {
         {
             self.txn_read_only = true;
         }
+        refused
     }
 
     fn check_idle_single(
@@ -370,6 +380,50 @@ fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().map(|v| v.parse().unwrap_or_else(|_| panic!("{name}={v:?} is not a number")))
 }
 
+/// What one seed's run counted.
+#[derive(Debug, Default)]
+struct Counts {
+    ok: usize,
+    failed: usize,
+    stress: usize,
+    /// Statements refused with 54000 (a bound of `meridian_sql::bounds`, or another limit).
+    refused: usize,
+}
+
+/// Runs one seed: `steps` statements and the checks of the module essay.
+fn run_seed(seed: u64, steps: usize) -> Counts {
+    let mut run = Run::new(seed);
+    let mut generator = fuzzgen::Gen::new(seed, true);
+    let mut counts = Counts::default();
+    for step in 0..steps {
+        // A failed transaction only says 25P02 until it ends: end it sooner than chance would.
+        let sql = if run.session.in_transaction() == TxnStatus::Failed && generator.rng.percent(30) {
+            generator.rng.pick(&["ROLLBACK", "COMMIT"]).to_string()
+        } else if generator.rng.percent(STRESS_PERCENT) {
+            counts.stress += 1;
+            generator.stress(EXPR_DEPTH_MAX, LIST_ITEMS_MAX)
+        } else {
+            generator.next_sql()
+        };
+        if step % 7 == 3 {
+            run.extended(&sql);
+        }
+        if run.step(step, &sql) {
+            counts.refused += 1;
+        }
+        if step % 50 == 49 {
+            run.read_all(step);
+            run.heal();
+        }
+    }
+    // End any transaction and check the store once more.
+    run.step(steps, "ROLLBACK");
+    run.read_all(steps);
+    counts.ok = run.ok;
+    counts.failed = run.failed;
+    counts
+}
+
 #[test]
 fn random_and_mutated_statements_never_panic_or_leave_partial_effects() {
     let seeds: Vec<u64> = match env_u64("MERIDIAN_FUZZ_SEED") {
@@ -378,43 +432,38 @@ fn random_and_mutated_statements_never_panic_or_leave_partial_effects() {
     };
     let steps = env_u64("MERIDIAN_FUZZ_STEPS").map_or(STEPS_PER_SEED, |n| n as usize);
     let started = Instant::now();
-    let (mut ok, mut failed, mut seeds_run) = (0, 0, 0);
+    let mut total = Counts::default();
+    let mut seeds_run = 0;
     for &seed in &seeds {
-        if started.elapsed() > RUN_TIME_MAX {
-            eprintln!("fuzz: time limit of {RUN_TIME_MAX:?} reached; seeds from {seed} on were not run");
-            break;
-        }
-        let mut run = Run::new(seed);
-        let mut generator = fuzzgen::Gen::new(seed, true);
-        for step in 0..steps {
-            // A failed transaction only says 25P02 until it ends: end it sooner than chance would.
-            let sql = if run.session.in_transaction() == TxnStatus::Failed && generator.rng.percent(30) {
-                generator.rng.pick(&["ROLLBACK", "COMMIT"]).to_string()
-            } else {
-                generator.next_sql()
-            };
-            if step % 7 == 3 {
-                run.extended(&sql);
-            }
-            run.step(step, &sql);
-            if step % 50 == 49 {
-                run.read_all(step);
-                run.heal();
-            }
-        }
-        // End any transaction and check the store once more.
-        run.step(steps, "ROLLBACK");
-        run.read_all(steps);
-        ok += run.ok;
-        failed += run.failed;
+        // On a thread with a node's stack: a statement that overflows it aborts this process, and
+        // the message names the thread, so the seed to replay.
+        let counts = std::thread::Builder::new()
+            .name(format!("fuzz seed {seed} (replay: MERIDIAN_FUZZ_SEED={seed} MERIDIAN_FUZZ_TRACE=1)"))
+            .stack_size(SERVER_STACK_BYTES)
+            .spawn(move || run_seed(seed, steps))
+            .expect("spawn a fuzz thread")
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        total.ok += counts.ok;
+        total.failed += counts.failed;
+        total.stress += counts.stress;
+        total.refused += counts.refused;
         seeds_run += 1;
     }
     eprintln!(
-        "fuzz: {seeds_run} seeds × {steps} statements: {ok} succeeded, {failed} failed cleanly, in {:?}",
+        "fuzz: {seeds_run} seeds × {steps} statements: {} succeeded, {} failed cleanly ({} stress shapes, {} refused \
+         with 54000), in {:?}",
+        total.ok,
+        total.failed,
+        total.stress,
+        total.refused,
         started.elapsed()
     );
-    assert!(seeds_run > 0, "at least one seed ran");
-    assert!(ok > 0 && failed > 0, "the generator produces both good and bad statements");
+    assert_eq!(seeds_run, seeds.len(), "every seed of the budget ran");
+    assert!(total.ok > 0 && total.failed > 0, "the generator produces both good and bad statements");
+    if steps >= STEPS_PER_SEED {
+        assert!(total.refused > 0, "stress shapes reach the bounds: {total:?}");
+    }
 }
 
 #[test]

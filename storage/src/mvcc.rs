@@ -132,6 +132,9 @@ pub fn delete(batch: &mut WriteBatch, key: &[u8], ts: Timestamp) -> Result<()> {
     Ok(())
 }
 
+/// A live `(key, value)` pair as a scan returns it.
+pub type Row = (Vec<u8>, Vec<u8>);
+
 /// Multi-version reads and GC over an [`Engine`].
 pub struct Mvcc {
     engine: Arc<dyn Engine>,
@@ -195,16 +198,24 @@ impl Mvcc {
 
     /// Up to `limit` live `(key, value)` pairs with keys in `[start, end)`, as of `ts`, in key
     /// order.
-    pub fn scan(
+    pub fn scan(&self, start: &[u8], end: Option<&[u8]>, ts: Timestamp, limit: usize) -> Result<Vec<Row>> {
+        Ok(self.scan_newest(start, end, ts, limit)?.0)
+    }
+
+    /// [`Mvcc::scan`], plus the newest commit timestamp among the versions the result reflects
+    /// (tombstones of deleted keys included; `Timestamp::ZERO` if none): a reader must not be
+    /// answered before `TT.after` of it (Spanner §4.1.2, commit wait).
+    pub fn scan_newest(
         &self,
         start: &[u8],
         end: Option<&[u8]>,
         ts: Timestamp,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    ) -> Result<(Vec<Row>, Timestamp)> {
         self.check_ts(ts)?;
         let (lo, hi) = encoded_range(start, end);
         let mut out = Vec::new();
+        let mut newest = Timestamp::ZERO;
         let mut done_with: Option<Vec<u8>> = None; // escaped key whose visible version was seen
         for kv in self.engine.scan(Cf::Data, &lo, hi.as_deref(), Direction::Forward)? {
             if out.len() >= limit {
@@ -216,12 +227,13 @@ impl Mvcc {
                 continue;
             }
             done_with = Some(enc.to_vec());
+            newest = newest.max(vts);
             if let Some(v) = decode_value(&raw_key, vts, &raw_val)? {
                 let (user_key, _) = keycode::unescape(enc)?;
                 out.push((user_key, v));
             }
         }
-        Ok(out)
+        Ok((out, newest))
     }
 
     /// Every stored version of keys in `[start, end)` (newest first per key): the raw material

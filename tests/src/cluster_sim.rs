@@ -7,8 +7,11 @@
 //!   setup      3 nodes, every range 3 replicas, accounts and lists split over 6 ranges
 //!   safety     clients run transfers, audits and list appends while faults strike:
 //!              crashes (unsynced writes lost) and restarts, power loss of every node,
-//!              pauses, isolated nodes, cut
-//!              links, lost / duplicated / reordered messages, clock offsets within ε
+//!              pauses, isolated nodes, cut links, lost / duplicated / reordered messages,
+//!              clock offsets within ε (and steps between them, backwards too), leader
+//!              hand-offs (some right after an audit picked its timestamp), splits and
+//!              merges under running transactions (clients keep stale routes), a client
+//!              paused between its prepares and its commit past the coordinator's window
 //!   liveness   every fault healed; the clients must commit again, then a final audit
 //! ```
 //!
@@ -25,6 +28,10 @@
 //! - **list append** ([`meridian_check::elle`]): the history is strictly serializable;
 //! - **external consistency** ([`meridian_check::external`]): a transaction acknowledged before
 //!   another began has the smaller timestamp (committed writes and audits);
+//! - **snapshot repeatability**: after healing, audits read again at their timestamps see
+//!   exactly what they saw (no write landed below a read already served);
+//! - **no read before commit wait** (checked by [`ClusterSim`] at every answer): true time has
+//!   passed the timestamp of every version a read returns;
 //! - **liveness**: after healing, transfers commit again and the final audit is served;
 //! - no node core panics.
 //!
@@ -62,6 +69,11 @@ pub enum Unsafe {
     /// Nodes send messages (Paxos votes, answers) before the writes behind them are durable, so
     /// a crash loses acknowledged state.
     AckBeforePersist,
+    /// Reads are answered before true time passed the versions they show (Spanner §4.1.2).
+    ReadBeforeCommitWait,
+    /// A leader's reads at or below `TT.now().latest` do not hold later writes above them
+    /// (Spanner §4.1.3), so a clock step or a hand-off lets a write land below a served read.
+    ReadsPromiseNothing,
 }
 
 impl std::str::FromStr for Unsafe {
@@ -72,8 +84,11 @@ impl std::str::FromStr for Unsafe {
             "skip-commit-wait" => Ok(Unsafe::SkipCommitWait),
             "early-lock-release" => Ok(Unsafe::EarlyLockRelease),
             "ack-before-persist" => Ok(Unsafe::AckBeforePersist),
+            "read-before-commit-wait" => Ok(Unsafe::ReadBeforeCommitWait),
+            "reads-promise-nothing" => Ok(Unsafe::ReadsPromiseNothing),
             _ => Err(format!(
-                "unknown unsafe switch {s:?}: none, skip-commit-wait, early-lock-release, ack-before-persist"
+                "unknown unsafe switch {s:?}: none, skip-commit-wait, early-lock-release, ack-before-persist, \
+                 read-before-commit-wait, reads-promise-nothing"
             )),
         }
     }
@@ -156,6 +171,13 @@ const COORDINATE_ATTEMPTS_MAX: u32 = 4;
 const HEAL_SERVE_MAX: Duration = Duration::from_secs(4);
 /// The driver's step of simulated time.
 const STEP: Duration = Duration::from_millis(1);
+/// How long coordinators remember decisions in the simulation (120 s in a real node).
+const DECISION_REMEMBERED_SIM: Duration = Duration::from_secs(4);
+/// Most audits re-read at their timestamps after healing (the snapshot-repeatability check).
+const AUDITS_REREAD_MAX: usize = 24;
+/// Bounds on the number of ranges the split and merge faults keep the workload's keys in.
+const RANGES_MIN: usize = 4;
+const RANGES_MAX: usize = 14;
 
 fn account(i: usize) -> Vec<u8> {
     format!("acct/{i:02}").into_bytes()
@@ -176,8 +198,12 @@ fn node_options(u: Unsafe, housekeeping: Duration) -> NodeOptions {
         forward_timeout: Duration::from_millis(500),
         dead_after: Duration::from_secs(20),
         rebalance: false,
+        // Short, so that a client paused past it (a fault below) fits in a run.
+        decision_remembered: DECISION_REMEMBERED_SIM,
         unsafe_skip_commit_wait: u == Unsafe::SkipCommitWait,
         unsafe_early_lock_release: u == Unsafe::EarlyLockRelease,
+        unsafe_read_before_commit_wait: u == Unsafe::ReadBeforeCommitWait,
+        unsafe_reads_promise_nothing: u == Unsafe::ReadsPromiseNothing,
         ..NodeOptions::default()
     }
 }
@@ -225,7 +251,7 @@ enum Phase {
     /// Executing op `step` of the program (reads under locks, buffered writes).
     Reading,
     /// Preparing at `participants[i]`.
-    Preparing { coordinator: GroupId, participants: Vec<GroupId>, i: usize, max_ts: Timestamp },
+    Preparing { coordinator: GroupId, participants: Vec<GroupId>, i: usize },
     /// The coordinator's (or the single range's) commit; `attempts` sent so far.
     Committing { attempts: u32, two_phase: bool },
     /// A transaction that only read: releasing its locks range by range.
@@ -254,6 +280,9 @@ struct Txn {
 struct Client {
     txn: Option<Txn>,
     pending: Option<Pending>,
+    /// A paused client sends nothing and reads no answer until then (a process stopped between
+    /// a prepare and its commit, say).
+    paused_until: Option<Timestamp>,
     /// A failed operation's wound-wait priority is kept when it is retried.
     retry_start: Option<Timestamp>,
 }
@@ -280,6 +309,8 @@ struct Run {
     aborts: Vec<Pending>,
     /// When each range first answered a client after healing.
     served_after_heal: BTreeMap<GroupId, Timestamp>,
+    /// Every completed audit: its timestamp and the balances it saw.
+    audits_seen: Vec<(Timestamp, Vec<i64>)>,
 }
 
 #[derive(Clone, Debug)]
@@ -309,7 +340,10 @@ impl Run {
             refresh_due: true,
             next_txn: 1,
             next_element: 1,
-            clients: (0..cfg.clients).map(|_| Client { txn: None, pending: None, retry_start: None }).collect(),
+            clients: (0..cfg.clients)
+                .map(|_| Client { txn: None, pending: None, paused_until: None, retry_start: None })
+                .collect(),
+            audits_seen: Vec::new(),
             report: SeedReport { seed, ..SeedReport::default() },
             elle: Vec::new(),
             committed: Vec::new(),
@@ -382,11 +416,39 @@ impl Run {
             let first = self.served_after_heal.get(&gid).map(|t| t.duration_since(healed));
             if first.is_none_or(|d| d > HEAL_SERVE_MAX) {
                 let k = String::from_utf8_lossy(&key).into_owned();
+                let replicas =
+                    format!("{}; the meta range's: {}", self.replicas_of(&key), self.replicas_of(&[0x00, 0x02]));
                 self.violation(format!(
-                    "liveness: range {gid} (key {k}) first served a client {first:?} after every fault healed"
+                    "liveness: range {gid} (key {k}) first served a client {first:?} after every fault healed; \
+                     its replicas: {replicas}"
                 ));
             }
         }
+    }
+
+    /// Every live node's replica of the range holding `key`, as its status shows it (for
+    /// diagnosing a liveness violation).
+    fn replicas_of(&self, key: &[u8]) -> String {
+        let mut out = Vec::new();
+        for n in self.sim.nodes.keys().copied().filter(|n| self.up(*n)) {
+            for g in self.sim.core(n).status(self.sim.tt(n)).groups.into_iter().filter(|g| g.desc.contains(key)) {
+                out.push(format!(
+                    "{n}: {} [{}, {}) gen {} {} ballot {} leader {:?} lease {:?} chosen {} applied {} prepared {}",
+                    g.desc.id,
+                    String::from_utf8_lossy(&g.desc.start),
+                    String::from_utf8_lossy(&g.desc.end),
+                    g.desc.generation,
+                    g.role,
+                    g.ballot,
+                    g.leader,
+                    g.lease_end,
+                    g.chosen,
+                    g.applied,
+                    g.prepared_count
+                ));
+            }
+        }
+        out.join("; ")
     }
 
     // ----- set-up -----
@@ -443,7 +505,11 @@ impl Run {
                 self.refresh();
                 continue;
             };
-            match self.sim.call(target, request.clone(), REQUEST_TIMEOUT) {
+            let answer = self.sim.call(target, request.clone(), REQUEST_TIMEOUT);
+            if let Some(Response::Error(e)) = &answer {
+                self.learn_route(e);
+            }
+            match answer {
                 Some(Response::Error(ApiError::NotLeader { group, leader: Some(l), .. })) if self.up(l) => {
                     self.leaders.insert(group, l);
                 }
@@ -495,6 +561,23 @@ impl Run {
             .filter(|n| self.up(*n))
             .or_else(|| voters.iter().copied().find(|n| self.up(*n)))?;
         Some((gid, target))
+    }
+
+    /// A refusal that carries the range as the node knows it (after a split or merge the client's
+    /// routes are stale): replace every older route it overlaps, as `meridian-client` does.
+    fn learn_route(&mut self, e: &ApiError) {
+        let d = match e {
+            ApiError::NotLeader { desc: Some(d), .. }
+            | ApiError::KeyOutOfRange { desc: Some(d), .. }
+            | ApiError::RangeChanged { desc: Some(d), .. } => d,
+            _ => return,
+        };
+        if self.descs.iter().any(|o| o.overlaps(&d.start, &d.end) && o.generation > d.generation) {
+            return;
+        }
+        self.descs.retain(|o| !o.overlaps(&d.start, &d.end));
+        self.descs.push((**d).clone());
+        self.descs.sort_by(|a, b| a.start.cmp(&b.start));
     }
 
     fn any_replica(&mut self, key: &[u8]) -> Option<NodeId> {
@@ -551,6 +634,9 @@ impl Run {
             }
             return Some(Answer::Lost);
         };
+        if let Response::Error(e) = &r {
+            self.learn_route(e);
+        }
         let retry = match &r {
             Response::Error(ApiError::NotLeader { group, leader: Some(l), .. }) if self.up(*l) => {
                 self.leaders.insert(*group, *l);
@@ -558,6 +644,7 @@ impl Run {
             }
             Response::Error(
                 ApiError::NotLeader { .. }
+                | ApiError::NoLeader { .. }
                 | ApiError::KeyOutOfRange { .. }
                 | ApiError::RangeNotFound(_)
                 | ApiError::Unavailable(_)
@@ -597,7 +684,7 @@ impl Run {
         let n = nodes[self.rng.random_range(0..nodes.len())];
         let lasting = Duration::from_millis(self.rng.random_range(500..3_000));
         let eps_ns = 4_000_000i64;
-        let line = match self.rng.random_range(0..9) {
+        let line = match self.rng.random_range(0..12) {
             0 | 1 if !down => {
                 self.sim.crash(n);
                 self.heals.push((now.saturating_add(lasting), Heal::Restart(n)));
@@ -663,14 +750,107 @@ impl Run {
                 self.sim.submit(from, Request::TransferLeader { group, to });
                 format!("hand {group} from {from} to {to}")
             }
+            9 => {
+                // Split a range of the workload at one of its keys: transactions and audits in
+                // flight meet a range that changed under them, clients a stale route cache.
+                let keys: Vec<Vec<u8>> =
+                    (0..self.cfg.accounts).map(account).chain((0..self.cfg.lists).map(list)).collect();
+                let k = keys[self.rng.random_range(0..keys.len())].clone();
+                if self.descs.len() >= RANGES_MAX || self.descs.iter().any(|d| d.start == k) {
+                    return;
+                }
+                let Some((_, leader)) = self.locate(&k) else { return };
+                self.sim.submit(leader, Request::Split { key: k.clone() });
+                self.refresh_due = true;
+                format!("split at {}", String::from_utf8_lossy(&k))
+            }
+            10 => {
+                // Merge a range into its left neighbour (both have every node's replica).
+                if self.descs.len() <= RANGES_MIN {
+                    return;
+                }
+                let user: Vec<RangeDescriptor> =
+                    self.descs.iter().filter(|d| d.start.as_slice() >= b"acct/".as_slice()).cloned().collect();
+                if user.len() < 2 {
+                    return;
+                }
+                let left = user[self.rng.random_range(0..user.len() - 1)].clone();
+                let Some((_, leader)) = self.locate(&left.start) else { return };
+                self.sim.submit(leader, Request::Merge { group: left.id });
+                self.refresh_due = true;
+                format!("merge {} with its right neighbour", left.id)
+            }
+            11 => {
+                // A client stops between its prepares and its commit for longer than the
+                // coordinator's window for repeating a commit.
+                let c = self.rng.random_range(0..self.clients.len());
+                let in_commit = self.clients[c].txn.as_ref().is_some_and(|t| {
+                    matches!(t.phase, Phase::Preparing { .. } | Phase::Committing { two_phase: true, .. })
+                });
+                if !in_commit {
+                    return;
+                }
+                let pause = DECISION_REMEMBERED_SIM / 2 + Duration::from_millis(self.rng.random_range(100..3_000));
+                self.clients[c].paused_until = Some(now.saturating_add(pause));
+                format!("pause client {c} in two-phase commit for {pause:?}")
+            }
             _ => return,
         };
         let at = ns(now) as f64 / 1e9;
         self.report.faults.push(format!("{at:.3}s {line}"));
     }
 
+    /// Hands the leadership of `key`'s range to another live node (no answer awaited).
+    fn hand_off_range_of(&mut self, key: &[u8]) {
+        let Some((group, from)) = self.locate(key) else { return };
+        let others: Vec<NodeId> = self.sim.nodes.keys().copied().filter(|n| *n != from && self.up(*n)).collect();
+        if others.is_empty() {
+            return;
+        }
+        let to = others[self.rng.random_range(0..others.len())];
+        self.sim.submit(from, Request::TransferLeader { group, to });
+        let at = ns(self.sim.now) as f64 / 1e9;
+        self.report.faults.push(format!("{at:.3}s hand {group} from {from} to {to} right after an audit's first read"));
+    }
+
+    /// Snapshot repeatability (Spanner §4.1.3: a read at `t` sees every write at or below `t`,
+    /// now and later): after healing, some audits are read again at their timestamps; each
+    /// must see exactly the balances it saw then. A write that landed below a read already
+    /// served (a leader's clock stepping back, a hand-off, a split or merge losing a promise)
+    /// shows up here even when the totals still add up.
+    fn reread_audits(&mut self) {
+        let audits = std::mem::take(&mut self.audits_seen);
+        let step = (audits.len() / AUDITS_REREAD_MAX).max(1);
+        for (ts, seen) in audits.iter().step_by(step).take(AUDITS_REREAD_MAX) {
+            let mut again = Vec::new();
+            for i in 0..self.cfg.accounts {
+                let request = Request::Read { start: account(i), end: None, limit: 1, ts: Some(*ts) };
+                match self.call(&account(i), request) {
+                    Some(Response::ReadAt { rows, .. }) => {
+                        match parse_balance(rows.into_iter().next().map(|(_, v)| v).as_deref()) {
+                            Some(b) => again.push(b),
+                            None => break,
+                        }
+                    }
+                    // Not served (e.g. below the GC horizon): nothing to compare.
+                    _ => break,
+                }
+            }
+            if again.len() == seen.len() && again != *seen {
+                self.violation(format!("snapshot: the audit at {ts} saw {seen:?}, a read at {ts} now sees {again:?}"));
+            }
+        }
+    }
+
     fn heal_due(&mut self, all: bool) {
         let now = self.sim.now;
+        if all {
+            // A paused client resumes with everything else (its pause may have outlived the
+            // coordinator's window by then, which is the point of that fault).
+            for c in &mut self.clients {
+                c.paused_until = None;
+            }
+        }
         let (due, keep): (Vec<_>, Vec<_>) =
             std::mem::take(&mut self.heals).into_iter().partition(|(t, _)| all || *t <= now);
         self.heals = keep;
@@ -767,6 +947,9 @@ impl Run {
     }
 
     fn advance(&mut self, c: usize) {
+        if self.clients[c].paused_until.is_some_and(|t| self.sim.now < t) {
+            return;
+        }
         if self.clients[c].txn.is_none() {
             let Some(t) = self.new_txn(c) else { return };
             self.clients[c].txn = Some(t);
@@ -818,17 +1001,15 @@ impl Run {
                 }
                 self.start_commit(c, t)
             }
-            Phase::Preparing { coordinator, participants, i, max_ts } => {
+            Phase::Preparing { coordinator, participants, i } => {
                 if let Some(a) = answer.take() {
                     match a {
-                        Answer::Ok(Response::Prepared { ts }) => {
-                            *max_ts = (*max_ts).max(ts);
-                            *i += 1;
-                        }
+                        // The participant reports its prepare timestamp to the coordinator itself.
+                        Answer::Ok(Response::Prepared { .. }) => *i += 1,
                         _ => return self.finish_failed(c, t, "a participant did not prepare"),
                     }
                 }
-                let (coordinator, participants, i, max_ts) = (*coordinator, participants.clone(), *i, *max_ts);
+                let (coordinator, participants, i) = (*coordinator, participants.clone(), *i);
                 if i < participants.len() {
                     let g = participants[i];
                     let (reads, epoch) = t.reads.get(&g).cloned().unwrap_or_default();
@@ -841,11 +1022,13 @@ impl Run {
                         read_epoch: Some(epoch),
                         writes,
                         role: CommitRole::Prepare { coordinator },
+                        range: Some(g),
                     };
                     return Some(self.send(key, request, false));
                 }
                 t.phase = Phase::Committing { attempts: 0, two_phase: true };
-                let role = CommitRole::Coordinate { participants, prepare_ts_max: max_ts };
+                // The client's clock is true time; every resend carries the first sending's time.
+                let role = CommitRole::Coordinate { participants, first_sent: Some(self.sim.now) };
                 self.send_commit(t, coordinator, role)
             }
             Phase::Committing { attempts, two_phase } => {
@@ -887,6 +1070,7 @@ impl Run {
                     read_epoch: Some(epoch),
                     writes: Vec::new(),
                     role: CommitRole::Single,
+                    range: Some(ranges[i]),
                 };
                 Some(self.send(reads[0].clone(), request, false))
             }
@@ -972,7 +1156,7 @@ impl Run {
         let first = t.writes.keys().next().cloned().expect("writes");
         let coordinator = self.range_of(&first)?;
         let participants: Vec<GroupId> = all.into_iter().filter(|g| *g != coordinator).collect();
-        t.phase = Phase::Preparing { coordinator, participants, i: 0, max_ts: Timestamp::ZERO };
+        t.phase = Phase::Preparing { coordinator, participants, i: 0 };
         self.next(c, t, None)
     }
 
@@ -983,8 +1167,15 @@ impl Run {
         };
         let writes = self.writes_in(t, g);
         let key = writes.first().map(|w| w.0.clone()).or(reads.first().cloned())?;
-        let request =
-            Request::TxnCommit { txn: t.meta, reads, read_spans: Vec::new(), read_epoch: epoch, writes, role };
+        let request = Request::TxnCommit {
+            txn: t.meta,
+            reads,
+            read_spans: Vec::new(),
+            read_epoch: epoch,
+            writes,
+            role,
+            range: Some(g),
+        };
         t.commit_req = Some((key.clone(), request.clone()));
         Some(self.send(key, request, false))
     }
@@ -1000,6 +1191,11 @@ impl Run {
                         self.violation(v);
                         return self.finish_abandoned(c);
                     };
+                    if ts.is_none() && self.cfg.faults && self.healed_at.is_none() && self.rng.random_bool(0.1) {
+                        // A hand-off within 2ε of the read that picked the snapshot: the new
+                        // leader of the next account's range must not write below it.
+                        self.hand_off_range_of(&account(1));
+                    }
                     *ts = Some(ts.unwrap_or(read_ts));
                     *sum += b;
                     balances.push(b);
@@ -1019,6 +1215,7 @@ impl Run {
             self.violation(format!("bank: audit at {ts} saw total {sum} (expected {total}), balances {balances:?}"));
         }
         self.report.audits += 1;
+        self.audits_seen.push((ts, balances));
         let id = format!("audit {}", t.meta.id);
         self.committed.push(external::Committed {
             id,
@@ -1075,9 +1272,9 @@ impl Run {
     }
 
     fn finish_failed(&mut self, c: usize, t: &mut Txn, _why: &str) -> Option<Pending> {
-        let mut keys: BTreeMap<GroupId, Vec<u8>> = BTreeMap::new();
-        // Every range the transaction may have locked in, including a request whose answer
-        // was lost; the abort of a range it never reached is harmless.
+        // Every key the transaction may have locked, with the range it was in then (a split or
+        // merge since may have moved it, and the locks stay where they were taken), including
+        // a request whose answer was lost; the abort of a range it never reached is harmless.
         let program: Vec<Vec<u8>> = match &t.kind {
             Kind::Transfer { from, to, .. } => vec![account(*from), account(*to)],
             Kind::Append(ops) => ops
@@ -1086,13 +1283,14 @@ impl Run {
                 .collect(),
             Kind::Audit => Vec::new(),
         };
+        let mut aborts: BTreeSet<(Vec<u8>, Option<GroupId>)> = BTreeSet::new();
         for k in program.into_iter().chain(t.writes.keys().cloned()) {
-            if let Some(g) = self.range_of(&k) {
-                keys.entry(g).or_insert(k);
-            }
+            let read_in = t.reads.iter().find(|(_, (keys, _))| keys.contains(&k)).map(|(g, _)| *g);
+            aborts.insert((k.clone(), read_in.or_else(|| self.range_of(&k))));
         }
-        for (_, key) in keys {
-            let p = self.send(key.clone(), Request::TxnAbort { txn: t.meta, key }, false);
+        for (key, range) in aborts {
+            let request = Request::TxnAbort { txn: t.meta, key: key.clone(), range };
+            let p = self.send(key, request, false);
             self.aborts.push(p);
         }
         match &t.kind {
@@ -1152,6 +1350,7 @@ impl Run {
         if balances.len() == self.cfg.accounts && (sum != total || balances.iter().any(|b| *b < 0)) {
             self.violation(format!("bank: final total {sum} (expected {total}), balances {balances:?}"));
         }
+        self.reread_audits();
         let report = elle::check(&self.elle, elle::CheckOptions::strict_serializable());
         if !report.is_valid() {
             let text = report.to_string();

@@ -59,7 +59,7 @@ pub struct NodeArgs {
     pub replication: usize,
     /// Turn the placement loop off (`--no-rebalance`).
     pub no_rebalance: bool,
-    /// Serve HTTP too (`--http-listen`, on a free port: [`ProcessNode::http_addr`]).
+    /// Serve `/health`, `/status` and `/metrics` (`--http-listen`, on a fixed port per node).
     pub http: bool,
 }
 
@@ -75,7 +75,7 @@ pub struct ProcessNode {
     pub addr: String,
     /// Its PostgreSQL-protocol address (fixed across restarts).
     pub pg_addr: String,
-    /// Its HTTP address, if [`NodeArgs::http`] (fixed across restarts).
+    /// Its HTTP address (fixed across restarts), with [`NodeArgs::http`].
     pub http_addr: Option<String>,
     /// Its data directory.
     pub data_dir: PathBuf,
@@ -87,6 +87,11 @@ impl ProcessNode {
     /// Whether the process is running.
     pub fn is_running(&self) -> bool {
         self.child.is_some()
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// The log file of this node.
@@ -139,15 +144,13 @@ fn spawn(
         .arg("--replication")
         .arg(args.replication.to_string())
         .args(args.no_rebalance.then_some("--no-rebalance"))
+        .args(http_addr.into_iter().flat_map(|a| ["--http-listen", a]))
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log));
     for j in join {
         cmd.arg("--join").arg(j);
-    }
-    if let Some(http) = http_addr {
-        cmd.arg("--http-listen").arg(http);
     }
     let mut child = cmd.spawn().map_err(|e| format!("spawning {}: {e}", binary.display()))?;
     match listening_line(&mut child).recv_timeout(START_TIMEOUT) {

@@ -78,3 +78,19 @@ fn the_checkers_catch_acknowledgements_before_durability() {
     let v = violations_with(Unsafe::AckBeforePersist, 40, caught);
     assert!(caught(&v), "not caught: {v:#?}");
 }
+
+#[test]
+fn the_read_answer_check_catches_reads_before_commit_wait() {
+    // ClusterSim checks every answer: a read showing a version before true time passed it
+    // panics the seed (reported as a violation).
+    let caught = |v: &[String]| v.iter().any(|v| v.contains("before its commit wait ended"));
+    let v = violations_with(Unsafe::ReadBeforeCommitWait, 20, caught);
+    assert!(caught(&v), "not caught: {v:#?}");
+}
+
+#[test]
+fn the_snapshot_repeatability_check_catches_reads_that_promise_nothing() {
+    let caught = |v: &[String]| any(v, "snapshot:") || any(v, "external consistency violated");
+    let v = violations_with(Unsafe::ReadsPromiseNothing, 60, caught);
+    assert!(caught(&v), "not caught: {v:#?}");
+}

@@ -194,6 +194,17 @@ impl TTInterval {
     pub fn width(&self) -> Duration {
         self.latest.duration_since(self.earliest)
     }
+
+    /// `TT.after(t)` as of this reading: `t` has definitely passed (`earliest > t`). Commit
+    /// wait (Spanner §4.1.2) is over for a commit at `t` once this holds.
+    pub fn after(&self, t: Timestamp) -> bool {
+        self.earliest > t
+    }
+
+    /// `TT.before(t)` as of this reading: `t` has definitely not arrived (`latest < t`).
+    pub fn before(&self, t: Timestamp) -> bool {
+        self.latest < t
+    }
 }
 
 impl fmt::Debug for TTInterval {
@@ -209,12 +220,12 @@ pub trait TrueTime: Send + Sync {
 
     /// `TT.after(t)`: true only if `t` has definitely passed.
     fn after(&self, t: Timestamp) -> bool {
-        self.now().earliest > t
+        self.now().after(t)
     }
 
     /// `TT.before(t)`: true only if `t` has definitely not arrived.
     fn before(&self, t: Timestamp) -> bool {
-        self.now().latest < t
+        self.now().before(t)
     }
 }
 

@@ -204,3 +204,15 @@ fn timestamp_bytes_order_matches_timestamp_order() {
 fn an_inverted_interval_is_a_bug() {
     TTInterval::new(Timestamp::from_nanos(2), Timestamp::from_nanos(1));
 }
+
+#[test]
+fn after_and_before_at_the_interval_edges() {
+    // The node's commit wait and lease hand-offs call TTInterval::after directly.
+    let t = |n: u64| Timestamp::from_nanos(n);
+    let now = TTInterval::new(t(100), t(108));
+    assert!(!now.after(t(100)), "earliest == s: s might not have passed yet");
+    assert!(now.after(t(99)));
+    assert!(!now.after(t(104)), "s inside the interval");
+    assert!(!now.before(t(108)), "latest == s: s might have arrived");
+    assert!(now.before(t(109)));
+}

@@ -9,7 +9,8 @@
 //!   least every prepare timestamp and above `TT.now().latest` at the commit request; **commit
 //!   wait** until `TT.after(s)` (§4.1.2);
 //! - read-only transactions and snapshot reads served at any replica whose safe time
-//!   `t_safe = min(t_paxos_safe, t_tm_safe)` has passed the read timestamp (§4.1.3, §4.1.4).
+//!   `t_safe = min(t_paxos_safe, t_tm_safe)` has passed the read timestamp (§4.1.3, §4.1.4) —
+//!   served by the node itself (`server::node::read`), where its rules are tested.
 //!
 //! Like the Paxos replica, every piece is a synchronous state machine driven by the node's
 //! shell. Built by issue 5.
@@ -17,20 +18,19 @@
 //! ## The pieces
 //!
 //! ```text
-//!                  group leader only                      every replica
-//!   ┌──────────────────────────────────────────┐   ┌───────────────────────────┐
-//!   │ locks::LockTable   2PL + wound-wait,     │   │ safetime::SafeTime        │
-//!   │   restored from prepare records          │   │   t_paxos_safe, prepared  │
-//!   │ timestamps::LeaderClock  s, p rules      │   │   spans → t_safe(span)    │
-//!   │ outcome::Participants  in-doubt inquiries│   └───────────────────────────┘
+//!                  group leader only
+//!   ┌──────────────────────────────────────────┐
+//!   │ locks::LockTable   2PL + wound-wait,     │
+//!   │   restored from prepare records          │
+//!   │ timestamps::LeaderClock  s, p rules      │
+//!   │ outcome::Participants  in-doubt inquiries│
 //!   └──────────────────────────────────────────┘
 //! ```
 //!
 //! - [`meta`]: [`TxnId`] and [`TxnMeta`], whose order is the wound-wait priority.
-//! - [`span`]: [`Span`], a point key or a key range, shared by locks and safe time.
+//! - [`span`]: [`Span`], a point key or a key range, shared by locks and prepare records.
 //! - [`locks`]: the lock table; a new leader restores prepared transactions' locks.
-//! - [`timestamps`]: [`LeaderClock`], lease and commit-wait checks.
-//! - [`safetime`]: `t_safe` per key span, and the read timestamp of read-only transactions.
+//! - [`timestamps`]: [`LeaderClock`], the rules every assigned timestamp follows.
 //! - [`outcome`]: two-phase commit's participants and when one in doubt asks its coordinator
 //!   (the records and the coordinator live in the node, `server::node::twopc`).
 //!
@@ -54,7 +54,6 @@ pub mod error;
 pub mod locks;
 pub mod meta;
 pub mod outcome;
-pub mod safetime;
 pub mod span;
 pub mod timestamps;
 
@@ -62,7 +61,6 @@ pub use error::{Error, Result};
 pub use locks::{Acquired, LockTable, Mode};
 pub use meta::{TxnId, TxnMeta};
 pub use outcome::{Participant, ParticipantState, Participants};
-pub use safetime::SafeTime;
 pub use span::Span;
 pub use timestamps::LeaderClock;
 

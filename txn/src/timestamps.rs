@@ -8,8 +8,8 @@
 //!   prepare (participant) p > last_assigned, p > TT.now().latest, p ≥ floor      §4.2.1
 //!   commit (coordinator)  s ≥ every p, s > TT.now().latest at the commit request,
 //!                         s > last_assigned                                       §4.2.1
-//!   every assigned ts     s < lease_end of the assigning leader                   §4.1.2
-//!   reply / unlock        only once TT.after(s), i.e. TT.now().earliest > s       §4.1.2
+//!   every assigned ts     s < lease_end of the assigning leader (Replica::can_assign)  §4.1.2
+//!   reply / unlock        only once TT.after(s) (TTInterval::after)                   §4.1.2
 //! ```
 //!
 //! Why each matters:
@@ -20,9 +20,9 @@
 //!   the commit request arrived, so a transaction that starts after this one commits gets a
 //!   larger timestamp. Spanner's start rule says `≥` (its coordinator rule `>`); we use `>`
 //!   everywhere (one nanosecond of extra wait).
-//! - **Commit wait** (§4.1.2, [`commit_wait_done`]): no client sees the data before `TT.after(s)`,
+//! - **Commit wait** (§4.1.2, `TTInterval::after`): no client sees the data before `TT.after(s)`,
 //!   so `s` is in the past for everyone who observes the commit.
-//! - **Leases** (§4.1.1, [`lease_allows`]): a leader assigns timestamps only inside its lease, and
+//! - **Leases** (§4.1.1, `meridian_shard`'s `Replica::can_assign`): a leader assigns timestamps only inside its lease, and
 //!   leases of successive leaders are disjoint, so timestamps of different leaders of one group
 //!   never interleave. `s > TT.now().latest` already puts `s` after the lease start; only the end
 //!   needs a check.
@@ -85,20 +85,6 @@ impl LeaderClock {
         self.last_assigned = s;
         s
     }
-}
-
-/// Whether a leader whose lease ends at `lease_end` may assign `s` (§4.1.2: a leader assigns
-/// timestamps only "within the interval of its leader lease"). The replica holds its lease
-/// while `TT.now().latest < lease_end`, so `s` must be below the end too. If this fails, the
-/// caller does not use `s`: it aborts (retryable) or waits for the lease to be extended.
-pub fn lease_allows(s: Timestamp, lease_end: Timestamp) -> bool {
-    s < lease_end
-}
-
-/// Commit wait is over (§4.1.2: "the coordinator leader ensures that clients cannot see any
-/// data committed by T_i until TT.after(s_i) is true"): `now.earliest > s`.
-pub fn commit_wait_done(now: TTInterval, s: Timestamp) -> bool {
-    now.earliest > s
 }
 
 #[cfg(test)]
@@ -181,17 +167,6 @@ mod tests {
         c.observe(t(1000)); // e.g. a MinNextTS(1001) promise
         c.observe(t(10)); // observing something lower changes nothing
         assert_eq!(c.assign_write(tt(1, 2), Timestamp::ZERO), t(1001));
-    }
-
-    #[test]
-    fn lease_and_commit_wait() {
-        assert!(lease_allows(t(99), t(100)));
-        assert!(!lease_allows(t(100), t(100)), "the lease end itself is outside (lease held while latest < end)");
-        assert!(!lease_allows(t(101), t(100)));
-
-        assert!(!commit_wait_done(tt(100, 108), t(100)), "earliest == s: s might not have passed yet");
-        assert!(!commit_wait_done(tt(95, 103), t(100)), "s inside the uncertainty interval");
-        assert!(commit_wait_done(tt(101, 109), t(100)), "TT.after(s)");
     }
 
     #[test]

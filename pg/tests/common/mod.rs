@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use meridian_pg::PgOptions;
-use meridian_sql::MemKv;
+use meridian_sql::{KvStore, MemKv};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -33,11 +33,16 @@ impl TestServer {
     }
 
     pub async fn start_with(opts: PgOptions) -> TestServer {
+        TestServer::start_wrapped(opts, |store| Arc::new(store)).await
+    }
+
+    /// A server over `wrap(store)`: the `MemKv` seen through a `KvStore` of the test's own.
+    pub async fn start_wrapped(opts: PgOptions, wrap: impl FnOnce(MemKv) -> Arc<dyn KvStore>) -> TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
         let addr = listener.local_addr().expect("local addr");
         let store = MemKv::new();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(meridian_pg::serve(listener, Arc::new(store.clone()), opts, async move {
+        let task = tokio::spawn(meridian_pg::serve(listener, wrap(store.clone()), opts, async move {
             let _ = stopped.await;
         }));
         TestServer { addr, store, stop: Some(stop), task: Some(task) }

@@ -142,6 +142,11 @@ pub enum Request {
         writes: Vec<KeyWrite>,
         /// One range alone, a 2PC participant's prepare, or the coordinator's commit.
         role: CommitRole,
+        /// The range the client built this part of the commit for (from its route cache). A
+        /// range that is not it (the keys moved by a merge or split since) aborts the commit
+        /// (retryable) instead of taking the part for its own. `None`: not checked.
+        #[serde(default)]
+        range: Option<GroupId>,
     },
     /// Two-phase commit: the coordinator tells participant `group` the outcome of `txn`
     /// (`Some(s)`: committed at `s`). Answered once the participant logged it.
@@ -152,6 +157,22 @@ pub enum Request {
         txn: TxnId,
         /// Commit timestamp, or `None`: aborted.
         commit_ts: Option<Timestamp>,
+    },
+    /// Two-phase commit: participant `participant` prepared `txn` at `prepare_ts` and tells its
+    /// coordinator `group` (Spanner §4.2.1: "each participant leader … then notifies the
+    /// coordinator of its prepare timestamp"). The coordinator commits only at `s ≥` the
+    /// prepare timestamps it heard this way, never at a value a client reports. Answered with
+    /// the outcome if decided ([`Response::Outcome`]), else "undecided" (`decision: None`): the
+    /// participant says it again until it hears the outcome.
+    TxnPrepared {
+        /// The coordinator range.
+        group: GroupId,
+        /// The transaction.
+        txn: TxnId,
+        /// The participant range.
+        participant: GroupId,
+        /// Its prepare timestamp.
+        prepare_ts: Timestamp,
     },
     /// Two-phase commit: a participant in doubt asks coordinator `group` for `txn`'s outcome.
     /// A coordinator that never decided logs an abort first (presumed abort).
@@ -186,12 +207,18 @@ pub enum Request {
         /// Any key of the range.
         key: Vec<u8>,
     },
-    /// Give up `txn` in the range holding `key`, releasing its locks there.
+    /// Give up `txn` in the range holding `key`, releasing its locks there — and in `range`,
+    /// if named and led here: the range where the transaction took its locks, which a split
+    /// since may have left without `key` (the transaction's locks there would otherwise stay
+    /// until it idles out).
     TxnAbort {
         /// The transaction.
         txn: TxnMeta,
         /// Any key of the range.
         key: Vec<u8>,
+        /// The range the client knew `key` in when the transaction touched it.
+        #[serde(default)]
+        range: Option<GroupId>,
     },
 }
 
@@ -206,13 +233,17 @@ pub enum CommitRole {
         /// The coordinator range.
         coordinator: GroupId,
     },
-    /// Two-phase commit, coordinator: every participant prepared; decide and commit at
-    /// `s ≥ prepare_ts_max`, then tell the participants.
+    /// Two-phase commit, coordinator: take the write locks, wait until every participant
+    /// reported its prepare timestamp ([`Request::TxnPrepared`]), decide and commit at `s ≥`
+    /// each of them, then tell the participants. The client sends it together with the
+    /// prepares (Spanner §4.2.1), and waits for this answer alone.
     Coordinate {
-        /// The other ranges, all prepared.
+        /// The other ranges, each preparing.
         participants: Vec<GroupId>,
-        /// The largest prepare timestamp among them.
-        prepare_ts_max: Timestamp,
+        /// When the client first sent this commit (its clock): a commit first sent longer
+        /// than [`meridian_proto::limits::COMMIT_RESEND_MAX`] ago may repeat a decision
+        /// already forgotten, and is refused as of unknown outcome. `None`: not checked.
+        first_sent: Option<Timestamp>,
     },
 }
 
@@ -297,6 +328,8 @@ pub enum Response {
         desc: RangeDescriptor,
         /// Every version in it.
         data: Vec<VersionRow>,
+        /// Above every timestamp its leaders promised (see `GroupCmd::Merge`).
+        floor: Timestamp,
     },
     /// A participant prepared at `ts` (two-phase commit).
     Prepared {
@@ -318,6 +351,9 @@ pub enum Response {
         truncated: bool,
         /// The timestamp the read saw the database at.
         read_ts: Timestamp,
+        /// The newest commit timestamp among the versions the rows reflect (tombstones
+        /// included): the node answered only once `TT.after(newest)` (Spanner §4.1.2).
+        newest: Timestamp,
     },
     /// An administrative request completed.
     Done {
@@ -388,6 +424,23 @@ pub enum ApiError {
         /// The range as this node knows it now.
         desc: Option<Box<RangeDescriptor>>,
     },
+    /// No replica this node can reach leads the range under a lease: an election is under way,
+    /// the last known leader is unreachable, or the range lost its quorum (fewer than a
+    /// majority of `replicas` answer). Retry; when `reachable` is below a majority, only
+    /// bringing replicas back helps. Last, like the ones above.
+    #[error("unavailable, retry: range {group}: {why}; {reachable} of {replicas} replicas reachable from node {node}")]
+    NoLeader {
+        /// The range.
+        group: GroupId,
+        /// What this node's replica knows (`no leader with a lease: this replica is Probing …`).
+        why: String,
+        /// The range's voters.
+        replicas: u32,
+        /// How many of them this node reaches (itself included).
+        reachable: u32,
+        /// The node that answers.
+        node: NodeId,
+    },
 }
 
 impl ApiError {
@@ -415,6 +468,75 @@ pub struct NodeStatus {
     pub now_earliest: Timestamp,
     /// See `now_earliest`.
     pub now_latest: Timestamp,
+    /// Whether it can serve every range it hosts, and its warnings (`/health?ready=1`).
+    pub readiness: Readiness,
+    /// Every other node it knows, up or down as seen from here.
+    pub liveness: Vec<NodeLiveness>,
+}
+
+/// Whether a node can serve (`/health?ready=1`): for every range it hosts it knows a leader
+/// holding a lease that it can reach, with a majority of the range's replicas reachable. See
+/// `node::health`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Readiness {
+    /// Whether it can.
+    pub ready: bool,
+    /// One line: what it serves, or why it cannot (no times in it: it is logged on change).
+    pub summary: String,
+    /// One line per range it cannot serve, saying why (at most [`READINESS_LINES_MAX`]).
+    pub problems: Vec<String>,
+    /// What an operator should know while it serves (under-replicated ranges, replicas on
+    /// unreachable nodes); stable text, logged on change.
+    pub warnings: Vec<String>,
+}
+
+/// Most per-range lines a readiness answer lists (the summary counts them all).
+pub const READINESS_LINES_MAX: usize = 20;
+
+impl Readiness {
+    /// The `/health?ready=1` body: `ready` or `not ready: …` on the first line, then one line
+    /// per range it cannot serve and one `warning: …` line per warning.
+    pub fn body(&self) -> String {
+        let mut out = if self.ready { "ready\n".to_string() } else { format!("not ready: {}\n", self.summary) };
+        for p in &self.problems {
+            out.push_str(p);
+            out.push('\n');
+        }
+        for w in &self.warnings {
+            out.push_str("warning: ");
+            out.push_str(w);
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// Another node as this one sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeLiveness {
+    /// The node.
+    pub node: NodeId,
+    /// Whether it answers: this node's last exchange with it succeeded and it was heard from
+    /// within `node::health::NODE_SILENCE_MAX`.
+    pub up: bool,
+    /// When this node last received anything from it (local time), if ever.
+    pub last_heard: Option<Timestamp>,
+    /// Why it counts as down, or empty.
+    pub why: String,
+}
+
+/// Whether a node can serve one of its ranges now.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RangeHealth {
+    /// A leader holds a lease (this node's own), or is a live node this replica heard from
+    /// recently; and a majority of the replicas is reachable.
+    pub servable: bool,
+    /// How (`led here, lease 8.1 s left`, `led by n2`), or why not.
+    pub detail: String,
+    /// The range's voters.
+    pub replicas: usize,
+    /// How many of them this node reaches (itself included).
+    pub reachable: usize,
 }
 
 /// One replica's state.
@@ -447,6 +569,8 @@ pub struct GroupStatus {
     /// Leader only: lock requests waiting (wound-wait: a younger transaction waits for an
     /// older one). A request whose caller gave up is no longer counted.
     pub lock_waits: usize,
+    /// Whether this node can serve the range now, and why (not).
+    pub health: RangeHealth,
 }
 
 /// A transaction prepared at a replica (two-phase commit), waiting for its outcome.

@@ -11,6 +11,7 @@ use meridian_shard::paxos::{Ballot, Command, InstallSnapshot, NodeId, Replica, R
 use meridian_shard::range::{self, LeaderHint, META_GROUP, NodeInfo, RangeDescriptor};
 use meridian_storage::{Cf, Slot, WriteBatch, log, mvcc};
 use meridian_truetime::{TTInterval, Timestamp};
+use meridian_txn::Span;
 use serde::{Deserialize, Serialize};
 
 use super::api::{ApiError, Request, Response};
@@ -76,7 +77,32 @@ pub(super) fn install_snapshot(batch: &mut WriteBatch, g: &mut Group, snap: &Ins
     put_versions(batch, &s.versions);
     batch.put(Cf::Meta, range_state_key(s.state.desc.id), postcard::to_allocvec(&s.state).expect("encodes"));
     g.state = s.state;
-    g.clock.observe(g.state.last_write_ts);
+    g.clock.observe(g.state.last_write_ts.max(g.state.clock_floor));
+}
+
+/// Whether every key of `span` is below `at`.
+fn span_below(span: &Span, at: &[u8]) -> bool {
+    match span {
+        Span::Key(k) => k.as_slice() < at,
+        Span::Range { end, .. } => !end.is_empty() && end.as_slice() <= at,
+    }
+}
+
+/// Whether every key of `span` lies in `desc`.
+pub(super) fn span_within(desc: &RangeDescriptor, span: &Span) -> bool {
+    match span {
+        Span::Key(k) => desc.contains(k),
+        Span::Range { start, end } => {
+            desc.contains(start) && (desc.end.is_empty() || (!end.is_empty() && *end <= desc.end))
+        }
+    }
+}
+
+/// Above every timestamp a frozen range's leaders promised: they served reads at most 2ε ahead
+/// of their clocks (`read::promise_bound`), which are at most 2ε ahead of true time, and
+/// stopped serving when the freeze applied, before this answer.
+pub(super) fn frozen_floor(now: TTInterval, g: &Group) -> Timestamp {
+    now.latest.saturating_add(now.width() * 2).max(g.clock.last_assigned)
 }
 
 impl NodeCore {
@@ -169,7 +195,7 @@ impl NodeCore {
                     self.hold_until_after(now, ts, o, Response::Written { ts });
                 }
             }
-            GroupCmd::Split { at, right, from } => self.apply_split(now, gid, at, right, from, batch),
+            GroupCmd::Split { at, right, from, width } => self.apply_split(now, gid, (at, right, width), from, batch),
             GroupCmd::Prepare { txn, coordinator, prepare_ts, writes, locks, from } => {
                 let p = super::cmd::PreparedTxn { txn, coordinator, prepare_ts, writes, locks };
                 self.apply_prepare(now, gid, p, from);
@@ -193,12 +219,15 @@ impl NodeCore {
                 }
                 g.state.frozen_into = Some(into);
                 if let Some(o) = self.mine(from) {
+                    let floor = frozen_floor(now, &self.groups[&gid]);
                     let desc = self.groups[&gid].state.desc.clone();
                     let data = versions_of(self, &desc);
-                    self.respond(now, o, Response::Frozen { desc, data });
+                    self.respond(now, o, Response::Frozen { desc, data, floor });
                 }
             }
-            GroupCmd::Merge { right, data, from } => self.apply_merge(now, gid, right, data, from, batch),
+            GroupCmd::Merge { right, data, from, floor } => {
+                self.apply_merge(now, gid, (right, data, floor), from, batch)
+            }
             GroupCmd::PutDescriptors { ts, descs, from } => {
                 assert_eq!(gid, META_GROUP, "only the meta range indexes descriptors");
                 for d in descs {
@@ -298,8 +327,7 @@ impl NodeCore {
         &mut self,
         now: TTInterval,
         gid: GroupId,
-        at: Vec<u8>,
-        right: RangeDescriptor,
+        (at, right, width): (Vec<u8>, RangeDescriptor, std::time::Duration),
         from: (NodeId, Origin),
         batch: &mut WriteBatch,
     ) {
@@ -313,8 +341,11 @@ impl NodeCore {
             && right.end == left.end
             && right.config == left.config
             && right.generation == left.generation + 1
-            // A prepared transaction's writes stay in the range that prepared them.
-            && g.state.prepared.values().all(|p| p.writes.iter().all(|(k, _)| *k < at));
+            // A prepared transaction's writes and locks stay in the range that prepared them: a
+            // read lock is as binding as a write until the outcome (Spanner §4.2.1).
+            && g.state.prepared.values().all(|p| {
+                p.writes.iter().all(|(k, _)| *k < at) && p.locks.iter().all(|(span, _)| span_below(span, &at))
+            });
         if !valid {
             if let Some(o) = (from.0 == me).then_some(from.1) {
                 let detail = format!(
@@ -331,8 +362,12 @@ impl NodeCore {
         g.state.desc.generation = right.generation;
         let leading = g.replica.role() == Role::Leader;
         let last_ts = g.state.last_write_ts;
-        // The right half: same replicas, its data already on this node, an empty log.
-        let state = RangeState::new(right.clone(), last_ts);
+        // The right half: same replicas, its data already on this node, an empty log. Its
+        // clock starts above every read the range's leader served for its keys: those were at
+        // most `width` ahead of that leader's clock, which was at most `width` ahead of true
+        // time, and this replica applies the split no earlier than its leader did.
+        let mut state = RangeState::new(right.clone(), last_ts);
+        state.clock_floor = now.latest.saturating_add(width * 2).max(g.clock.last_assigned);
         batch.put(Cf::Meta, range_state_key(right.id), postcard::to_allocvec(&state).expect("encodes"));
         let durable = meridian_shard::paxos::Durable { config: right.config.clone(), ..Default::default() };
         let mut replica = Replica::restart(me, self.opts.paxos.clone(), self.seed ^ right.id.0, durable);
@@ -358,8 +393,7 @@ impl NodeCore {
         &mut self,
         now: TTInterval,
         gid: GroupId,
-        right: RangeDescriptor,
-        data: Vec<VersionRow>,
+        (right, data, floor): (RangeDescriptor, Vec<VersionRow>, Timestamp),
         from: (NodeId, Origin),
         batch: &mut WriteBatch,
     ) {
@@ -384,6 +418,9 @@ impl NodeCore {
         let last = data.iter().map(|(_, ts, _)| *ts).max().unwrap_or_default();
         g.state.last_write_ts = g.state.last_write_ts.max(last);
         g.clock.observe(last);
+        // The right range's leaders served reads of these keys up to `floor` (Spanner §4.1.3).
+        g.state.clock_floor = g.state.clock_floor.max(floor);
+        g.clock.observe(floor);
         // The right range's data travels in the command: this replica does not depend on its
         // own copy of the right range having caught up.
         delete_span(batch, &right);

@@ -58,6 +58,11 @@ pub enum GroupCmd {
         right: RangeDescriptor,
         /// The proposing node and origin.
         from: (NodeId, Origin),
+        /// The proposing leader's TrueTime width (2ε): the range's leader promised no read
+        /// more than this ahead of its clock, so a replica starts the right half's clock at
+        /// `TT.now().latest + 2 × width` when it applies the split (see
+        /// [`RangeState::clock_floor`]).
+        width: std::time::Duration,
     },
     /// Stop taking writes: this range is being merged into its left neighbour.
     Freeze {
@@ -74,6 +79,9 @@ pub enum GroupCmd {
         data: Vec<VersionRow>,
         /// The proposing node and origin.
         from: (NodeId, Origin),
+        /// Above every timestamp the right range's leaders promised (reads served, writes
+        /// assigned): the merged range's clock starts here.
+        floor: Timestamp,
     },
     /// Meta range only: index these descriptors (each replaces every older overlapping one).
     PutDescriptors {
@@ -222,6 +230,13 @@ pub struct RangeState {
     /// (Spanner §4.1.3: a read at `t_safe` must see every write at or below it).
     #[serde(default)]
     pub leader_ballot: Ballot,
+    /// No leader of this range assigns a timestamp at or below this: set when the range was
+    /// created by a split or absorbed a merged neighbour, above every read the range's previous
+    /// owner served for these keys (Spanner §4.1.3: reads promise that later writes land above
+    /// them). A replica's clock starts here; it differs between replicas (each computes it when
+    /// it applies the split) and is never a safe time for reads.
+    #[serde(default)]
+    pub clock_floor: Timestamp,
 }
 
 impl RangeState {
@@ -235,6 +250,7 @@ impl RangeState {
             prepared: BTreeMap::new(),
             decisions: BTreeMap::new(),
             leader_ballot: Ballot::default(),
+            clock_floor: Timestamp::ZERO,
         }
     }
 }

@@ -53,7 +53,7 @@ pub(super) enum Internal {
     Frozen { left: GroupId, origin: Origin },
     /// A participant's decision came back (two-phase commit).
     Resolved { coordinator: GroupId, txn: TxnId, participant: GroupId },
-    /// A coordinator answered an in-doubt participant's inquiry.
+    /// A coordinator answered an in-doubt participant's inquiry, or its report of a prepare.
     Inquiry { gid: GroupId, txn: TxnId, coordinator: GroupId },
     /// Fire and forget.
     Ignore,
@@ -122,13 +122,13 @@ impl NodeCore {
                 }
                 self.view = Some(ClusterView { descs, nodes, leaders: leaders.into_iter().collect() });
             }
-            (Internal::Frozen { left, origin }, Response::Frozen { desc, data }) => {
+            (Internal::Frozen { left, origin }, Response::Frozen { desc, data, floor }) => {
                 let me = self.ident.node;
                 match self.leader_group(left) {
                     Err(e) => self.fail(now, origin, e),
                     Ok(()) => {
                         let g = self.groups.get_mut(&left).expect("checked leader");
-                        let cmd = GroupCmd::Merge { right: desc, data, from: (me, origin) };
+                        let cmd = GroupCmd::Merge { right: desc, data, from: (me, origin), floor };
                         match propose(g, &cmd) {
                             Ok(()) => {
                                 self.dirty.insert(left);
@@ -183,7 +183,7 @@ impl NodeCore {
             config: g.replica.config().clone(),
             generation: g.state.desc.generation + 1,
         };
-        match propose(g, &GroupCmd::Split { at: key, right, from: (me, origin) }) {
+        match propose(g, &GroupCmd::Split { at: key, right, from: (me, origin), width: now.width() }) {
             Ok(()) => {
                 self.dirty.insert(gid);
             }
@@ -226,7 +226,10 @@ impl NodeCore {
                 )),
             );
         }
-        let target = view.leaders.get(&right.id).map(|h| h.node).or_else(|| right.config.voters.first().copied());
+        // Where this node's own replica of the right range says its leader is (fresher than the
+        // cluster view, refreshed only by housekeeping: a merge right after a hand-off went to
+        // the old leader, which refused it), else the view's.
+        let target = self.group_target(right.id).or_else(|| right.config.voters.first().copied());
         let cont = self.internal(Internal::Frozen { left, origin });
         let request = Request::Freeze { group: right.id, into: left };
         if target == Some(self.ident.node) {
@@ -248,8 +251,9 @@ impl NodeCore {
             }
             // Frozen earlier: answer with the same contents again (retried merge).
             let desc = g.state.desc.clone();
+            let floor = super::apply::frozen_floor(now, g);
             let data = super::apply::versions_of(self, &desc);
-            return self.respond(now, origin, Response::Frozen { desc, data });
+            return self.respond(now, origin, Response::Frozen { desc, data, floor });
         }
         match propose(g, &GroupCmd::Freeze { into, from: (me, origin) }) {
             Ok(()) => {
@@ -280,7 +284,7 @@ impl NodeCore {
             // the caller retry there.
             if let Some(other) = config.voters.iter().copied().find(|n| *n != from) {
                 let g = self.groups.get_mut(&gid).expect("checked leader");
-                let _ = g.replica.transfer_leadership(now, other);
+                let _ = g.hand_over(now, other);
                 self.dirty.insert(gid);
                 return self.fail(now, origin, ApiError::NotLeader { group: gid, leader: Some(other), desc: None });
             }
@@ -388,7 +392,7 @@ impl NodeCore {
             return self.fail(now, origin, e);
         }
         let g = self.groups.get_mut(&gid).expect("checked leader");
-        match g.replica.transfer_leadership(now, to) {
+        match g.hand_over(now, to) {
             Ok(()) => {
                 self.dirty.insert(gid);
                 self.respond(now, origin, Response::Done { detail: format!("{gid}: handing leadership to {to}") });
@@ -407,7 +411,7 @@ impl NodeCore {
             let voters: Vec<NodeId> = g.replica.config().voters.iter().copied().filter(|n| *n != me).collect();
             let best = voters.iter().copied().max_by_key(|n| g.replica.peer_matched(*n).unwrap_or(Slot(0)));
             if let Some(to) = best {
-                let _ = g.replica.transfer_leadership(now, to);
+                let _ = g.hand_over(now, to);
                 self.dirty.insert(*gid);
             }
         }
@@ -646,7 +650,7 @@ impl NodeCore {
                 *leaders.entry(me).or_default() -= 1;
                 *leaders.entry(to).or_default() += 1;
                 let g = self.groups.get_mut(gid).expect("listed");
-                if g.replica.transfer_leadership(now, to).is_ok() {
+                if g.hand_over(now, to).is_ok() {
                     self.leader_handed_at = local;
                     self.dirty.insert(*gid);
                 }

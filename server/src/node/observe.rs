@@ -5,14 +5,16 @@
 //! given (never from a clock it reads), and nothing it decides depends on them. Without a
 //! recorder (the simulation, unit tests) every call is a no-op; the shell installs the
 //! Prometheus recorder and serves it on `/metrics` (`crate::shell`'s HTTP module), adding
-//! the gauges it reads at scrape time (ranges led, leases held, RocksDB properties).
+//! the gauges it reads at scrape time (ranges led, leases held, RocksDB properties) and the
+//! transaction latency, which only a real clock can time ([`latency`]): the core's `now` moves
+//! between steps, so a read answered within one step would take no time at all (issue 17:
+//! the `read_only` histogram summed to 0 over 31 reads).
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use meridian_truetime::{TTInterval, Timestamp};
 
-use super::cmd::Origin;
+use super::api::{CommitRole, Request};
 use super::local_of;
 
 /// Commands this node proposed as a leader (counter).
@@ -25,14 +27,10 @@ pub const COMMIT_WAIT: &str = "meridian_commit_wait_seconds";
 pub const LOCK_WAITS: &str = "meridian_txn_lock_waits_total";
 /// Transactions aborted at one of this node's range leaders, by reason (counter).
 pub const TXN_ABORTS: &str = "meridian_txn_aborts_total";
-/// Time from a request's arrival at the serving leader to its successful answer, by kind
-/// (histogram, seconds).
+/// Time from a request's arrival at the serving node to its successful answer, by kind
+/// (histogram, seconds). Measured by the shell ([`latency`]): a read served within one step of
+/// the core takes no time by the core's clock, which only moves between steps.
 pub const TXN_LATENCY: &str = "meridian_txn_latency_seconds";
-
-/// Most requests timed at once; beyond it new ones go unmeasured (see [`Timers`]).
-const TIMERS_MAX: usize = 100_000;
-/// A timed request unanswered this long is forgotten (its answer went elsewhere or nowhere).
-const TIMER_TTL: Duration = Duration::from_secs(300);
 
 /// Why a transaction aborted at a range leader: a label with a fixed set of values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,6 +100,16 @@ impl TxnKind {
     /// Every kind, for registering the series up front.
     pub const ALL: [TxnKind; 3] = [TxnKind::OnePc, TxnKind::TwoPc, TxnKind::ReadOnly];
 
+    /// The kind of `request`, if its latency is measured.
+    pub fn of(request: &Request) -> Option<TxnKind> {
+        match request {
+            Request::Write { .. } | Request::TxnCommit { role: CommitRole::Single, .. } => Some(TxnKind::OnePc),
+            Request::TxnCommit { role: CommitRole::Coordinate { .. }, .. } => Some(TxnKind::TwoPc),
+            Request::Read { .. } => Some(TxnKind::ReadOnly),
+            _ => None,
+        }
+    }
+
     /// The `kind` label.
     pub fn label(self) -> &'static str {
         match self {
@@ -157,36 +165,10 @@ pub(super) fn aborted(reason: AbortReason) {
     metrics::counter!(TXN_ABORTS, "reason" => reason.label()).increment(1);
 }
 
-/// Requests being timed, by their origin: started when a request arrives, observed when its
-/// successful answer leaves (after commit wait). Times are the core's `now`, never a clock.
-#[derive(Default)]
-pub(super) struct Timers {
-    started: BTreeMap<Origin, (TxnKind, Timestamp)>,
-}
-
-impl Timers {
-    /// A request of `kind` from `origin` arrived (unmeasured beyond [`TIMERS_MAX`]).
-    pub(super) fn start(&mut self, now: TTInterval, origin: Origin, kind: TxnKind) {
-        if self.started.len() < TIMERS_MAX {
-            self.started.insert(origin, (kind, local_of(now)));
-        }
-    }
-
-    /// The answer to `origin` leaves: observe its latency if it succeeded.
-    pub(super) fn finish(&mut self, now: TTInterval, origin: &Origin, ok: bool) {
-        if let Some((kind, t0)) = self.started.remove(origin)
-            && ok
-        {
-            let secs = local_of(now).duration_since(t0).as_secs_f64();
-            metrics::histogram!(TXN_LATENCY, "kind" => kind.label()).record(secs);
-        }
-    }
-
-    /// Forgets requests unanswered for [`TIMER_TTL`].
-    pub(super) fn expire(&mut self, now: TTInterval) {
-        let local = local_of(now);
-        self.started.retain(|_, (_, t0)| local < t0.saturating_add(TIMER_TTL));
-    }
+/// A request of `kind` was answered successfully `elapsed` after it arrived (the shell times
+/// it on a monotonic clock).
+pub fn latency(kind: TxnKind, elapsed: Duration) {
+    metrics::histogram!(TXN_LATENCY, "kind" => kind.label()).record(elapsed.as_secs_f64());
 }
 
 /// An answer held for commit wait since `held` (local time) leaves at `now`.

@@ -16,6 +16,18 @@
 //! at the same `s_read`). A read that cannot be served yet parks until an apply or a resolution
 //! makes it safe, for at most [`READ_PARK_MAX`]; a follower whose safe time lags sends the
 //! client to the leader instead. Reads below the GC horizon fail with a clear error.
+//!
+//! **A leader's read is a promise.** Once a leader served a read at `s`, no write may land at or
+//! below `s` (§4.1.3): the leader raises its clock to `s` and counts `s` in `s_max`, so neither
+//! it nor (after a hand-off, which waits for `TT.after(s_max)`, §4.1.1) its successor assigns
+//! below it — also when `TT.now().latest` steps back, as a clock within ε may. A promise is
+//! never more than 2ε (the width of `TT.now()`) ahead of the leader's clock: a read further in
+//! the future waits until the clock is that close, up to [`FUTURE_READ_WAIT_MAX`], and beyond
+//! that is refused. Splits and merges carry the bound to the range's new owner
+//! (`RangeState::clock_floor`).
+//!
+//! **No one sees a commit before its commit wait ends** (§4.1.2): every read is answered only
+//! once `TT.after` the newest version it returns (`NodeCore::respond_visible`).
 
 use std::time::Duration;
 
@@ -35,6 +47,10 @@ pub const READ_PARK_MAX: Duration = Duration::from_secs(5);
 pub const PARKED_READS_MAX: usize = 10_000;
 /// How often a follower asks its leader to close a timestamp for reads it could not serve.
 pub const CLOSE_ASK_EVERY: Duration = Duration::from_millis(200);
+/// Longest a read in the future of the leader's clock waits for it; one further ahead is
+/// refused (a snapshot in the future is a mistake; serving it would push every later write of
+/// the range that far ahead in commit wait).
+pub const FUTURE_READ_WAIT_MAX: Duration = Duration::from_secs(1);
 
 /// A read waiting for safe time.
 pub(super) struct ParkedRead {
@@ -44,6 +60,8 @@ pub(super) struct ParkedRead {
     limit: u32,
     ts: Timestamp,
     deadline: Timestamp,
+    /// Local time before which retrying is pointless (a read in the future waits for the clock).
+    not_before: Timestamp,
 }
 
 /// Whether a read at `s` can be served now, and if not why.
@@ -51,6 +69,8 @@ enum Safe {
     Yes,
     /// Wait here (an apply or a resolution will make it safe).
     Park,
+    /// Wait here until local time reaches this (a read in the near future).
+    ParkUntil(Timestamp),
     /// Ask elsewhere.
     No(ApiError),
 }
@@ -105,15 +125,19 @@ impl NodeCore {
                     return self.respond(
                         now,
                         origin,
-                        Response::ReadAt { rows: Vec::new(), desc, truncated: false, read_ts },
+                        Response::ReadAt { rows: Vec::new(), desc, truncated: false, read_ts, newest: Timestamp::ZERO },
                     );
                 }
             },
         };
-        match self.read_safety(now, gid, &span, s, leader) {
-            Safe::Yes => {}
+        let not_before = match self.read_safety(now, gid, &span, s, leader) {
+            Safe::Yes => None,
             Safe::No(e) => return self.fail(now, origin, e),
-            Safe::Park => {
+            Safe::Park => Some(Timestamp::ZERO),
+            Safe::ParkUntil(t) => Some(t),
+        };
+        if let Some(not_before) = not_before {
+            {
                 let g = self.groups.get_mut(&gid).expect("checked");
                 if g.parked_reads.len() >= PARKED_READS_MAX {
                     return self.fail(
@@ -123,20 +147,24 @@ impl NodeCore {
                     );
                 }
                 let deadline = local_of(now).saturating_add(READ_PARK_MAX);
-                g.parked_reads.push(ParkedRead { origin, start, end, limit, ts: s, deadline });
+                g.parked_reads.push(ParkedRead { origin, start, end, limit, ts: s, deadline, not_before });
                 return;
             }
         }
         let limit = limit.clamp(1, api::SCAN_ROWS_MAX) as usize;
         let rows = match &end {
-            None => self.mvcc.get(&start, s).map(|v| v.map(|v| vec![(start.clone(), v)]).unwrap_or_default()),
-            Some(e) => self.mvcc.scan(&start, (!e.is_empty()).then_some(e.as_slice()), s, limit + 1),
+            None => self.mvcc.get_version(&start, s).map(|v| match v {
+                Some(v) => (v.value.map(|value| vec![(start.clone(), value)]).unwrap_or_default(), v.ts),
+                None => (Vec::new(), Timestamp::ZERO),
+            }),
+            Some(e) => self.mvcc.scan_newest(&start, (!e.is_empty()).then_some(e.as_slice()), s, limit + 1),
         };
         match rows {
-            Ok(mut rows) => {
+            Ok((mut rows, newest)) => {
                 let truncated = rows.len() > limit;
                 rows.truncate(limit);
-                self.respond(now, origin, Response::ReadAt { rows, desc, truncated, read_ts: s });
+                let answer = Response::ReadAt { rows, desc, truncated, read_ts: s, newest };
+                self.respond_visible(now, origin, answer, newest);
             }
             Err(meridian_storage::Error::BelowGcHorizon { ts, horizon }) => self.fail(
                 now,
@@ -153,14 +181,24 @@ impl NodeCore {
         // t_tm_safe: a transaction prepared at p ≤ s that may write the span may commit at ≤ s.
         let blocked =
             g.state.prepared.values().any(|p| p.prepare_ts <= s && p.writes.iter().any(|(k, _)| span.contains_key(k)));
+        if let Some(e) = too_far_ahead(now, s) {
+            return Safe::No(e);
+        }
         if leader {
-            if s > now.latest {
-                // A read in the future: later writes must get larger timestamps (MinNextTS).
-                if !g.replica.can_assign(now, s) {
-                    return Safe::No(ApiError::Unavailable(format!(
-                        "range {gid}: read timestamp {s} is beyond the leader's lease"
-                    )));
-                }
+            if s > promise_bound(now) {
+                // Served now, it would push every later write of the range past s: wait until
+                // the clock is near enough (at most FUTURE_READ_WAIT_MAX, checked above).
+                let wait = s.duration_since(promise_bound(now));
+                return Safe::ParkUntil(local_of(now).saturating_add(wait));
+            }
+            // Later writes must get larger timestamps (Spanner §4.1.3), whatever the clock
+            // does next, and a hand-off waits for TT.after(s) (§4.1.1).
+            if !g.replica.can_assign(now, s) {
+                return Safe::No(ApiError::Unavailable(format!(
+                    "range {gid}: read timestamp {s} is beyond the leader's lease"
+                )));
+            }
+            if !(self.opts.unsafe_reads_promise_nothing && s <= now.latest) {
                 g.clock.observe(s);
                 g.replica.note_assigned(s);
             }
@@ -196,6 +234,9 @@ impl NodeCore {
         if g.replica.role() != Role::Leader || ts <= g.state.last_write_ts || !g.proposed.is_empty() {
             return; // not ours, already closed, or a write in flight will close it
         }
+        if ts > promise_bound(now) {
+            return; // too far ahead to promise (the follower's read goes to the leader, and waits)
+        }
         if g.state.frozen_into.is_some() {
             return;
         }
@@ -210,6 +251,31 @@ impl NodeCore {
         }
     }
 
+    /// When the next parked read is due for a retry by time alone (a read in the future whose
+    /// wait is over, or one past its deadline), in local time.
+    pub(super) fn parked_reads_due(&self) -> Option<Timestamp> {
+        let waiting = self.groups.values().flat_map(|g| g.parked_reads.iter());
+        waiting.map(|r| if r.not_before > Timestamp::ZERO { r.not_before.min(r.deadline) } else { r.deadline }).min()
+    }
+
+    /// Re-tries the parked reads that are due by time ([`Self::parked_reads_due`]).
+    pub(super) fn retry_due_reads(&mut self, now: TTInterval) {
+        let local = local_of(now);
+        let due: Vec<GroupId> = self
+            .groups
+            .iter()
+            .filter(|(_, g)| {
+                g.parked_reads
+                    .iter()
+                    .any(|r| local >= r.deadline || (r.not_before > Timestamp::ZERO && local >= r.not_before))
+            })
+            .map(|(gid, _)| *gid)
+            .collect();
+        for gid in due {
+            self.retry_parked_reads(now, gid);
+        }
+    }
+
     /// Re-tries the reads parked on `gid` (after an apply), failing those past their deadline.
     pub(super) fn retry_parked_reads(&mut self, now: TTInterval, gid: GroupId) {
         let Some(g) = self.groups.get_mut(&gid) else { return };
@@ -217,7 +283,10 @@ impl NodeCore {
             return;
         }
         let local = local_of(now);
-        for r in std::mem::take(&mut g.parked_reads) {
+        let (due, waiting): (Vec<ParkedRead>, Vec<ParkedRead>) =
+            std::mem::take(&mut g.parked_reads).into_iter().partition(|r| local >= r.not_before || local >= r.deadline);
+        g.parked_reads = waiting;
+        for r in due {
             if local >= r.deadline {
                 self.fail(
                     now,
@@ -232,4 +301,24 @@ impl NodeCore {
             }
         }
     }
+}
+
+/// The furthest a leader promises ahead of its clock: `TT.now().latest + 2ε`. A read-only
+/// transaction picks `s_read = TT.now().latest` at its first range's leader and reads the
+/// others at `s_read`; their leaders' clocks may be up to 2ε behind.
+pub(super) fn promise_bound(now: TTInterval) -> Timestamp {
+    now.latest.saturating_add(now.width())
+}
+
+/// A read so far in the future of this node's clock that it is refused rather than waited for.
+fn too_far_ahead(now: TTInterval, s: Timestamp) -> Option<ApiError> {
+    let limit = promise_bound(now).saturating_add(FUTURE_READ_WAIT_MAX);
+    (s > limit).then(|| {
+        ApiError::Invalid(format!(
+            "read timestamp {s} is {:?} in the future of this node's clock (TT.now().latest = {}); a snapshot \
+             may be at most {FUTURE_READ_WAIT_MAX:?} ahead — read at a past or present timestamp",
+            s.duration_since(now.latest),
+            now.latest
+        ))
+    })
 }

@@ -302,6 +302,19 @@ impl ClusterSim {
             panic!("invariant violated: {e}");
         }
         for (req, resp) in out.replies {
+            // Spanner §4.1.2: no reader sees a version before true time passed its timestamp.
+            let newest = match &resp {
+                Response::ReadAt { newest, .. } => *newest,
+                Response::Value { ts, .. } | Response::TxnValue { ts, .. } => *ts,
+                _ => Timestamp::ZERO,
+            };
+            if newest >= self.now && !self.opts.unsafe_skip_commit_wait {
+                panic!(
+                    "invariant violated: {id} answered a read showing a version at {newest} at true time {} (before \
+                     its commit wait ended)",
+                    self.now
+                );
+            }
             self.replies.insert(req, resp);
         }
         for (to, msgs) in out.messages {

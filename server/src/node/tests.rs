@@ -8,7 +8,7 @@ use meridian_shard::range::RangeDescriptor;
 use super::sim::ClusterSim;
 use super::{ApiError, NodeOptions, Request, Response};
 
-fn opts() -> NodeOptions {
+pub(super) fn opts() -> NodeOptions {
     NodeOptions {
         paxos: Options::with_lease(Duration::from_millis(1_000)),
         housekeeping: Duration::from_millis(300),
@@ -19,7 +19,7 @@ fn opts() -> NodeOptions {
 }
 
 /// Sends `request` the way a client would: to the range's leader, following hints.
-fn route(sim: &mut ClusterSim, key: &[u8], request: Request) -> Response {
+pub(super) fn route(sim: &mut ClusterSim, key: &[u8], request: Request) -> Response {
     let mut target = NodeId(1);
     let mut last = None;
     for _ in 0..40 {
@@ -34,6 +34,7 @@ fn route(sim: &mut ClusterSim, key: &[u8], request: Request) -> Response {
             Some(Response::Error(
                 ApiError::KeyOutOfRange { .. }
                 | ApiError::NotLeader { .. }
+                | ApiError::NoLeader { .. }
                 | ApiError::Unavailable(_)
                 | ApiError::Timeout(_),
             ))
@@ -58,10 +59,21 @@ fn route(sim: &mut ClusterSim, key: &[u8], request: Request) -> Response {
         }
         last = resp;
     }
-    panic!("request not served after 40 attempts; last answer {last:?}");
+    let roles: Vec<String> =
+        sim.nodes
+            .keys()
+            .filter(|n| sim.nodes[n].core.is_some())
+            .flat_map(|n| {
+                let st = sim.core(*n).status(sim.tt(*n));
+                st.groups.into_iter().filter(|g| g.desc.contains(key)).map(move |g| {
+                    format!("{n}: {} {} leader {:?} lease {:?}", g.desc.id, g.role, g.leader, g.lease_end)
+                })
+            })
+            .collect();
+    panic!("{request:?} not served after 40 attempts; last answer {last:?}; replicas of {key:?}: {roles:#?}");
 }
 
-fn put(sim: &mut ClusterSim, k: &str, v: &str) {
+pub(super) fn put(sim: &mut ClusterSim, k: &str, v: &str) {
     match route(
         sim,
         k.as_bytes(),
@@ -72,14 +84,14 @@ fn put(sim: &mut ClusterSim, k: &str, v: &str) {
     }
 }
 
-fn get(sim: &mut ClusterSim, k: &str) -> Option<String> {
+pub(super) fn get(sim: &mut ClusterSim, k: &str) -> Option<String> {
     match route(sim, k.as_bytes(), Request::Get { key: k.as_bytes().to_vec() }) {
         Response::Value { value, .. } => value.map(|v| String::from_utf8(v).expect("utf8 test values")),
         other => panic!("get {k}: {other:?}"),
     }
 }
 
-fn ranges(sim: &mut ClusterSim) -> Vec<RangeDescriptor> {
+pub(super) fn ranges(sim: &mut ClusterSim) -> Vec<RangeDescriptor> {
     let live = *sim.nodes.iter().find(|(_, n)| n.core.is_some()).map(|(id, _)| id).expect("a node is up");
     match sim.call(live, Request::ClusterView, Duration::from_secs(3)) {
         Some(Response::Ranges { descs, .. }) => descs,
@@ -88,7 +100,7 @@ fn ranges(sim: &mut ClusterSim) -> Vec<RangeDescriptor> {
 }
 
 /// Runs until every range has `n` voters (placement at work), bounded.
-fn wait_replicated(sim: &mut ClusterSim, n: usize) {
+pub(super) fn wait_replicated(sim: &mut ClusterSim, n: usize) {
     for _ in 0..200 {
         sim.run_for(Duration::from_millis(200));
         let descs = ranges(sim);
@@ -143,6 +155,82 @@ fn joins_up_replicate_and_survive_a_leader_crash() {
     sim.restart(leader);
     sim.run_for(Duration::from_secs(3));
     assert_eq!(get(&mut sim, "after").as_deref(), Some("crash"));
+}
+
+/// Issue 17: readiness follows what a node can serve. With two of three nodes crashed the
+/// survivor is not ready, names every range and why, and a request for a range there names the
+/// range and how many replicas answer; with both back it is ready again.
+#[test]
+fn readiness_is_lost_with_the_quorum_and_regained_with_it() {
+    let mut sim = ClusterSim::new(12, opts());
+    sim.run_for(Duration::from_secs(1));
+    for _ in 0..2 {
+        sim.join(NodeId(1)).expect("join");
+    }
+    wait_replicated(&mut sim, 3);
+    put(&mut sim, "k", "v");
+    let ready = |sim: &ClusterSim, n: NodeId| sim.core(n).readiness(sim.tt(n));
+    for _ in 0..50 {
+        if (1..=3).all(|n| ready(&sim, NodeId(n)).ready) {
+            break;
+        }
+        sim.run_for(Duration::from_millis(200));
+    }
+    for n in 1..=3 {
+        let r = ready(&sim, NodeId(n));
+        assert!(r.ready && r.problems.is_empty() && r.warnings.is_empty(), "n{n} with every node up: {r:?}");
+    }
+    sim.crash(NodeId(2));
+    sim.crash(NodeId(3));
+    // Leases last 1 s; the survivor learns within a few heartbeats that its peers are gone.
+    sim.run_for(Duration::from_secs(3));
+    let r = ready(&sim, NodeId(1));
+    let hosted = sim.core(NodeId(1)).group_count();
+    assert!(!r.ready, "two of three nodes down, yet ready: {r:?}");
+    assert!(r.summary.contains(&format!("{hosted} of {hosted} hosted ranges cannot be served")), "{r:?}");
+    assert!(r.summary.contains("lost their quorum"), "{r:?}");
+    assert_eq!(r.problems.len(), hosted, "one line per range: {r:?}");
+    for p in &r.problems {
+        assert!(p.starts_with("range ") && p.ends_with("1 of 3 replicas reachable from node n1"), "{p}");
+    }
+    let status = sim.core(NodeId(1)).status(sim.tt(NodeId(1)));
+    assert!(status.groups.iter().all(|g| !g.health.servable), "{status:#?}");
+    assert!(status.liveness.iter().all(|l| !l.up && l.why.starts_with("unreachable")), "{:?}", status.liveness);
+    // A client's request names the range and the replicas that answer, not a dead leader.
+    let r = sim.call(NodeId(1), Request::Get { key: b"k".to_vec() }, Duration::from_secs(1));
+    match r {
+        Some(Response::Error(e @ ApiError::NoLeader { replicas: 3, reachable: 1, .. })) => {
+            let text = e.to_string();
+            assert!(text.contains("no leader with a lease") || text.contains("cannot serve yet"), "{text}");
+            assert!(text.ends_with("1 of 3 replicas reachable from node n1"), "{text}");
+        }
+        other => panic!("a request without a quorum: {other:?}"),
+    }
+    sim.restart(NodeId(2));
+    sim.restart(NodeId(3));
+    for _ in 0..100 {
+        if ready(&sim, NodeId(1)).ready {
+            break;
+        }
+        sim.run_for(Duration::from_millis(200));
+    }
+    let r = ready(&sim, NodeId(1));
+    assert!(r.ready, "both nodes back, still not ready: {r:?}");
+}
+
+/// A cluster running fewer nodes than `--replication` serves, and says it is under-replicated.
+#[test]
+fn under_replication_is_a_warning() {
+    let mut sim = ClusterSim::new(13, opts());
+    sim.run_for(Duration::from_secs(2));
+    let r = sim.core(NodeId(1)).readiness(sim.tt(NodeId(1)));
+    assert!(r.ready, "{r:?}");
+    assert_eq!(r.warnings.len(), 1, "{r:?}");
+    assert!(
+        r.warnings[0].starts_with("under-replicated: 2 of 2 ranges here have fewer than 3 replicas (--replication 3) and the cluster has 1 node(s): start 2 more"),
+        "{r:?}"
+    );
+    assert!(r.body().starts_with("ready\nwarning: under-replicated: "), "{}", r.body());
 }
 
 fn write_keys(sim: &mut ClusterSim, range: std::ops::Range<u32>, written: &mut Vec<(String, String)>) {
@@ -447,7 +535,7 @@ fn a_replica_moved_away_and_back_is_recreated_from_a_newer_descriptor() {
 }
 
 /// The node leading the range of `key`.
-fn leader_of(sim: &mut ClusterSim, key: &[u8]) -> NodeId {
+pub(super) fn leader_of(sim: &mut ClusterSim, key: &[u8]) -> NodeId {
     for _ in 0..40 {
         let d = ranges(sim).into_iter().find(|d| d.contains(key)).expect("a range holds the key");
         let found = d.config.voters.iter().copied().find(|n| {
@@ -462,7 +550,7 @@ fn leader_of(sim: &mut ClusterSim, key: &[u8]) -> NodeId {
     panic!("no leader for {key:?}");
 }
 
-fn txn(id: u128, start_ms: u64) -> meridian_txn::TxnMeta {
+pub(super) fn txn(id: u128, start_ms: u64) -> meridian_txn::TxnMeta {
     meridian_txn::TxnMeta {
         id: meridian_txn::TxnId(id),
         start: meridian_truetime::Timestamp::from_nanos(start_ms * 1_000_000),
@@ -488,6 +576,7 @@ fn read_write_transactions_lock_wound_wait_and_commit_in_one_range() {
         read_spans: Vec::new(),
         read_epoch: epoch,
         writes: writes.iter().map(|(k, v)| (k.as_bytes().to_vec(), Some(v.as_bytes().to_vec()))).collect(),
+        range: None,
     };
     // The young transaction reads x (shared lock).
     let Some(Response::TxnValue { value, epoch, .. }) = sim.call(l, tget(young, "x"), Duration::from_secs(1)) else {
@@ -542,11 +631,11 @@ fn read_write_transactions_lock_wound_wait_and_commit_in_one_range() {
 }
 
 /// A transactional request of `t` to the leader of `key`'s range (following leader changes).
-fn txn_call(sim: &mut ClusterSim, key: &str, request: Request) -> Response {
+pub(super) fn txn_call(sim: &mut ClusterSim, key: &str, request: Request) -> Response {
     route(sim, key.as_bytes(), request)
 }
 
-fn commit_req(
+pub(super) fn commit_req(
     t: meridian_txn::TxnMeta,
     reads: &[&str],
     epoch: Option<u64>,
@@ -560,11 +649,12 @@ fn commit_req(
         read_epoch: epoch,
         writes: writes.iter().map(|(k, v)| (k.as_bytes().to_vec(), Some(v.as_bytes().to_vec()))).collect(),
         role,
+        range: None,
     }
 }
 
 /// The value of `k` in a lock-free read at `ts` (None: the leader picks the timestamp).
-fn read_at(
+pub(super) fn read_at(
     sim: &mut ClusterSim,
     k: &str,
     ts: Option<meridian_truetime::Timestamp>,
@@ -597,7 +687,7 @@ fn assert_z_free_soon(sim: &mut ClusterSim, zl: NodeId) {
 
 /// Three nodes, the keyspace split at "m", the two halves led by different nodes. Returns the
 /// left and right ranges and the left one's leader.
-fn two_ranges_apart(sim: &mut ClusterSim) -> (meridian_shard::GroupId, meridian_shard::GroupId, NodeId) {
+pub(super) fn two_ranges_apart(sim: &mut ClusterSim) -> (meridian_shard::GroupId, meridian_shard::GroupId, NodeId) {
     sim.run_for(Duration::from_secs(1));
     for _ in 0..2 {
         sim.join(NodeId(1)).expect("join");
@@ -663,7 +753,7 @@ fn two_phase_commit_keeps_prepared_transactions_across_leader_failover_and_presu
         &["a"],
         Some(ea),
         &[("a", "150")],
-        CommitRole::Coordinate { participants: vec![right], prepare_ts_max: p },
+        CommitRole::Coordinate { participants: vec![right], first_sent: None },
     );
     let r = txn_call(&mut sim, "a", coord.clone());
     let Response::Written { ts: s } = r else { panic!("coordinator commit: {r:?}") };
@@ -681,19 +771,14 @@ fn two_phase_commit_keeps_prepared_transactions_across_leader_failover_and_presu
     // the coordinator, which never decided, logs an abort; U's locks go.
     let u = txn(11, 11);
     let prep = commit_req(u, &[], None, &[("z", "lost")], CommitRole::Prepare { coordinator: left });
-    let Response::Prepared { ts: pu } = txn_call(&mut sim, "z", prep) else { panic!("prepare U") };
+    let Response::Prepared { .. } = txn_call(&mut sim, "z", prep) else { panic!("prepare U") };
     let zl = leader_of(&mut sim, b"z");
     let w = sim.submit(zl, Request::Write { writes: vec![(b"z".to_vec(), Some(b"after-u".to_vec()))] });
     let r = sim.reply(w, meridian_txn::outcome::IN_DOUBT_AFTER * 4);
     assert!(matches!(r, Some(Response::Written { .. })), "U is presumed aborted and releases z: {r:?}");
     // A late commit of U finds the abort decision.
-    let late = commit_req(
-        u,
-        &[],
-        None,
-        &[("a", "u")],
-        CommitRole::Coordinate { participants: vec![right], prepare_ts_max: pu },
-    );
+    let late =
+        commit_req(u, &[], None, &[("a", "u")], CommitRole::Coordinate { participants: vec![right], first_sent: None });
     let r = txn_call(&mut sim, "a", late);
     assert!(matches!(r, Response::Error(ApiError::Aborted(_))), "the decision never flips: {r:?}");
     assert_eq!(get(&mut sim, "z").as_deref(), Some("after-u"));
@@ -756,10 +841,10 @@ fn a_participant_that_asks_hears_a_commit_only_after_commit_wait() {
     let t = txn(40, 40);
     let (ea, ez) = read_a_and_z(&mut sim, t);
     let prep = commit_req(t, &["z"], Some(ez), &[("z", "90")], CommitRole::Prepare { coordinator: left });
-    let Response::Prepared { ts: p } = txn_call(&mut sim, "z", prep) else { panic!("T prepares") };
+    let Response::Prepared { .. } = txn_call(&mut sim, "z", prep) else { panic!("T prepares") };
     let al = leader_of(&mut sim, b"a");
     assert_eq!(al, ll);
-    let role = CommitRole::Coordinate { participants: vec![right], prepare_ts_max: p };
+    let role = CommitRole::Coordinate { participants: vec![right], first_sent: None };
     let commit = sim.submit(al, commit_req(t, &["a"], Some(ea), &[("a", "110")], role));
     sim.run_for(Duration::from_millis(100)); // decided and logged; commit wait runs ~400 ms
     let ask = sim.submit(al, Request::TxnInquire { group: left, txn: t.id, wound: false });
@@ -785,7 +870,7 @@ fn a_client_abort_releases_a_prepared_participant_at_once() {
     let (_, ez) = read_a_and_z(&mut sim, t);
     let prep = commit_req(t, &["z"], Some(ez), &[("z", "90")], CommitRole::Prepare { coordinator: left });
     let Response::Prepared { .. } = txn_call(&mut sim, "z", prep) else { panic!("T prepares") };
-    let r = txn_call(&mut sim, "z", Request::TxnAbort { txn: t, key: b"z".to_vec() });
+    let r = txn_call(&mut sim, "z", Request::TxnAbort { txn: t, key: b"z".to_vec(), range: None });
     assert!(matches!(r, Response::Done { .. }), "abort at the participant: {r:?}");
 
     let zl = leader_of(&mut sim, b"z");
@@ -809,7 +894,7 @@ fn a_client_abort_that_overtakes_a_prepare_still_releases_it_at_once() {
     let zl = leader_of(&mut sim, b"z");
     let prep = commit_req(t, &["z"], Some(ez), &[("z", "90")], CommitRole::Prepare { coordinator: left });
     let p = sim.submit(zl, prep);
-    let abort = sim.submit(zl, Request::TxnAbort { txn: t, key: b"z".to_vec() });
+    let abort = sim.submit(zl, Request::TxnAbort { txn: t, key: b"z".to_vec(), range: None });
     assert!(matches!(sim.reply(abort, Duration::from_secs(1)), Some(Response::Done { .. })));
     assert!(matches!(sim.reply(p, Duration::from_secs(1)), Some(Response::Prepared { .. })), "T prepared");
     assert_z_free_soon(&mut sim, zl);
@@ -832,13 +917,13 @@ fn an_older_transaction_wounds_a_younger_one_prepared_in_another_range() {
     let Response::TxnValue { epoch: ua, .. } = txn_call(&mut sim, "a", get(u, "a")) else { panic!("U reads a") };
     let Response::TxnValue { epoch: uz, .. } = txn_call(&mut sim, "z", get(u, "z")) else { panic!("U reads z") };
     let prep = commit_req(u, &["z"], Some(uz), &[("z", "u")], CommitRole::Prepare { coordinator: left });
-    let Response::Prepared { ts: pu } = txn_call(&mut sim, "z", prep) else { panic!("U prepares") };
+    let Response::Prepared { .. } = txn_call(&mut sim, "z", prep) else { panic!("U prepares") };
     let coord = commit_req(
         u,
         &["a"],
         Some(ua),
         &[("a", "u")],
-        CommitRole::Coordinate { participants: vec![right], prepare_ts_max: pu },
+        CommitRole::Coordinate { participants: vec![right], first_sent: None },
     );
     let al = leader_of(&mut sim, b"a");
     let u_commit = sim.submit(al, coord);
@@ -860,10 +945,10 @@ fn an_older_transaction_wounds_a_younger_one_prepared_in_another_range() {
         &["a"],
         Some(ta),
         &[("a", "t")],
-        CommitRole::Coordinate { participants: vec![right], prepare_ts_max: pt },
+        CommitRole::Coordinate { participants: vec![right], first_sent: None },
     );
     let r = txn_call(&mut sim, "a", coord);
-    assert!(matches!(r, Response::Written { .. }), "T commits: {r:?}");
+    assert!(matches!(r, Response::Written { ts } if ts >= pt), "T commits at or above its prepare {pt}: {r:?}");
     sim.run_for(Duration::from_secs(1));
     assert_eq!(super::tests::get(&mut sim, "a"), Some("t".into()));
     assert_eq!(super::tests::get(&mut sim, "z"), Some("t".into()));
@@ -985,6 +1070,7 @@ fn a_transactional_scan_locks_its_span_against_phantoms() {
         read_epoch: Some(epoch),
         writes: vec![(b"count".to_vec(), Some(b"1".to_vec()))],
         role: crate::node::api::CommitRole::Single,
+        range: None,
     };
     let r = sim.call(l, commit, Duration::from_secs(2));
     assert!(matches!(r, Some(Response::Written { .. })), "commit with the span: {r:?}");
@@ -998,6 +1084,7 @@ fn a_transactional_scan_locks_its_span_against_phantoms() {
         read_epoch: Some(epoch),
         writes: vec![(b"count".to_vec(), Some(b"2".to_vec()))],
         role: crate::node::api::CommitRole::Single,
+        range: None,
     };
     let r = sim.call(l, commit, Duration::from_secs(2));
     assert!(matches!(r, Some(Response::Error(ApiError::Aborted(_)))), "unlocked span: {r:?}");

@@ -5,16 +5,30 @@
 //!   client                 participant leaders                 coordinator leader
 //!   ──────                 ───────────────────                 ──────────────────
 //!   TxnCommit(Prepare{c}) ─► X locks, reads checked, prepared
-//!                            p > every ts assigned here
-//!                            log Prepare{p, writes, locks} ─► Prepared{p} ─► client
-//!   TxnCommit(Coordinate{participants, max p}) ────────────────► X locks, reads checked
-//!                                                               s ≥ max p, > TT.now().latest,
-//!                                                               > every ts assigned, in lease
+//!     (all at once)          p > every ts assigned here
+//!                            log Prepare{p, writes, locks}
+//!                            ─► TxnPrepared{p} (repeated until the outcome) ─► recorded
+//!   TxnCommit(Coordinate{participants}) ───────────────────────► X locks, reads checked,
+//!                                                               TT.now() noted; every
+//!                                                               participant's p heard:
+//!                                                               s ≥ every p, > TT.now().latest
+//!                                                               at arrival, > every ts
+//!                                                               assigned, in lease
 //!                                                               log Decide{s} (first wins)
 //!   ◄──────────────────────────────── Written{s} after TT.after(s) (commit wait)
 //!                            log Resolve{s}: apply at s,  ◄──── TxnResolve{s} after TT.after(s)
 //!                            release locks ──────────────────► ack; all acked: log Forget
 //! ```
+//!
+//! **Prepare timestamps come from the participants** (Spanner §4.2.1: "each participant leader
+//! … notifies the coordinator of its prepare timestamp"), never from the client: a client that
+//! reported a low one, or named fewer ranges than it prepared at, could otherwise have the
+//! coordinator commit below a prepare timestamp. A participant the client did not name but
+//! which reported joins the decision; one whose report comes after a commit decided without it
+//! refuses to apply below its prepare timestamp (it aborts its part and logs an error). The
+//! client sends the prepares and the coordinator's commit together and waits for the
+//! coordinator alone; a prepare that fails makes it ask the coordinator to abort at once, and
+//! a coordinator that has not heard every participant within [`VOTES_WAIT_MAX`] aborts.
 //!
 //! **Recovery.** Everything a decision depends on is in a Paxos log: a participant's prepare
 //! record (its writes and locks, restored by the next leader), the coordinator's decision. A
@@ -50,6 +64,7 @@ use super::apply::write_at;
 use super::cmd::{Decided, GroupCmd, KeyWrite, Origin, PreparedTxn};
 use super::manage::Internal;
 use super::observe::AbortReason;
+use super::txn::{VOTES_KEPT, VOTES_WAIT_MAX};
 use super::{NodeCore, local_of, propose};
 
 /// How often a coordinator re-sends an unacknowledged decision.
@@ -57,8 +72,16 @@ pub const RESOLVE_RETRY: Duration = Duration::from_millis(200);
 /// How often a participant repeats its request to abort a prepared transaction that blocks an
 /// older one (its coordinator may have been deciding, or the message lost).
 pub const WOUND_RETRY: Duration = Duration::from_millis(500);
+/// How often a prepared participant repeats its prepare timestamp to its coordinator while it
+/// has not learned the outcome (a coordinator's new leader knows no reports).
+pub const VOTE_RESEND: Duration = Duration::from_millis(300);
 /// Shortest time a coordinator remembers a decision.
 pub const DECISION_REMEMBERED: Duration = Duration::from_secs(120);
+const _: () = assert!(
+    DECISION_REMEMBERED.as_secs() >= 2 * meridian_proto::limits::COMMIT_RESEND_MAX.as_secs(),
+    "a commit repeated within COMMIT_RESEND_MAX of its first sending must meet its decision, with room for \
+     the client's clock to differ from the coordinator's"
+);
 
 impl NodeCore {
     /// The leader of `gid` able to answer for its log, or the refusal to send back.
@@ -177,6 +200,20 @@ impl NodeCore {
     ) {
         let me = self.ident.node;
         let g = self.groups.get_mut(&gid).expect("caller checked");
+        let mut commit_ts = commit_ts;
+        if let (Some(s), Some(p)) = (commit_ts, g.state.prepared.get(&txn).map(|p| p.prepare_ts))
+            && s < p
+        {
+            // Spanner §4.2.1: s ≥ every prepare timestamp. Applying below p could land under
+            // reads this range served (p is above everything it assigned). A coordinator that
+            // heard p from this range never does this; one that did not (a client named other
+            // participants than it prepared at) committed without this range: it cannot join.
+            tracing::error!(txn_id = %txn, node = %me, range = %gid, commit_ts = %s, prepare_ts = %p,
+                "participant: the coordinator committed below this range's prepare timestamp; not applying \
+                 the commit here, aborting this range's part (the coordinator never heard this prepare)");
+            super::observe::aborted(AbortReason::Coordinator);
+            commit_ts = None;
+        }
         if let Some(s) = commit_ts {
             // Later writes here get timestamps above s, so t_paxos_safe stays monotonic.
             g.clock.observe(s);
@@ -207,7 +244,7 @@ impl NodeCore {
                 // Spanner §4.2.1: participants hear the commit only after commit wait, like the
                 // client; a participant that applied it sooner would let a later transaction
                 // there read it before TT.after(s) and take a timestamp below s.
-                Some(s) if now.earliest <= s => {
+                Some(s) if !now.after(s) => {
                     self.hold_until_after(now, s, origin, Response::Outcome { decision });
                 }
                 _ => self.respond(now, origin, Response::Outcome { decision }),
@@ -251,6 +288,52 @@ impl NodeCore {
         }
     }
 
+    /// Coordinator: participant `participant` prepared `txn` at `prepare_ts`. Recorded for the
+    /// commit (which may be waiting for it, or not have arrived yet); answered with the outcome
+    /// if decided.
+    pub(super) fn serve_txn_prepared(
+        &mut self,
+        now: TTInterval,
+        origin: Origin,
+        gid: GroupId,
+        txn: TxnId,
+        (participant, prepare_ts): (GroupId, Timestamp),
+    ) {
+        if let Err(e) = self.serving_leader(gid) {
+            return self.fail(now, origin, e);
+        }
+        if !self.groups[&gid].serves(now) {
+            return self.fail(now, origin, self.read_refusal(gid));
+        }
+        tracing::debug!(txn_id = %txn, node = %self.ident.node, range = %gid, %participant, %prepare_ts, "coordinator: a participant prepared");
+        let g = self.groups.get_mut(&gid).expect("checked");
+        if let Some(d) = g.state.decisions.get(&txn) {
+            let decision = Some(d.commit_ts);
+            return match d.commit_ts {
+                // As for an inquiry: participants hear a commit only after commit wait.
+                Some(s) if !now.after(s) => self.hold_until_after(now, s, origin, Response::Outcome { decision }),
+                _ => self.respond(now, origin, Response::Outcome { decision }),
+            };
+        }
+        g.txns.record_vote(txn, participant, prepare_ts, local_of(now));
+        let waiting = g.txns.commit_awaiting_votes(txn);
+        self.respond(now, origin, Response::Outcome { decision: None });
+        if let Some(commit) = waiting {
+            self.finish_commit(now, gid, commit);
+        }
+    }
+
+    /// Participant: reports `txn`'s prepare timestamp to its coordinator (and learns the
+    /// outcome from the answer, if decided).
+    fn send_vote(&mut self, now: TTInterval, gid: GroupId, txn: TxnId) {
+        let Some(g) = self.groups.get_mut(&gid) else { return };
+        let Some(p) = g.state.prepared.get(&txn) else { return };
+        let (coordinator, prepare_ts) = (p.coordinator, p.prepare_ts);
+        g.txns.voted.insert(txn, local_of(now));
+        let request = Request::TxnPrepared { group: coordinator, txn, participant: gid, prepare_ts };
+        self.group_request(now, coordinator, request, Internal::Inquiry { gid, txn, coordinator });
+    }
+
     // ----- applying the records (every replica) -----
 
     pub(super) fn apply_prepare(&mut self, now: TTInterval, gid: GroupId, p: PreparedTxn, from: (NodeId, Origin)) {
@@ -259,8 +342,13 @@ impl NodeCore {
         if let Some(o) = mine {
             g.proposed.remove(&o);
         }
-        if g.state.frozen_into.is_some() || p.writes.iter().any(|(k, _)| !g.state.desc.contains(k)) {
-            // The range changed between proposal and apply: not prepared anywhere.
+        if g.state.frozen_into.is_some()
+            || p.writes.iter().any(|(k, _)| !g.state.desc.contains(k))
+            || p.locks.iter().any(|(span, _)| !super::apply::span_within(&g.state.desc, span))
+        {
+            // The range changed between proposal and apply (a split took some of its keys):
+            // not prepared anywhere. Its read locks count too: the other half would not hold
+            // them.
             if let Some(o) = mine {
                 let why = format!("range {gid} changed while transaction {} prepared", p.txn.id);
                 self.abort_txn(now, gid, p.txn.id, AbortReason::RangeChanged, &why);
@@ -281,6 +369,7 @@ impl NodeCore {
             self.respond(now, o, Response::Prepared { ts });
         }
         if leader {
+            self.send_vote(now, gid, id);
             match self.groups.get_mut(&gid).and_then(|g| g.txns.after_prepare.remove(&id)) {
                 Some(Some(outcome)) => self.propose_resolve(now, gid, id, outcome, Origin::Internal(0)),
                 Some(None) => self.inquire_now(now, gid, id),
@@ -308,6 +397,7 @@ impl NodeCore {
         }
         self.applied_txns.push((gid, txn));
         let g = self.groups.get_mut(&gid).expect("applying group exists");
+        g.txns.votes.remove(&txn);
         let decided = match g.state.decisions.get(&txn) {
             Some(first) => first.commit_ts, // the first decision logged wins
             None => {
@@ -370,6 +460,7 @@ impl NodeCore {
             }
         }
         let g = self.groups.get_mut(&gid).expect("applying group exists");
+        g.txns.voted.remove(&txn);
         match commit_ts {
             Some(s) => g.txns.participants.on_committed(txn, s),
             None => g.txns.participants.on_aborted(txn),
@@ -398,7 +489,7 @@ impl NodeCore {
 
     /// Where to send a request for group `gid`'s leader: this node, the leader it knows, or one
     /// of the group's replicas.
-    fn group_target(&self, gid: GroupId) -> Option<NodeId> {
+    pub(super) fn group_target(&self, gid: GroupId) -> Option<NodeId> {
         if let Some(g) = self.groups.get(&gid) {
             if g.replica.role() == Role::Leader {
                 return Some(self.ident.node);
@@ -431,7 +522,7 @@ impl NodeCore {
     /// Coordinator: decisions whose commit wait is over go to their participants.
     pub(super) fn release_resolve_waits(&mut self, now: TTInterval) {
         while let Some((ts, gid, txn)) = self.resolve_wait.first().copied() {
-            if now.earliest <= ts {
+            if !now.after(ts) {
                 break;
             }
             self.resolve_wait.pop_first();
@@ -549,10 +640,23 @@ impl NodeCore {
             }
         }
         let ask = g.txns.participants.due_inquiries(local);
+        // Participant: repeat prepare timestamps the coordinator may not have (lost, or heard by
+        // a leader since replaced) until the outcome arrives.
+        let revote: Vec<TxnId> = g
+            .state
+            .prepared
+            .keys()
+            .filter(|id| g.txns.voted.get(id).is_none_or(|t| local >= t.saturating_add(VOTE_RESEND)))
+            .copied()
+            .collect();
+        // Coordinator: forget reports nobody committed with, abort commits whose participants
+        // never reported.
+        g.txns.votes.retain(|_, v| local < v.since.saturating_add(VOTES_KEPT));
+        let silent = g.txns.vote_waits_expired(local.saturating_sub(VOTES_WAIT_MAX));
         let mut resend = Vec::new();
         let mut forget = Vec::new();
         for (id, d) in &g.state.decisions {
-            if d.commit_ts.is_some_and(|s| now.earliest <= s) {
+            if d.commit_ts.is_some_and(|s| !now.after(s)) {
                 continue; // still in commit wait
             }
             let (acked, last) = g.txns.resolving.get(id).map_or((0, Timestamp::ZERO), |r| (r.0.len(), r.1));
@@ -560,12 +664,19 @@ impl NodeCore {
                 if local >= last.saturating_add(RESOLVE_RETRY) {
                     resend.push(*id);
                 }
-            } else if local >= d.at.saturating_add(DECISION_REMEMBERED) {
+            } else if local >= d.at.saturating_add(self.opts.decision_remembered) {
                 forget.push(*id);
             }
         }
         if !forget.is_empty() && propose(g, &GroupCmd::Forget { txns: forget }).is_ok() {
             self.dirty.insert(gid);
+        }
+        for txn in silent {
+            let why = format!("its participants did not all report a prepare within {:?}", VOTES_WAIT_MAX);
+            self.abort_txn(now, gid, txn, AbortReason::Deadline, &why);
+        }
+        for txn in revote {
+            self.send_vote(now, gid, txn);
         }
         self.wound_prepared_blockers(now, gid, None);
         for (txn, coordinator) in ask {

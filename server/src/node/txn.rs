@@ -57,6 +57,14 @@ pub const ABORTED_TTL: Duration = Duration::from_secs(60);
 pub const ABORTED_REMEMBERED_MAX: usize = 100_000;
 /// Most keys a transaction reads or writes in one commit request.
 pub const TXN_KEYS_MAX: usize = 10_000;
+/// Most transactions whose participants' prepare timestamps a coordinator leader remembers
+/// (the oldest are forgotten first: their commits then abort, retryably).
+pub const VOTES_REMEMBERED_MAX: usize = 100_000;
+/// How long a coordinator's commit waits for its participants' prepare timestamps before it
+/// aborts (a participant never got its prepare: the client vanished, or could not reach it).
+pub const VOTES_WAIT_MAX: Duration = Duration::from_secs(10);
+/// How long reported prepare timestamps are kept without a commit to use them.
+pub const VOTES_KEPT: Duration = Duration::from_secs(60);
 
 /// What a transactional read reads once its shared lock is granted.
 #[derive(Clone)]
@@ -93,6 +101,20 @@ struct PendingCommit {
     outstanding: usize,
     /// When it arrived (local time).
     since: Timestamp,
+    /// `TT.now()` when it arrived: a coordinator's commit timestamp is above its `latest`
+    /// (Spanner §4.2.1), however long the votes take.
+    arrived: TTInterval,
+    /// A coordinator's commit holding its locks, waiting for participants' prepare timestamps.
+    awaiting_votes: bool,
+}
+
+/// Prepare timestamps participants reported for one transaction ([`Request::TxnPrepared`]).
+#[derive(Default)]
+pub(super) struct Votes {
+    /// Per participant, its prepare timestamp.
+    pub(super) prepared: BTreeMap<GroupId, Timestamp>,
+    /// When the first arrived (local time), to forget votes of transactions never committed.
+    pub(super) since: Timestamp,
 }
 
 /// The transaction state of one range's leader.
@@ -119,6 +141,12 @@ pub(super) struct GroupTxns {
     /// (`None`: its client gave up meanwhile). Without this the transaction would sit prepared,
     /// holding its locks, until a timer (the coordinator's re-send, the in-doubt inquiry).
     pub(super) after_prepare: BTreeMap<TxnId, Option<Option<Timestamp>>>,
+    /// Coordinator: prepare timestamps reported by participants, by transaction (memory only: a
+    /// new leader hears them again, participants repeat them until they learn the outcome).
+    pub(super) votes: BTreeMap<TxnId, Votes>,
+    /// Participant: when this leader last reported each prepared transaction's prepare
+    /// timestamp to its coordinator (local time).
+    pub(super) voted: BTreeMap<TxnId, Timestamp>,
 }
 
 impl GroupTxns {
@@ -129,6 +157,34 @@ impl GroupTxns {
             self.aborted.remove(&oldest);
         }
         self.aborted.insert(id, at);
+    }
+
+    /// Whether a coordinator's commit here waits for participants' prepare timestamps.
+    pub(super) fn awaiting_votes(&self) -> bool {
+        self.commits.values().any(|c| c.awaiting_votes)
+    }
+
+    /// The coordinator's commit of `txn` waiting for votes, if any.
+    pub(super) fn commit_awaiting_votes(&self, txn: TxnId) -> Option<u64> {
+        self.commits.iter().find(|(_, c)| c.awaiting_votes && c.txn.id == txn).map(|(id, _)| *id)
+    }
+
+    /// Commits that waited for votes since before `before` (local time): their participants
+    /// never reported (the client vanished before sending a prepare).
+    pub(super) fn vote_waits_expired(&self, before: Timestamp) -> Vec<TxnId> {
+        self.commits.values().filter(|c| c.awaiting_votes && c.since < before).map(|c| c.txn.id).collect()
+    }
+
+    /// Records that `participant` prepared `txn` at `prepare_ts`.
+    pub(super) fn record_vote(&mut self, txn: TxnId, participant: GroupId, prepare_ts: Timestamp, now: Timestamp) {
+        if !self.votes.contains_key(&txn)
+            && self.votes.len() >= VOTES_REMEMBERED_MAX
+            && let Some(oldest) = self.votes.iter().min_by_key(|(_, v)| v.since).map(|(id, _)| *id)
+        {
+            self.votes.remove(&oldest);
+        }
+        let v = self.votes.entry(txn).or_insert_with(|| Votes { since: now, ..Votes::default() });
+        v.prepared.insert(participant, prepare_ts);
     }
 
     /// Whether any transaction holds or waits for locks here.
@@ -357,17 +413,18 @@ impl NodeCore {
             TxnRead::Key(key) => match self.mvcc.get_version(&key, Timestamp::MAX) {
                 Ok(v) => {
                     let (value, ts) = v.map_or((None, Timestamp::ZERO), |v| (v.value, v.ts));
-                    self.respond(now, origin, Response::TxnValue { value, ts, epoch });
+                    self.respond_visible(now, origin, Response::TxnValue { value, ts, epoch }, ts);
                 }
                 Err(e) => self.fail(now, origin, ApiError::Unavailable(format!("storage: {e}"))),
             },
             TxnRead::Scan { start, end, limit } => {
                 let desc = g.state.desc.clone();
-                match self.mvcc.scan(&start, (!end.is_empty()).then_some(end.as_slice()), Timestamp::MAX, limit + 1) {
-                    Ok(mut rows) => {
+                let end = (!end.is_empty()).then_some(end.as_slice());
+                match self.mvcc.scan_newest(&start, end, Timestamp::MAX, limit + 1) {
+                    Ok((mut rows, newest)) => {
                         let truncated = rows.len() > limit;
                         rows.truncate(limit);
-                        self.respond(now, origin, Response::TxnRows { rows, desc, truncated, epoch });
+                        self.respond_visible(now, origin, Response::TxnRows { rows, desc, truncated, epoch }, newest);
                     }
                     Err(e) => self.fail(now, origin, ApiError::Unavailable(format!("storage: {e}"))),
                 }
@@ -423,28 +480,45 @@ impl NodeCore {
         self.respond(now, origin, Response::Done { detail: format!("transaction {} kept alive", txn.id) });
     }
 
-    pub(super) fn serve_txn_abort(&mut self, now: TTInterval, origin: Origin, txn: TxnMeta, key: Vec<u8>) {
+    pub(super) fn serve_txn_abort(
+        &mut self,
+        now: TTInterval,
+        origin: Origin,
+        txn: TxnMeta,
+        key: Vec<u8>,
+        range: Option<GroupId>,
+    ) {
         let gid = match self.txn_leader(now, &key) {
             Ok(g) => g,
             Err(e) => return self.fail(now, origin, e),
         };
-        let g = self.groups.get_mut(&gid).expect("txn_leader checked");
+        // The range the transaction locked in, if a split since gave `key` to another range:
+        // its leader is usually this node too (a split's halves start with one leader).
+        if let Some(r) = range.filter(|r| *r != gid)
+            && self.groups.get(&r).is_some_and(|g| g.serves(now))
+        {
+            self.abort_in(now, r, txn);
+        }
+        self.abort_in(now, gid, txn);
+        self.respond(now, origin, Response::Done { detail: format!("transaction {} aborted", txn.id) });
+    }
+
+    /// A client's abort of `txn` in `gid`, which this node leads: its locks are released, unless
+    /// it is prepared there (only its coordinator may say it aborted; the client may have sent
+    /// the commit and lost the answer), in which case the coordinator is asked now rather than
+    /// after the in-doubt timeout.
+    fn abort_in(&mut self, now: TTInterval, gid: GroupId, txn: TxnMeta) {
+        self.restore_prepared_locks(gid);
+        let g = self.groups.get_mut(&gid).expect("caller checked the range is led here");
         if !g.state.prepared.contains_key(&txn.id) && g.txns.is_preparing(txn.id) {
             // Its prepare record is on its way: ask the coordinator once it applies.
             g.txns.after_prepare.entry(txn.id).or_insert(None);
         }
         if g.state.prepared.contains_key(&txn.id) || g.txns.is_preparing(txn.id) {
-            // Prepared: only the coordinator may say it aborted (the client may have sent the
-            // commit and lost the answer). Ask it now rather than after the in-doubt timeout.
             self.inquire_now(now, gid, txn.id);
-            return self.respond(
-                now,
-                origin,
-                Response::Done { detail: format!("transaction {} is prepared; its coordinator decides", txn.id) },
-            );
+            return;
         }
         self.abort_txn(now, gid, txn.id, AbortReason::Client, "aborted by its client");
-        self.respond(now, origin, Response::Done { detail: format!("transaction {} aborted", txn.id) });
     }
 
     /// Commits `txn` through one Paxos write, or writes `writes` as an implicit transaction
@@ -456,7 +530,7 @@ impl NodeCore {
         txn: TxnMeta,
         (read_keys, read_spans, read_epoch): TxnReads,
         writes: Vec<KeyWrite>,
-        role: CommitRole,
+        (role, range): (CommitRole, Option<GroupId>),
     ) {
         let mut reads: Vec<Span> = read_keys.into_iter().map(Span::key).collect();
         for (start, end) in read_spans {
@@ -498,7 +572,11 @@ impl NodeCore {
             .iter()
             .find(|s| outside(s))
             .map(|s| s.start().to_vec())
-            .or(writes.iter().map(|(k, _)| k.clone()).find(|k| !desc.contains(k)));
+            .or(writes.iter().map(|(k, _)| k.clone()).find(|k| !desc.contains(k)))
+            // Built for another range whose keys this one now holds (a merge): its reads were
+            // locked, and its prepare would be recorded, under that range's id, not this one's.
+            .or(range.filter(|r| *r != gid).map(|_| first.clone()));
+        let other_range = range.is_some_and(|r| r != gid);
         // A repeated request (the client retried after a lost answer) gets the logged answer.
         let st = &self.groups[&gid].state;
         match &role {
@@ -507,12 +585,20 @@ impl NodeCore {
                 if *coordinator == gid {
                     return self.fail(now, origin, ApiError::Invalid("a coordinator does not prepare".into()));
                 }
-                if let Some(p) = st.prepared.get(&txn.id) {
+                if let Some(p) = st.prepared.get(&txn.id).filter(|_| !other_range) {
+                    if p.writes != writes {
+                        let e = format!(
+                            "transaction {} is already prepared in range {gid} with other writes; a part of a commit is \
+                             sent to one range only",
+                            txn.id
+                        );
+                        return self.fail(now, origin, ApiError::Invalid(e));
+                    }
                     let ts = p.prepare_ts;
                     return self.respond(now, origin, Response::Prepared { ts });
                 }
             }
-            CommitRole::Coordinate { participants, .. } => {
+            CommitRole::Coordinate { participants, first_sent, .. } => {
                 if participants.is_empty() || participants.contains(&gid) {
                     return self.fail(
                         now,
@@ -528,6 +614,20 @@ impl NodeCore {
                         None => self.fail(now, origin, ApiError::Aborted(format!("transaction {} aborted", txn.id))),
                     };
                 }
+                // Decisions are forgotten `decision_remembered` after they were made: a commit
+                // first sent longer ago than the client may resend one cannot tell a decision
+                // forgotten from none — deciding afresh could commit a blind part twice, or call
+                // a committed transaction aborted (and its client would run it again).
+                let limit = meridian_proto::limits::COMMIT_RESEND_MAX.min(self.opts.decision_remembered / 2);
+                if let Some(t) = first_sent.filter(|t| now.earliest.duration_since(*t) > limit) {
+                    let e = format!(
+                        "transaction {}: this commit was first sent {:?} ago (by the client's clock), more than the {limit:?} \
+                         a commit may be repeated; whether it committed can no longer be known here",
+                        txn.id,
+                        now.earliest.duration_since(t)
+                    );
+                    return self.fail(now, origin, ApiError::Ambiguous(e));
+                }
             }
         }
         if let Some(k) = moved {
@@ -540,8 +640,17 @@ impl NodeCore {
                  looked it up)",
                 range::show_key(&k),
             );
-            self.abort_txn(now, gid, txn.id, AbortReason::RangeChanged, &why);
-            if self.decide_abort_if_coordinator(now, gid, txn.id, &role, Some(origin)) {
+            // A transaction prepared here (another part of it, sent to this range) keeps its locks:
+            // only its coordinator may end it.
+            let g = &self.groups[&gid];
+            if !g.state.prepared.contains_key(&txn.id) && !g.txns.is_preparing(txn.id) {
+                self.abort_txn(now, gid, txn.id, AbortReason::RangeChanged, &why);
+            }
+            // Only the coordinator's own range may log its decision: a coordinator's commit that
+            // reached another range (the coordinator split, and the client routed by a key now
+            // in the other half) must not decide an abort here, where the real coordinator may
+            // have decided a commit.
+            if !other_range && self.decide_abort_if_coordinator(now, gid, txn.id, &role, Some(origin)) {
                 return; // answered from the log
             }
             return self.fail(now, origin, ApiError::RangeChanged { why, desc: Some(Box::new(desc)) });
@@ -574,7 +683,19 @@ impl NodeCore {
         }
         let t = &mut self.groups.get_mut(&gid).expect("checked").txns;
         let since = local_of(now);
-        t.commits.insert(commit, PendingCommit { origin, txn, reads, read_epoch, writes, role, outstanding, since });
+        let pending = PendingCommit {
+            origin,
+            txn,
+            reads,
+            read_epoch,
+            writes,
+            role,
+            outstanding,
+            since,
+            arrived: now,
+            awaiting_votes: false,
+        };
+        t.commits.insert(commit, pending);
         for w in wounded {
             self.abort_txn(now, gid, w, AbortReason::Wounded, "wounded by an older transaction (wound-wait)");
         }
@@ -585,11 +706,12 @@ impl NodeCore {
     }
 
     /// Every exclusive lock of a commit is held: check the reads and propose the write (one
-    /// range), the prepare record (participant) or the decision (coordinator).
-    fn finish_commit(&mut self, now: TTInterval, gid: GroupId, commit: u64) {
+    /// range), the prepare record (participant) or — once every participant reported its
+    /// prepare timestamp — the decision (coordinator).
+    pub(super) fn finish_commit(&mut self, now: TTInterval, gid: GroupId, commit: u64) {
         let me = self.ident.node;
         let g = self.groups.get_mut(&gid).expect("caller checked");
-        let Some(c) = g.txns.commits.remove(&commit) else { return };
+        let Some(mut c) = g.txns.commits.remove(&commit) else { return };
         let epoch = g.replica.promised().round;
         let why = if c.read_epoch.is_some_and(|e| e != epoch) && !c.reads.is_empty() {
             Some("the range's leader changed since the transaction read (its read locks are gone)")
@@ -604,6 +726,26 @@ impl NodeCore {
                 return; // answered from the log
             }
             return self.fail(now, c.origin, ApiError::Aborted(format!("transaction {}: {why}", c.txn.id)));
+        }
+        if let CommitRole::Coordinate { participants, .. } = &mut c.role {
+            // Spanner §4.2.1: the coordinator commits at s ≥ every prepare timestamp, which it
+            // hears from the participants themselves — never from the client. A participant
+            // the client did not name but which reported a prepare joins the decision (it is
+            // told the outcome, and s covers it too).
+            let votes = g.txns.votes.get(&c.txn.id);
+            let heard = |p: &GroupId| votes.is_some_and(|v| v.prepared.contains_key(p));
+            if !participants.iter().all(heard) {
+                c.awaiting_votes = true;
+                g.txns.commits.insert(commit, c);
+                return;
+            }
+            if let Some(v) = votes {
+                for p in v.prepared.keys() {
+                    if !participants.contains(p) && *p != gid {
+                        participants.push(*p);
+                    }
+                }
+            }
         }
         if c.writes.is_empty() && c.role == CommitRole::Single {
             // Read-only use of a read-write transaction: its reads were consistent under its
@@ -626,7 +768,11 @@ impl NodeCore {
         let ts = match &c.role {
             CommitRole::Single => g.clock.assign_write(now, Timestamp::ZERO),
             CommitRole::Prepare { .. } => g.clock.assign_prepare(now, Timestamp::ZERO),
-            CommitRole::Coordinate { prepare_ts_max, .. } => g.clock.assign_commit(now, &[*prepare_ts_max]),
+            CommitRole::Coordinate { .. } => {
+                let prepares: Vec<Timestamp> =
+                    g.txns.votes.get(&c.txn.id).map(|v| v.prepared.values().copied().collect()).unwrap_or_default();
+                g.clock.assign_commit(c.arrived, &prepares)
+            }
         };
         if !g.replica.can_assign(now, ts) {
             self.release_txn(now, gid, c.txn.id);
@@ -753,7 +899,11 @@ impl NodeCore {
         let Some((gid, txn, get, since)) = found else { return false };
         let waited = local_of(now).duration_since(since);
         let g = self.groups.get_mut(&gid).expect("found above");
-        let blocked = g.txns.blocked_on(txn, get);
+        let blocked = if get.is_none() && g.txns.commit_awaiting_votes(txn.id).is_some() {
+            "its participants to report their prepare timestamps (Spanner §4.2.1)".to_string()
+        } else {
+            g.txns.blocked_on(txn, get)
+        };
         match get {
             Some(req) => {
                 g.txns.waits.remove(&req);

@@ -23,6 +23,13 @@ pub fn error_to_pb(e: &ApiError) -> pb::Error {
         ApiError::Aborted(_) => (Kind::Aborted, GroupId(0), None, None),
         // Aborted, with the range as it is now so the client's next attempt routes by it.
         ApiError::RangeChanged { desc, .. } => (Kind::Aborted, GroupId(0), None, desc.as_deref()),
+        // Unavailable (retry), naming the range; `replicas`/`replicas_reachable` below say
+        // whether a majority answers.
+        ApiError::NoLeader { group, .. } => (Kind::Unavailable, *group, None, None),
+    };
+    let (replicas, replicas_reachable) = match e {
+        ApiError::NoLeader { replicas, reachable, .. } => (Some(*replicas), Some(*reachable)),
+        _ => (None, None),
     };
     pb::Error {
         kind: kind as i32,
@@ -30,6 +37,8 @@ pub fn error_to_pb(e: &ApiError) -> pb::Error {
         group: group.0,
         leader: leader.map(|l| l.0),
         range: desc.map(Into::into),
+        replicas,
+        replicas_reachable,
     }
 }
 
@@ -43,6 +52,20 @@ pub fn status_to_pb(s: &NodeStatus) -> pb::StatusResponse {
         now_earliest: s.now_earliest.nanos(),
         now_latest: s.now_latest.nanos(),
         error: None,
+        ready: s.readiness.ready,
+        readiness: s.readiness.summary.clone(),
+        problems: s.readiness.problems.clone(),
+        warnings: s.readiness.warnings.clone(),
+        liveness: s
+            .liveness
+            .iter()
+            .map(|l| pb::NodeLiveness {
+                node_id: l.node.0,
+                up: l.up,
+                last_heard: l.last_heard.map_or(0, Timestamp::nanos),
+                why: l.why.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -56,6 +79,9 @@ fn group_to_pb(g: &GroupStatus) -> pb::GroupStatus {
         chosen: g.chosen.0,
         applied: g.applied.0,
         last_write_ts: g.last_write_ts.nanos(),
+        servable: g.health.servable,
+        health: g.health.detail.clone(),
+        replicas_reachable: u32::try_from(g.health.reachable).expect("a range has at most a handful of replicas"),
     }
 }
 

@@ -13,6 +13,11 @@
 //! All inputs that queue while one batch is being synced are stepped together and persisted by
 //! the next single write: group commit across every group on the node.
 //!
+//! Every [`crate::node::health::NODE_HEARTBEAT`] the core thread also sends each known node an
+//! empty peer batch (so every node learns within a second or so which others are up, even
+//! without range traffic between them) and logs what changed in its readiness and warnings.
+//! A node holds an exclusive lock on its data directory while it runs (`datadir`).
+//!
 //! With `--http-listen`, the node also serves `/health`, `/status` and `/metrics` over HTTP
 //! (`http`); the core only emits measurements through the `metrics` facade, the shell keeps
 //! and serves them.
@@ -25,6 +30,7 @@
 //! clients need a bearer token (`tls`). Without either the node is open, and says so at start.
 
 mod convert;
+mod datadir;
 mod fault;
 pub mod http;
 mod services;
@@ -48,9 +54,10 @@ use tokio::sync::oneshot;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, ClientTlsConfig};
 
-use crate::node::{ApiError, Input, NodeCore, NodeOptions, PeerMsg, Request, Response};
+use crate::node::{ApiError, Input, NodeCore, NodeOptions, PeerMsg, Readiness, Request, Response, health, observe};
 
 pub use convert::{error_to_pb, ranges_to_pb, status_to_pb};
+pub use datadir::{DataDirError, DataDirLock};
 pub use tls::NodeTls;
 
 /// Format version of peer batches (postcard of `Vec<PeerMsg>`).
@@ -98,6 +105,9 @@ pub enum ShellError {
     /// The TLS material or the token is unusable.
     #[error("TLS: {0}")]
     Tls(String),
+    /// Another process uses the data directory.
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
 }
 
 /// How to run a node.
@@ -144,7 +154,7 @@ enum CoreMsg {
     },
     LeadsAny(oneshot::Sender<bool>),
     /// Whether the node is ready to serve, or why not ([`NodeCore::readiness`]).
-    Ready(oneshot::Sender<Result<(), String>>),
+    Ready(oneshot::Sender<Readiness>),
     Stop,
 }
 
@@ -193,8 +203,27 @@ impl CoreHandle {
     /// [`REQUEST_TIMEOUT`]) the core is told to give up (`Input::Cancel`): a lock wait is
     /// abandoned, and the answer is [`ApiError::DeadlineExceeded`] saying what the request
     /// waited for. Dropped before the answer, it cancels the same way.
+    ///
+    /// A successful answer to a transaction's request is timed for the latency histogram
+    /// ([`observe::latency`]): arrival here to answer, commit wait included.
     pub(crate) async fn call_within(&self, request: Request, deadline: Option<Duration>) -> Response {
         let started = tokio::time::Instant::now();
+        let kind = observe::TxnKind::of(&request);
+        let answer = self.call_untimed(request, deadline, started).await;
+        if let Some(kind) = kind
+            && !matches!(answer, Response::Error(_))
+        {
+            observe::latency(kind, started.elapsed());
+        }
+        answer
+    }
+
+    async fn call_untimed(
+        &self,
+        request: Request,
+        deadline: Option<Duration>,
+        started: tokio::time::Instant,
+    ) -> Response {
         let (give_up, grace) = give_up_after(deadline);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (reply, mut rx) = oneshot::channel();
@@ -229,8 +258,8 @@ impl CoreHandle {
     }
 
     /// Whether the node is ready to serve, or why not; a core that does not answer within
-    /// `timeout` is not ready.
-    pub(crate) async fn readiness(&self, timeout: Duration) -> Result<(), String> {
+    /// `timeout` is not ready (the error says so).
+    pub(crate) async fn readiness(&self, timeout: Duration) -> Result<Readiness, String> {
         let (reply, rx) = oneshot::channel();
         match self.tx.try_send(CoreMsg::Ready(reply)) {
             Ok(()) => {}
@@ -238,7 +267,7 @@ impl CoreHandle {
             Err(TrySendError::Disconnected(_)) => return Err("the core thread has stopped".into()),
         }
         match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(r)) => r,
+            Ok(Ok(r)) => Ok(r),
             Ok(Err(_)) => Err("the core thread has stopped".into()),
             Err(_) => Err(format!("the core thread did not answer within {timeout:?}")),
         }
@@ -268,6 +297,8 @@ pub struct Node {
     server_task: Option<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>>,
     http_stop: Option<oneshot::Sender<()>>,
     http_task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    /// Held while the node runs: no other process opens its data directory.
+    _data_dir: DataDirLock,
 }
 
 /// How long shutdown waits for HTTP connections to finish.
@@ -351,6 +382,7 @@ impl Node {
     /// Opens (or bootstraps, or joins) the node and starts serving.
     pub async fn start(cfg: NodeConfig) -> Result<Node, ShellError> {
         std::fs::create_dir_all(&cfg.data_dir)?;
+        let data_dir_lock = DataDirLock::acquire(&cfg.data_dir)?;
         let dialer = Dialer {
             tls: cfg.tls.as_ref().map(NodeTls::client_config),
             bearer: Bearer::new(cfg.token.as_ref()).map_err(ShellError::Tls)?,
@@ -493,6 +525,7 @@ impl Node {
             server_task: Some(server_task),
             http_stop,
             http_task,
+            _data_dir: data_dir_lock,
         })
     }
 
@@ -602,6 +635,77 @@ struct PeerSender {
     tx: tokio::sync::mpsc::Sender<Vec<PeerMsg>>,
 }
 
+/// The core thread's senders to other nodes: one task per node, started on first use and
+/// replaced when the node's address changes.
+struct Peers {
+    senders: HashMap<NodeId, PeerSender>,
+    rt: tokio::runtime::Handle,
+    dialer: Dialer,
+    me: NodeId,
+    cluster_id: String,
+    core: SyncSender<CoreMsg>,
+    faults: Arc<fault::Faults>,
+}
+
+impl Peers {
+    /// Queues `msgs` for node `to`. A full queue drops them: the peer is slow or gone, and
+    /// Paxos resends what matters.
+    fn send(&mut self, nodes: &std::collections::BTreeMap<NodeId, NodeInfo>, to: NodeId, msgs: Vec<PeerMsg>) {
+        let Some(info) = nodes.get(&to) else {
+            tracing::debug!(%to, "no address for node; dropping messages");
+            return;
+        };
+        let (rt, dialer, me, cluster_id, core, faults) =
+            (&self.rt, &self.dialer, self.me, &self.cluster_id, &self.core, &self.faults);
+        let peer = || spawn_peer(rt, dialer, me, cluster_id, to, &info.addr, core.clone(), faults.clone());
+        let sender = self.senders.entry(to).or_insert_with(peer);
+        if sender.addr != info.addr {
+            *sender = peer();
+        }
+        let _ = sender.tx.try_send(msgs);
+    }
+
+    /// An empty batch to every other node ([`health::NODE_HEARTBEAT`]): its delivery, or
+    /// failure, keeps each node's view of who is up current even without range traffic.
+    fn heartbeat(&mut self, nodes: &std::collections::BTreeMap<NodeId, NodeInfo>) {
+        let me = self.me;
+        for to in nodes.keys().filter(|n| **n != me) {
+            self.send(nodes, *to, Vec::new());
+        }
+    }
+}
+
+/// What the node last logged about its readiness, so it logs only changes.
+#[derive(Default)]
+struct HealthLog {
+    ready: Option<bool>,
+    summary: String,
+    warnings: Vec<String>,
+}
+
+impl HealthLog {
+    /// Logs what changed since the last call: readiness (with the ranges it cannot serve) and
+    /// each warning that appeared or cleared.
+    fn observe(&mut self, me: NodeId, r: &Readiness) {
+        if self.ready != Some(r.ready) || (!r.ready && self.summary != r.summary) {
+            if r.ready {
+                tracing::info!(node = %me, "ready: {}", r.summary);
+            } else {
+                tracing::warn!(node = %me, problems = ?r.problems, "not ready: {}", r.summary);
+            }
+        }
+        for w in r.warnings.iter().filter(|w| !self.warnings.contains(w)) {
+            tracing::warn!(node = %me, "{w}");
+        }
+        for w in self.warnings.iter().filter(|w| !r.warnings.contains(w)) {
+            tracing::info!(node = %me, "no longer: {w}");
+        }
+        self.ready = Some(r.ready);
+        self.summary.clone_from(&r.summary);
+        self.warnings.clone_from(&r.warnings);
+    }
+}
+
 /// The core thread: the only owner of the node core.
 #[allow(clippy::too_many_arguments)]
 fn core_loop(
@@ -615,9 +719,11 @@ fn core_loop(
     rt: tokio::runtime::Handle,
 ) {
     let mut replies: HashMap<u64, oneshot::Sender<Response>> = HashMap::new();
-    let mut peers: HashMap<NodeId, PeerSender> = HashMap::new();
     let me = core.node();
     let cluster_id = core.cluster_id().to_string();
+    let mut peers = Peers { senders: HashMap::new(), rt, dialer, me, cluster_id, core: self_tx.clone(), faults };
+    let mut health_log = HealthLog::default();
+    let mut last_heartbeat = std::time::Instant::now();
     loop {
         let now = tt.now();
         let local_now = now.earliest.saturating_add(now.width() / 2);
@@ -639,7 +745,7 @@ fn core_loop(
                 let _ = reply.send(core.leads_any());
             }
             CoreMsg::Ready(reply) => {
-                let _ = reply.send(core.readiness());
+                let _ = reply.send(core.readiness(now));
             }
             CoreMsg::Stop => *stop = true,
         };
@@ -650,6 +756,11 @@ fn core_loop(
             }
         }
         core.step(now, Input::Tick);
+        if last_heartbeat.elapsed() >= health::NODE_HEARTBEAT {
+            last_heartbeat = std::time::Instant::now();
+            peers.heartbeat(core.nodes());
+            health_log.observe(me, &core.readiness(now));
+        }
         // Drain the core: write, then release, until it has nothing left.
         for _ in 0..64 {
             let now = tt.now();
@@ -677,18 +788,7 @@ fn core_loop(
                     let _ = self_tx.try_send(CoreMsg::Input(Input::Peer { from: me, msgs }));
                     continue;
                 }
-                let Some(info) = core.nodes().get(&to).cloned() else {
-                    tracing::debug!(%to, "no address for node; dropping messages");
-                    continue;
-                };
-                let peer =
-                    || spawn_peer(&rt, &dialer, me, &cluster_id, to, &info.addr, self_tx.clone(), faults.clone());
-                let sender = peers.entry(to).or_insert_with(peer);
-                if sender.addr != info.addr {
-                    *sender = peer();
-                }
-                // A full queue drops the batch: the peer is slow or gone, and Paxos resends.
-                let _ = sender.tx.try_send(msgs);
+                peers.send(core.nodes(), to, msgs);
             }
             if !core.has_work() {
                 break;

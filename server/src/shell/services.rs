@@ -240,7 +240,7 @@ impl pb::kv_server::Kv for Services {
             (Some(c), true) => CommitRole::Prepare { coordinator: GroupId(c) },
             (None, false) => CommitRole::Coordinate {
                 participants: r.participants.into_iter().map(GroupId).collect(),
-                prepare_ts_max: Timestamp::from_nanos(r.prepare_ts_max),
+                first_sent: r.first_sent.map(Timestamp::from_nanos),
             },
             (Some(_), false) => {
                 let e = ApiError::Invalid("a commit is either a prepare or a coordinator's commit, not both".into());
@@ -253,7 +253,9 @@ impl pb::kv_server::Kv for Services {
             CommitRole::Prepare { .. } => "prepare",
             CommitRole::Coordinate { .. } => "coordinate",
         };
-        let request = Request::TxnCommit { txn, reads: r.reads, read_spans, read_epoch: r.read_epoch, writes, role };
+        let range = r.range_id.map(GroupId);
+        let request =
+            Request::TxnCommit { txn, reads: r.reads, read_spans, read_epoch: r.read_epoch, writes, role, range };
         Ok(GrpcResponse::new(match self.traced(deadline, txn.id, op, request).await? {
             Response::Written { ts } | Response::Prepared { ts } => {
                 pb::TxnCommitResponse { ts: ts.nanos(), error: None }
@@ -266,13 +268,18 @@ impl pb::kv_server::Kv for Services {
     async fn txn_abort(&self, req: GrpcRequest<pb::TxnAbortRequest>) -> R<pb::TxnAbortResponse> {
         let deadline = grpc_timeout(req.metadata());
         Ok(GrpcResponse::new(
-            self.txn_in_range(deadline, req.into_inner(), "abort", |txn, key| Request::TxnAbort { txn, key }).await?,
+            self.txn_in_range(deadline, req.into_inner(), "abort", |txn, key, range| Request::TxnAbort {
+                txn,
+                key,
+                range,
+            })
+            .await?,
         ))
     }
 
     async fn txn_keepalive(&self, req: GrpcRequest<pb::TxnAbortRequest>) -> R<pb::TxnAbortResponse> {
         let deadline = grpc_timeout(req.metadata());
-        let make = |txn, key| Request::TxnKeepalive { txn, key };
+        let make = |txn, key, _| Request::TxnKeepalive { txn, key };
         Ok(GrpcResponse::new(self.txn_in_range(deadline, req.into_inner(), "keepalive", make).await?))
     }
 
@@ -281,7 +288,7 @@ impl pb::kv_server::Kv for Services {
         let r = req.into_inner();
         let request = Request::Read { start: r.start, end: r.end, limit: r.limit, ts: r.ts.map(Timestamp::from_nanos) };
         Ok(GrpcResponse::new(match self.call(deadline, request).await? {
-            Response::ReadAt { rows, desc, truncated, read_ts } => pb::ReadResponse {
+            Response::ReadAt { rows, desc, truncated, read_ts, .. } => pb::ReadResponse {
                 rows: rows.into_iter().map(|(key, value)| pb::KeyValue { key, value }).collect(),
                 range: Some((&desc).into()),
                 truncated,
@@ -340,13 +347,13 @@ impl Services {
         deadline: Option<Duration>,
         r: pb::TxnAbortRequest,
         op: &'static str,
-        make: fn(meridian_txn::TxnMeta, Vec<u8>) -> Request,
+        make: fn(meridian_txn::TxnMeta, Vec<u8>, Option<GroupId>) -> Request,
     ) -> Result<pb::TxnAbortResponse, Status> {
         let txn = match txn_from_pb(r.txn) {
             Ok(t) => t,
             Err(e) => return Ok(pb::TxnAbortResponse { error: Some(error_to_pb(&e)) }),
         };
-        Ok(match self.traced(deadline, txn.id, op, make(txn, r.key)).await? {
+        Ok(match self.traced(deadline, txn.id, op, make(txn, r.key, r.range_id.map(GroupId))).await? {
             Response::Done { .. } => pb::TxnAbortResponse { error: None },
             Response::Error(e) => pb::TxnAbortResponse { error: Some(error_to_pb(&e)) },
             other => pb::TxnAbortResponse { error: Some(error_to_pb(&unexpected(&other))) },

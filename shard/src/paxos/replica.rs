@@ -668,7 +668,7 @@ impl Replica {
         let allowed = match self.hs.vote {
             None => true,
             Some(v) if v.ballot == ballot => true,
-            Some(v) => now.earliest > v.end || self.opts.unsafe_switches.double_lease_vote,
+            Some(v) => now.after(v.end) || self.opts.unsafe_switches.double_lease_vote,
         };
         if !allowed {
             return None;
@@ -1156,7 +1156,7 @@ impl Replica {
         let Some((to, _)) = l.transfer else { return };
         let caught_up = l.peers.get(&to).is_some_and(|p| p.matched >= Slot(l.next.0 - 1));
         // Spanner §4.1.1: a leader abdicates only once TT.after(s_max).
-        if !caught_up || now.earliest <= l.s_max {
+        if !caught_up || !now.after(l.s_max) {
             return;
         }
         let ballot = l.ballot;

@@ -17,6 +17,7 @@ use sqlparser::ast::{self, Expr as Ast};
 use super::expr::{ExprBinder, Scope, assign};
 use super::select::template;
 use super::{Params, Tables, ident, table_name};
+use crate::bounds::Depth;
 use crate::catalog::TableSchema;
 use crate::error::{Result, SqlError, SqlState};
 use crate::expr::Expr;
@@ -35,13 +36,70 @@ pub fn bind_insert(i: &ast::Insert, upsert: bool, tables: &Tables, params: &mut 
     let ast::Statement::Insert(tmpl) = template("INSERT INTO t VALUES (1)") else {
         panic!("invariant: the INSERT template parses as an INSERT");
     };
-    let mut rest = i.clone();
-    rest.table = tmpl.table.clone();
-    rest.columns = Vec::new();
-    rest.source = tmpl.source.clone();
-    rest.on = None;
-    rest.table_alias = None;
-    if rest != tmpl {
+    // The binder essay's catch-all, field by field rather than on a clone (its rows can be deep
+    // and many, see `bounds.rs`); the pattern names every field, so a new one fails to compile.
+    let ast::Insert {
+        insert_token: _,
+        optimizer_hints,
+        or,
+        ignore,
+        into,
+        table: _,
+        table_alias: _,
+        columns: _,
+        by_name,
+        overwrite,
+        source: _,
+        assignments,
+        partitioned,
+        after_columns,
+        overriding,
+        has_table_keyword,
+        on: _,
+        returning: _,
+        output,
+        replace_into,
+        priority,
+        insert_alias,
+        settings,
+        format_clause,
+        multi_table_insert_type,
+        multi_table_into_clauses,
+        multi_table_when_clauses,
+        multi_table_else_clause,
+    } = i;
+    let t = &tmpl;
+    let same = (optimizer_hints, or, ignore, into, by_name, overwrite, assignments, partitioned, after_columns)
+        == (
+            &t.optimizer_hints,
+            &t.or,
+            &t.ignore,
+            &t.into,
+            &t.by_name,
+            &t.overwrite,
+            &t.assignments,
+            &t.partitioned,
+            &t.after_columns,
+        )
+        && (overriding, has_table_keyword, output, replace_into, priority, insert_alias, settings, format_clause)
+            == (
+                &t.overriding,
+                &t.has_table_keyword,
+                &t.output,
+                &t.replace_into,
+                &t.priority,
+                &t.insert_alias,
+                &t.settings,
+                &t.format_clause,
+            )
+        && (multi_table_insert_type, multi_table_into_clauses, multi_table_when_clauses, multi_table_else_clause)
+            == (
+                &t.multi_table_insert_type,
+                &t.multi_table_into_clauses,
+                &t.multi_table_when_clauses,
+                &t.multi_table_else_clause,
+            );
+    if !same {
         return Err(SqlError::unsupported(format!("this form of INSERT ({i})")));
     }
     let ast::TableObject::TableName(name) = &i.table else {
@@ -97,7 +155,8 @@ pub fn bind_insert(i: &ast::Insert, upsert: bool, tables: &Tables, params: &mut 
             if is_default(e) {
                 return Err(SqlError::unsupported("DEFAULT (columns have no defaults; omit the column for NULL)"));
             }
-            let t = ExprBinder { scope: &scope, params, agg: None, clause: "VALUES" }.bind(e, Some(column.ty))?;
+            let t = ExprBinder { scope: &scope, params, agg: None, clause: "VALUES", depth: Depth::default() }
+                .bind(e, Some(column.ty))?;
             full[col] = assign(t, column.ty, &column.name)?;
         }
         rows.push(full);
@@ -200,7 +259,8 @@ fn bind_assignments(
         if is_default(&a.value) {
             return Err(SqlError::unsupported("SET col = DEFAULT (columns have no defaults)"));
         }
-        let t = ExprBinder { scope, params, agg: None, clause: "SET" }.bind(&a.value, Some(column.ty))?;
+        let t = ExprBinder { scope, params, agg: None, clause: "SET", depth: Depth::default() }
+            .bind(&a.value, Some(column.ty))?;
         out.push((col, assign(t, column.ty, &column.name)?));
     }
     Ok(out)
@@ -249,7 +309,9 @@ pub fn bind_update(u: &ast::Update, tables: &Tables, params: &mut Params) -> Res
     let assignments = bind_assignments(&u.assignments, table, &scope, params)?;
     let filter = match &u.selection {
         None => None,
-        Some(w) => Some(ExprBinder { scope: &scope, params, agg: None, clause: "WHERE" }.predicate(w)?),
+        Some(w) => Some(
+            ExprBinder { scope: &scope, params, agg: None, clause: "WHERE", depth: Depth::default() }.predicate(w)?,
+        ),
     };
     Ok(UpdatePlan { table: table.clone(), scan: plan_scan(table, filter.as_ref()), filter, assignments })
 }
@@ -276,7 +338,9 @@ pub fn bind_delete(d: &ast::Delete, tables: &Tables, params: &mut Params) -> Res
     let scope = Scope::table(table, alias);
     let filter = match &d.selection {
         None => None,
-        Some(w) => Some(ExprBinder { scope: &scope, params, agg: None, clause: "WHERE" }.predicate(w)?),
+        Some(w) => Some(
+            ExprBinder { scope: &scope, params, agg: None, clause: "WHERE", depth: Depth::default() }.predicate(w)?,
+        ),
     };
     Ok(DeletePlan { table: table.clone(), scan: plan_scan(table, filter.as_ref()), filter })
 }

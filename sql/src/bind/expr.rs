@@ -16,6 +16,7 @@
 use sqlparser::ast::{self, BinaryOperator, Expr as Ast, UnaryOperator};
 
 use super::{Params, ident};
+use crate::bounds::Depth;
 use crate::catalog::TableSchema;
 use crate::error::{Result, SqlError, SqlState};
 use crate::expr::{ArithOp, CmpOp, Expr, can_cast};
@@ -130,11 +131,21 @@ pub struct ExprBinder<'a> {
     pub agg: Option<&'a mut AggCtx>,
     /// The clause, for messages (`aggregate functions are not allowed in WHERE`).
     pub clause: &'static str,
+    /// How deep [`ExprBinder::bind`] has recursed (a second line behind `bounds.rs`).
+    pub(crate) depth: Depth,
 }
 
 impl ExprBinder<'_> {
     /// Binds `e`; `hint` is the type the context expects, used to type parameters.
     pub fn bind(&mut self, e: &Ast, hint: Option<DataType>) -> Result<Typed> {
+        let outer = self.depth;
+        self.depth = outer.enter()?;
+        let bound = self.bind_here(e, hint);
+        self.depth = outer;
+        bound
+    }
+
+    fn bind_here(&mut self, e: &Ast, hint: Option<DataType>) -> Result<Typed> {
         if self.agg.is_some()
             && let Some(i) = self.group_match(e)
         {
@@ -150,7 +161,7 @@ impl ExprBinder<'_> {
             Ast::Value(v) => self.literal(&v.value, hint),
             Ast::Nested(inner) => self.bind(inner, hint),
             Ast::UnaryOp { op, expr } => self.unary(*op, expr, hint),
-            Ast::BinaryOp { left, op, right } => self.binary(op, left, right, hint),
+            Ast::BinaryOp { .. } => self.binary(e, hint),
             Ast::IsNull(inner) | Ast::IsNotNull(inner) => {
                 let t = self.bind(inner, None)?;
                 Ok(typed(Expr::IsNull(Box::new(t.expr), matches!(e, Ast::IsNotNull(_))), DataType::Bool))
@@ -204,11 +215,13 @@ impl ExprBinder<'_> {
 
     /// Binds `e` in plain mode (no aggregation), e.g. to compare it with GROUP BY expressions.
     fn plain(&mut self, e: &Ast, hint: Option<DataType>) -> Result<Typed> {
-        ExprBinder { scope: self.scope, params: self.params, agg: None, clause: self.clause }.bind(e, hint)
+        ExprBinder { scope: self.scope, params: self.params, agg: None, clause: self.clause, depth: self.depth }
+            .bind(e, hint)
     }
 
     fn group_match(&mut self, e: &Ast) -> Option<usize> {
-        if matches!(e, Ast::Value(_)) {
+        // Binding `e` here walks all of it, once per level of an enclosing chain: not without need.
+        if matches!(e, Ast::Value(_)) || self.agg.as_deref().is_none_or(|a| a.group_by.is_empty()) {
             return None;
         }
         let bound = self.plain(e, None).ok()?;
@@ -238,7 +251,7 @@ impl ExprBinder<'_> {
             | V::EscapedStringLiteral(s)
             | V::NationalStringLiteral(s)
             | V::UnicodeStringLiteral(s)
-            | V::DollarQuotedString(ast::DollarQuotedString { value: s, .. }) => match hint {
+            | V::DollarQuotedString(ast::DollarQuotedString { value: s, .. }) => match hint.map(DataType::input) {
                 Some(ty) if ty != DataType::Text => parse_text(s, ty)?,
                 _ => Value::Text(s.clone()),
             },
@@ -314,70 +327,46 @@ impl ExprBinder<'_> {
         Ok(Expr::Cmp(op, Box::new(l.expr), Box::new(r.expr)))
     }
 
-    fn binary(&mut self, op: &BinaryOperator, left: &Ast, right: &Ast, hint: Option<DataType>) -> Result<Typed> {
-        use BinaryOperator as B;
-        let cmp = match op {
-            B::Eq => Some(CmpOp::Eq),
-            B::NotEq => Some(CmpOp::NotEq),
-            B::Lt => Some(CmpOp::Lt),
-            B::LtEq => Some(CmpOp::LtEq),
-            B::Gt => Some(CmpOp::Gt),
-            B::GtEq => Some(CmpOp::GtEq),
-            _ => None,
-        };
-        if let Some(cmp) = cmp {
-            return Ok(typed(self.compare(cmp, left, right)?, DataType::Bool));
+    /// A binary operator, or a chain of them. `sqlparser` builds `a + b + c + …` left-deep, one
+    /// level per operator, so a chain is bound in a loop up its left side rather than by recursing
+    /// down it (right operands, shallow in a chain, recurse as usual). The order in which operands
+    /// are bound and checked, their hints, and which error comes first are those of binding each
+    /// level recursively.
+    fn binary(&mut self, e: &Ast, hint: Option<DataType>) -> Result<Typed> {
+        // From the top down: each level's operator and operands, and the hint its parent gives it.
+        let mut spine: Vec<(Binary, &Ast, &Ast, Option<DataType>)> = Vec::new();
+        let mut node = e;
+        let mut node_hint = hint;
+        while let Ast::BinaryOp { left, op, right } = node {
+            let kind = Binary::of(op)?;
+            spine.push((kind, left, right, node_hint));
+            node_hint = kind.left_hint(node_hint);
+            // A left operand that is a GROUP BY expression is one column of the aggregated row.
+            if !matches!(left.as_ref(), Ast::BinaryOp { .. }) || self.agg.is_some() && self.group_match(left).is_some()
+            {
+                break;
+            }
+            node = left;
         }
-        let arith = match op {
-            B::Plus => Some(ArithOp::Add),
-            B::Minus => Some(ArithOp::Sub),
-            B::Multiply => Some(ArithOp::Mul),
-            B::Divide => Some(ArithOp::Div),
-            B::Modulo => Some(ArithOp::Rem),
-            _ => None,
-        };
-        if let Some(arith) = arith {
-            let numeric_hint = hint.filter(|t| t.is_numeric());
-            let (l, r) = self.pair(left, right, numeric_hint)?;
-            check_numeric(&op.to_string(), left, &l)?;
-            check_numeric(&op.to_string(), right, &r)?;
-            let ty = match (l.ty, r.ty) {
-                (Some(DataType::Float), _) | (_, Some(DataType::Float)) => Some(DataType::Float),
-                (None, None) => None,
-                _ => Some(DataType::Int),
-            };
-            return Ok(Typed { expr: Expr::Arith(arith, Box::new(l.expr), Box::new(r.expr)), ty });
+        let (kind, left, right, node_hint) = spine.pop().expect("invariant: `e` is a binary operator");
+        let (l, r) = self.operands(kind, left, right, node_hint)?;
+        let mut acc = combine(kind, left, l, right, r)?;
+        while let Some((kind, left, right, node_hint)) = spine.pop() {
+            let r = self.bind(right, kind.right_hint(acc.ty, node_hint))?;
+            acc = combine(kind, left, acc, right, r)?;
         }
-        match op {
-            B::And | B::Or => {
+        Ok(acc)
+    }
+
+    /// Binds both operands of one binary operator.
+    fn operands(&mut self, kind: Binary, left: &Ast, right: &Ast, hint: Option<DataType>) -> Result<(Typed, Typed)> {
+        match kind {
+            Binary::And | Binary::Or => {
                 let l = self.bind(left, Some(DataType::Bool))?;
                 let r = self.bind(right, Some(DataType::Bool))?;
-                let name = if *op == B::And { "AND" } else { "OR" };
-                check_bool(name, left, &l)?;
-                check_bool(name, right, &r)?;
-                let (a, b) = (Box::new(l.expr), Box::new(r.expr));
-                Ok(typed(if *op == B::And { Expr::And(a, b) } else { Expr::Or(a, b) }, DataType::Bool))
+                Ok((l, r))
             }
-            B::StringConcat => {
-                let (l, r) = self.pair(left, right, hint.filter(|t| matches!(t, DataType::Text | DataType::Bytes)))?;
-                let ty = match (l.ty, r.ty) {
-                    (Some(a), Some(b)) if a == b && matches!(a, DataType::Text | DataType::Bytes) => Some(a),
-                    (Some(a @ (DataType::Text | DataType::Bytes)), None)
-                    | (None, Some(a @ (DataType::Text | DataType::Bytes))) => Some(a),
-                    (None, None) => Some(DataType::Text),
-                    _ => {
-                        return Err(mismatch(format!(
-                            "cannot apply || to {} ({}) and {} ({})",
-                            label(left),
-                            type_name(l.ty),
-                            label(right),
-                            type_name(r.ty)
-                        )));
-                    }
-                };
-                Ok(Typed { expr: Expr::Concat(Box::new(l.expr), Box::new(r.expr)), ty })
-            }
-            other => Err(SqlError::unsupported(format!("operator {other}"))),
+            _ => self.pair(left, right, kind.left_hint(hint)),
         }
     }
 
@@ -433,8 +422,13 @@ impl ExprBinder<'_> {
         let arg = match arg {
             None => None,
             Some(a) => {
-                let mut inner =
-                    ExprBinder { scope: self.scope, params: self.params, agg: None, clause: "aggregate arguments" };
+                let mut inner = ExprBinder {
+                    scope: self.scope,
+                    params: self.params,
+                    agg: None,
+                    clause: "aggregate arguments",
+                    depth: self.depth,
+                };
                 Some((inner.bind(a, None)?, a))
             }
         };
@@ -445,7 +439,12 @@ impl ExprBinder<'_> {
                 if let Some((t, a)) = &arg {
                     check_numeric(&name.to_uppercase(), a, t)?;
                 }
-                if func == AggFunc::Avg { Some(DataType::Float) } else { Some(arg_ty.unwrap_or(DataType::Int)) }
+                match (func, arg_ty) {
+                    // PostgreSQL: AVG of floats is a float, of integers a numeric (`numeric.rs`).
+                    (AggFunc::Avg, Some(DataType::Float)) => Some(DataType::Float),
+                    (AggFunc::Avg, _) => Some(DataType::Numeric),
+                    _ => Some(arg_ty.unwrap_or(DataType::Int)),
+                }
             }
             AggFunc::Min | AggFunc::Max => arg_ty,
         };
@@ -460,6 +459,122 @@ impl ExprBinder<'_> {
             }
         };
         Ok(Typed { expr: Expr::Column(ctx.group_by.len() + slot), ty: result_ty })
+    }
+}
+
+/// The binary operators Meridian has, grouped by how their operands are typed.
+#[derive(Debug, Clone, Copy)]
+enum Binary {
+    Cmp(CmpOp),
+    Arith(ArithOp),
+    And,
+    Or,
+    Concat,
+}
+
+impl Binary {
+    fn of(op: &BinaryOperator) -> Result<Binary> {
+        use BinaryOperator as B;
+        Ok(match op {
+            B::Eq => Binary::Cmp(CmpOp::Eq),
+            B::NotEq => Binary::Cmp(CmpOp::NotEq),
+            B::Lt => Binary::Cmp(CmpOp::Lt),
+            B::LtEq => Binary::Cmp(CmpOp::LtEq),
+            B::Gt => Binary::Cmp(CmpOp::Gt),
+            B::GtEq => Binary::Cmp(CmpOp::GtEq),
+            B::Plus => Binary::Arith(ArithOp::Add),
+            B::Minus => Binary::Arith(ArithOp::Sub),
+            B::Multiply => Binary::Arith(ArithOp::Mul),
+            B::Divide => Binary::Arith(ArithOp::Div),
+            B::Modulo => Binary::Arith(ArithOp::Rem),
+            B::And => Binary::And,
+            B::Or => Binary::Or,
+            B::StringConcat => Binary::Concat,
+            other => return Err(SqlError::unsupported(format!("operator {other}"))),
+        })
+    }
+
+    /// The hint for the left operand (and, through [`ExprBinder::pair`], the right one's
+    /// fallback), given the hint for the whole.
+    fn left_hint(self, hint: Option<DataType>) -> Option<DataType> {
+        match self {
+            Binary::Cmp(_) => None,
+            Binary::Arith(_) => hint.filter(|t| t.is_numeric()),
+            Binary::And | Binary::Or => Some(DataType::Bool),
+            Binary::Concat => hint.filter(|t| matches!(t, DataType::Text | DataType::Bytes)),
+        }
+    }
+
+    /// The hint for the right operand once the left one has type `left`.
+    fn right_hint(self, left: Option<DataType>, hint: Option<DataType>) -> Option<DataType> {
+        match self {
+            Binary::And | Binary::Or => Some(DataType::Bool),
+            _ => left.or(self.left_hint(hint)),
+        }
+    }
+
+    fn symbol(self) -> &'static str {
+        match self {
+            Binary::Cmp(_) => "a comparison",
+            Binary::Arith(ArithOp::Add) => "+",
+            Binary::Arith(ArithOp::Sub) => "-",
+            Binary::Arith(ArithOp::Mul) => "*",
+            Binary::Arith(ArithOp::Div) => "/",
+            Binary::Arith(ArithOp::Rem) => "%",
+            Binary::And => "AND",
+            Binary::Or => "OR",
+            Binary::Concat => "||",
+        }
+    }
+}
+
+/// Type-checks a binary operator's bound operands and builds it.
+fn combine(kind: Binary, left: &Ast, l: Typed, right: &Ast, r: Typed) -> Result<Typed> {
+    match kind {
+        Binary::Cmp(_) => check_comparable(left, &l, right, &r)?,
+        Binary::Arith(_) => {
+            check_numeric(kind.symbol(), left, &l)?;
+            check_numeric(kind.symbol(), right, &r)?;
+        }
+        Binary::And | Binary::Or => {
+            check_bool(kind.symbol(), left, &l)?;
+            check_bool(kind.symbol(), right, &r)?;
+        }
+        Binary::Concat => {}
+    }
+    let (a, b) = (Box::new(l.expr), Box::new(r.expr));
+    match kind {
+        Binary::Cmp(op) => Ok(typed(Expr::Cmp(op, a, b), DataType::Bool)),
+        Binary::Arith(op) => {
+            // Arithmetic on a NUMERIC (an AVG) is done in FLOAT (`numeric.rs`).
+            let inexact = |t: Option<DataType>| matches!(t, Some(DataType::Float | DataType::Numeric));
+            let ty = match (l.ty, r.ty) {
+                _ if inexact(l.ty) || inexact(r.ty) => Some(DataType::Float),
+                (None, None) => None,
+                _ => Some(DataType::Int),
+            };
+            Ok(Typed { expr: Expr::Arith(op, a, b), ty })
+        }
+        Binary::And => Ok(typed(Expr::And(a, b), DataType::Bool)),
+        Binary::Or => Ok(typed(Expr::Or(a, b), DataType::Bool)),
+        Binary::Concat => {
+            let ty = match (l.ty, r.ty) {
+                (Some(x), Some(y)) if x == y && matches!(x, DataType::Text | DataType::Bytes) => Some(x),
+                (Some(x @ (DataType::Text | DataType::Bytes)), None)
+                | (None, Some(x @ (DataType::Text | DataType::Bytes))) => Some(x),
+                (None, None) => Some(DataType::Text),
+                _ => {
+                    return Err(mismatch(format!(
+                        "cannot apply || to {} ({}) and {} ({})",
+                        label(left),
+                        type_name(l.ty),
+                        label(right),
+                        type_name(r.ty)
+                    )));
+                }
+            };
+            Ok(Typed { expr: Expr::Concat(a, b), ty })
+        }
     }
 }
 
@@ -564,5 +679,61 @@ pub fn assign(t: Typed, to: DataType, column: &str) -> Result<Expr> {
         Some(from) => {
             Err(mismatch(format!("column \"{column}\" is of type {to} but the expression is of type {from}")))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bounds::{EXPR_DEPTH_MAX, WALK_DEPTH_MAX};
+
+    fn one() -> Ast {
+        Ast::Value(ast::Value::Number("1".into(), false).into())
+    }
+
+    /// `1 + (1 + (1 + …))` without the parentheses, `depth` levels: a shape the parser never
+    /// builds from text that passes `bounds.rs` — only the binder's own counter stands in its way.
+    fn right_deep(depth: usize) -> Ast {
+        let mut e = one();
+        for _ in 0..depth {
+            e = Ast::BinaryOp { left: Box::new(one()), op: BinaryOperator::Plus, right: Box::new(e) };
+        }
+        e
+    }
+
+    fn bind(e: &Ast) -> Result<Typed> {
+        let scope = Scope::empty();
+        let mut params = Params::with_values(&[]);
+        ExprBinder { scope: &scope, params: &mut params, agg: None, clause: "SELECT", depth: Depth::default() }
+            .bind(e, None)
+    }
+
+    #[test]
+    fn the_binder_counts_its_depth_as_a_second_line() {
+        let e = bind(&right_deep(WALK_DEPTH_MAX + 10)).expect_err("too deep for the binder");
+        assert_eq!(e.code, SqlState::ProgramLimitExceeded);
+        assert!(e.message.contains(&format!("the limit is {EXPR_DEPTH_MAX}")), "{}", e.message);
+        let t = bind(&right_deep(EXPR_DEPTH_MAX)).expect("the depth bound itself binds");
+        assert_eq!(t.expr.eval(&[]).expect("evaluates"), Value::Int(EXPR_DEPTH_MAX as i64 + 1));
+    }
+
+    #[test]
+    fn left_deep_chains_bind_without_recursing_and_keep_their_checks() {
+        // Five times deeper than a statement may be, and deeper than the recursive binder could go
+        // on a test thread's 2 MiB: bound in a loop.
+        let mut e = one();
+        for _ in 0..5 * EXPR_DEPTH_MAX {
+            e = Ast::BinaryOp { left: Box::new(e), op: BinaryOperator::Plus, right: Box::new(one()) };
+        }
+        let t = bind(&e).expect("a left-deep chain binds in a loop");
+        assert_eq!(t.ty, Some(DataType::Int));
+        // The type check of every level still runs: a BOOL operand deep in the chain is found.
+        let mut e = Ast::Value(ast::Value::Boolean(true).into());
+        for _ in 0..100 {
+            e = Ast::BinaryOp { left: Box::new(e), op: BinaryOperator::Plus, right: Box::new(one()) };
+        }
+        let err = bind(&e).expect_err("BOOL + INT");
+        assert!(err.message.contains("cannot apply + to true of type BOOL"), "{err:?}");
+        assert_eq!(err.code, SqlState::DatatypeMismatch, "{err:?}");
     }
 }

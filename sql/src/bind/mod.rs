@@ -35,6 +35,7 @@ use crate::parse::{AsOf, Parsed};
 use crate::plan::Plan;
 use crate::types::{DataType, Value, parse_text};
 
+pub(crate) use dml::INSERT_ROWS_MAX;
 pub(crate) use select::is_aggregate_name;
 
 /// Schemas of the tables a statement names, read in its transaction. Missing tables are absent.
@@ -107,6 +108,7 @@ impl Params {
     /// placeholder when describing. Returns the expression and its type.
     fn bind(&mut self, n: usize, hint: Option<DataType>) -> Result<(crate::expr::Expr, Option<DataType>)> {
         use crate::expr::Expr;
+        let hint = hint.map(DataType::input);
         self.used = self.used.max(n);
         if self.types.len() < n {
             self.types.resize(n, None);
@@ -272,7 +274,7 @@ pub fn referenced_tables(stmt: &ast::Statement) -> Vec<String> {
 
 /// Binds a statement of kind [`Kind::Read`] or [`Kind::Write`] against `tables`.
 pub fn bind(parsed: &Parsed, tables: &Tables, params: &mut Params, read_only: bool) -> Result<Plan> {
-    let plan = bind_statement(&parsed.stmt, parsed.upsert, tables, params)?;
+    let plan = bind_statement(&parsed.stmt, parsed.upsert, parsed.depth, tables, params)?;
     if read_only && plan.writes() {
         return Err(SqlError::new(
             SqlState::ReadOnlySqlTransaction,
@@ -283,21 +285,27 @@ pub fn bind(parsed: &Parsed, tables: &Tables, params: &mut Params, read_only: bo
     Ok(plan)
 }
 
-fn bind_statement(stmt: &ast::Statement, upsert: bool, tables: &Tables, params: &mut Params) -> Result<Plan> {
+fn bind_statement(
+    stmt: &ast::Statement,
+    upsert: bool,
+    depth: usize,
+    tables: &Tables,
+    params: &mut Params,
+) -> Result<Plan> {
     use ast::Statement as S;
     match stmt {
         S::Query(q) => select::bind_query(q, tables, params).map(Plan::Select),
         S::Insert(i) => dml::bind_insert(i, upsert, tables, params).map(Plan::Insert),
         S::Update(u) => dml::bind_update(u, tables, params).map(Plan::Update),
         S::Delete(d) => dml::bind_delete(d, tables, params).map(Plan::Delete),
-        S::CreateTable(c) => ddl::bind_create_table(c, tables),
+        S::CreateTable(c) => ddl::bind_create_table(c, depth, tables),
         S::Drop { .. } => ddl::bind_drop(stmt, tables),
         S::ShowTables { .. } | S::ShowColumns { .. } => ddl::bind_show(stmt, tables),
         S::Explain { statement, analyze: false, verbose: false, format: None, .. } => {
             if matches!(statement.as_ref(), S::Explain { .. }) {
                 return Err(SqlError::unsupported("EXPLAIN EXPLAIN"));
             }
-            Ok(Plan::Explain(Box::new(bind_statement(statement, false, tables, params)?)))
+            Ok(Plan::Explain(Box::new(bind_statement(statement, false, depth, tables, params)?)))
         }
         S::Explain { .. } => Err(SqlError::unsupported("EXPLAIN with options")),
         other => Err(SqlError::unsupported(statement_name(other))),

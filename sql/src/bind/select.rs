@@ -5,10 +5,13 @@
 //! select list or `ORDER BY`; then every column reference outside an aggregate must match a
 //! `GROUP BY` expression (PostgreSQL's rule, `42803`).
 
+use std::borrow::Cow;
+
 use sqlparser::ast::{self, Expr as Ast, SelectItem};
 
 use super::expr::{AggCtx, ExprBinder, Scope, Typed};
 use super::{Params, Tables, ident, table_name};
+use crate::bounds::Depth;
 use crate::error::{Result, SqlError, SqlState};
 use crate::expr::Expr;
 use crate::plan::{AggregatePlan, OrderKey, SelectPlan};
@@ -51,11 +54,24 @@ pub fn bind_query(q: &ast::Query, tables: &Tables, params: &mut Params) -> Resul
         return Err(SqlError::unsupported("SELECT … FOR UPDATE/SHARE (read-write transactions lock what they read)"));
     }
     let tq = template_query();
-    let mut rest = q.clone();
-    rest.body = tq.body.clone();
-    rest.order_by = None;
-    rest.limit_clause = None;
-    if rest != tq {
+    // The binder essay's catch-all, field by field rather than on a clone: the fields the binder
+    // reads can be deep, and a clone of them would recurse once per level (see `bounds.rs`). The
+    // pattern names every field, so a new one in `sqlparser` fails to compile until it is checked.
+    let ast::Query {
+        with,
+        body: _,
+        order_by: _,
+        limit_clause: _,
+        fetch,
+        locks,
+        for_clause,
+        settings,
+        format_clause,
+        pipe_operators,
+    } = q;
+    if (with, fetch, locks, for_clause, settings, format_clause, pipe_operators)
+        != (&tq.with, &tq.fetch, &tq.locks, &tq.for_clause, &tq.settings, &tq.format_clause, &tq.pipe_operators)
+    {
         return Err(SqlError::unsupported(format!("this form of SELECT ({q})")));
     }
     let s = match q.body.as_ref() {
@@ -82,20 +98,23 @@ pub fn bind_query(q: &ast::Query, tables: &Tables, params: &mut Params) -> Resul
 
     let filter = match &s.selection {
         None => None,
-        Some(w) => Some(ExprBinder { scope: &scope, params, agg: None, clause: "WHERE" }.predicate(w)?),
+        Some(w) => Some(
+            ExprBinder { scope: &scope, params, agg: None, clause: "WHERE", depth: Depth::default() }.predicate(w)?,
+        ),
     };
 
     // The select list, expanded (`*`), with output names.
-    let mut items: Vec<(Ast, String)> = Vec::new();
+    // Borrowed where they come from the statement: cloning a deep expression recurses per level.
+    let mut items: Vec<(Cow<'_, Ast>, String)> = Vec::new();
     for item in &s.projection {
         match item {
-            SelectItem::UnnamedExpr(e) => items.push((e.clone(), output_name(e))),
-            SelectItem::ExprWithAlias { expr, alias } => items.push((expr.clone(), ident(alias)?)),
+            SelectItem::UnnamedExpr(e) => items.push((Cow::Borrowed(e), output_name(e))),
+            SelectItem::ExprWithAlias { expr, alias } => items.push((Cow::Borrowed(expr), ident(alias)?)),
             SelectItem::Wildcard(options) => {
                 check_wildcard(options)?;
                 let schema =
                     schema.ok_or_else(|| SqlError::syntax("SELECT * with no tables specified is not valid", None))?;
-                items.extend(schema.columns.iter().map(|c| (column_ast(&c.name), c.name.clone())));
+                items.extend(schema.columns.iter().map(|c| (Cow::Owned(column_ast(&c.name)), c.name.clone())));
             }
             SelectItem::QualifiedWildcard(ast::SelectItemQualifiedWildcardKind::ObjectName(name), options) => {
                 check_wildcard(options)?;
@@ -113,19 +132,19 @@ pub fn bind_query(q: &ast::Query, tables: &Tables, params: &mut Params) -> Resul
                         format!("missing FROM-clause entry for table \"{qualifier}\""),
                     ));
                 }
-                items.extend(schema.columns.iter().map(|c| (column_ast(&c.name), c.name.clone())));
+                items.extend(schema.columns.iter().map(|c| (Cow::Owned(column_ast(&c.name)), c.name.clone())));
             }
             other => return Err(SqlError::unsupported(format!("select item {other}"))),
         }
     }
 
-    let group_by: Vec<Ast> = match &s.group_by {
-        ast::GroupByExpr::Expressions(exprs, modifiers) if modifiers.is_empty() => exprs.clone(),
+    let group_by: &[Ast] = match &s.group_by {
+        ast::GroupByExpr::Expressions(exprs, modifiers) if modifiers.is_empty() => exprs,
         _ => return Err(SqlError::unsupported("GROUP BY ALL/ROLLUP/CUBE")),
     };
-    let order_by: Vec<ast::OrderByExpr> = match &q.order_by {
-        None => Vec::new(),
-        Some(ast::OrderBy { kind: ast::OrderByKind::Expressions(exprs), interpolate: None }) => exprs.clone(),
+    let order_by: &[ast::OrderByExpr] = match &q.order_by {
+        None => &[],
+        Some(ast::OrderBy { kind: ast::OrderByKind::Expressions(exprs), interpolate: None }) => exprs,
         Some(_) => return Err(SqlError::unsupported("ORDER BY ALL / INTERPOLATE")),
     };
     let aggregating = !group_by.is_empty()
@@ -135,15 +154,16 @@ pub fn bind_query(q: &ast::Query, tables: &Tables, params: &mut Params) -> Resul
 
     let mut agg_ctx = AggCtx::default();
     if aggregating {
-        for g in &group_by {
+        for g in group_by {
             let g = positional(g, &items, "GROUP BY")?.unwrap_or(g);
-            let bound = ExprBinder { scope: &scope, params, agg: None, clause: "GROUP BY" }.bind(g, None)?;
+            let bound = ExprBinder { scope: &scope, params, agg: None, clause: "GROUP BY", depth: Depth::default() }
+                .bind(g, None)?;
             agg_ctx.group_by.push(bound.expr);
         }
     }
     let bind_output = |e: &Ast, clause: &'static str, params: &mut Params, agg: &mut AggCtx| -> Result<Typed> {
         let agg = if aggregating { Some(agg) } else { None };
-        ExprBinder { scope: &scope, params, agg, clause }.bind(e, None)
+        ExprBinder { scope: &scope, params, agg, clause, depth: Depth::default() }.bind(e, None)
     };
 
     let mut projections = Vec::with_capacity(items.len());
@@ -168,7 +188,7 @@ pub fn bind_query(q: &ast::Query, tables: &Tables, params: &mut Params) -> Resul
     };
 
     let mut order_keys = Vec::with_capacity(order_by.len());
-    for o in &order_by {
+    for o in order_by {
         if o.with_fill.is_some() || matches!(o.options.sort, Some(ast::OrderBySort::Using(_))) {
             return Err(SqlError::unsupported("ORDER BY … USING/WITH FILL"));
         }
@@ -213,14 +233,55 @@ fn check_select_clauses(s: &ast::Select, template: &ast::Select) -> Result<()> {
     if !s.named_window.is_empty() || s.qualify.is_some() {
         return Err(SqlError::unsupported("window functions"));
     }
-    let mut rest = s.clone();
-    rest.distinct = None;
-    rest.projection = template.projection.clone();
-    rest.from = template.from.clone();
-    rest.selection = None;
-    rest.group_by = template.group_by.clone();
-    rest.having = None;
-    if rest != *template {
+    // As in `bind_query`: every field but those bound elsewhere, without cloning any.
+    let ast::Select {
+        select_token: _,
+        optimizer_hints,
+        distinct: _,
+        select_modifiers,
+        top,
+        top_before_distinct,
+        projection: _,
+        exclude,
+        into: _,
+        from: _,
+        lateral_views,
+        prewhere,
+        selection: _,
+        connect_by,
+        group_by: _,
+        cluster_by,
+        distribute_by,
+        sort_by,
+        having: _,
+        named_window: _,
+        qualify: _,
+        window_before_qualify,
+        value_table_mode,
+        flavor,
+    } = s;
+    let t = template;
+    let same = (optimizer_hints, select_modifiers, top, top_before_distinct, exclude, lateral_views, prewhere)
+        == (
+            &t.optimizer_hints,
+            &t.select_modifiers,
+            &t.top,
+            &t.top_before_distinct,
+            &t.exclude,
+            &t.lateral_views,
+            &t.prewhere,
+        )
+        && (connect_by, cluster_by, distribute_by, sort_by, window_before_qualify, value_table_mode, flavor)
+            == (
+                &t.connect_by,
+                &t.cluster_by,
+                &t.distribute_by,
+                &t.sort_by,
+                &t.window_before_qualify,
+                &t.value_table_mode,
+                &t.flavor,
+            );
+    if !same {
         return Err(SqlError::unsupported(format!("this form of SELECT ({s})")));
     }
     Ok(())
@@ -232,16 +293,40 @@ fn bind_from<'t>(
     template: &ast::Select,
 ) -> Result<(&'t crate::catalog::TableSchema, Option<String>)> {
     match relation {
-        ast::TableFactor::Table { name, alias, .. } => {
-            let mut rest = relation.clone();
-            let template_relation = &template.from[0].relation;
-            if let (ast::TableFactor::Table { name: n, alias: a, .. }, ast::TableFactor::Table { name: tn, .. }) =
-                (&mut rest, template_relation)
-            {
-                *n = tn.clone();
-                *a = None;
-            }
-            if rest != *template_relation {
+        ast::TableFactor::Table {
+            name,
+            alias,
+            args,
+            with_hints,
+            version,
+            with_ordinality,
+            partitions,
+            json_path,
+            sample,
+            index_directives,
+            inheritance,
+        } => {
+            // As in `bind_query`, field by field: a table function's arguments can be deep.
+            let ast::TableFactor::Table {
+                args: t_args,
+                with_hints: t_with_hints,
+                version: t_version,
+                with_ordinality: t_with_ordinality,
+                partitions: t_partitions,
+                json_path: t_json_path,
+                sample: t_sample,
+                index_directives: t_index_directives,
+                inheritance: t_inheritance,
+                ..
+            } = &template.from[0].relation
+            else {
+                panic!("invariant: the template SELECT reads a table");
+            };
+            let same = (args, with_hints, version, with_ordinality, partitions)
+                == (t_args, t_with_hints, t_version, t_with_ordinality, t_partitions)
+                && (json_path, sample, index_directives, inheritance)
+                    == (t_json_path, t_sample, t_index_directives, t_inheritance);
+            if !same {
                 return Err(SqlError::unsupported(format!("this form of table reference ({relation})")));
             }
             let alias = match alias {
@@ -296,7 +381,7 @@ fn output_name(e: &Ast) -> String {
 }
 
 /// For `ORDER BY n` / `GROUP BY n`: the n-th select item's expression.
-fn positional<'a>(e: &Ast, items: &'a [(Ast, String)], clause: &str) -> Result<Option<&'a Ast>> {
+fn positional<'a>(e: &Ast, items: &'a [(Cow<'_, Ast>, String)], clause: &str) -> Result<Option<&'a Ast>> {
     let Ast::Value(v) = e else { return Ok(None) };
     let ast::Value::Number(text, _) = &v.value else { return Ok(None) };
     let n: usize = text.parse().map_err(|_| {
@@ -311,7 +396,7 @@ fn positional<'a>(e: &Ast, items: &'a [(Ast, String)], clause: &str) -> Result<O
 }
 
 /// For `ORDER BY`: the select item a position or an output name refers to.
-fn output_position(e: &Ast, items: &[(Ast, String)]) -> Option<usize> {
+fn output_position(e: &Ast, items: &[(Cow<'_, Ast>, String)]) -> Option<usize> {
     match e {
         Ast::Value(v) => match &v.value {
             ast::Value::Number(text, _) => text.parse::<usize>().ok()?.checked_sub(1).filter(|i| *i < items.len()),
@@ -329,28 +414,38 @@ fn output_position(e: &Ast, items: &[(Ast, String)]) -> Option<usize> {
     }
 }
 
-/// Whether an expression calls an aggregate (outside subqueries, which are rejected anyway).
+/// Whether an expression calls an aggregate (outside subqueries, which are rejected anyway). A loop
+/// over a stack of its own rather than recursion: this runs before the binder's depth counter.
 fn contains_aggregate(e: &Ast) -> bool {
-    match e {
-        Ast::Function(f) => {
-            is_aggregate_name(&f.name.to_string().to_lowercase())
-                || matches!(&f.args, ast::FunctionArguments::List(l) if l.args.iter().any(|a| matches!(a,
-                    ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(x)) if contains_aggregate(x))))
+    let mut todo = vec![e];
+    while let Some(e) = todo.pop() {
+        match e {
+            Ast::Function(f) => {
+                if is_aggregate_name(&f.name.to_string().to_lowercase()) {
+                    return true;
+                }
+                if let ast::FunctionArguments::List(l) = &f.args {
+                    todo.extend(l.args.iter().filter_map(|a| match a {
+                        ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(x)) => Some(x),
+                        _ => None,
+                    }));
+                }
+            }
+            Ast::Nested(x)
+            | Ast::UnaryOp { expr: x, .. }
+            | Ast::IsNull(x)
+            | Ast::IsNotNull(x)
+            | Ast::Cast { expr: x, .. } => todo.push(x),
+            Ast::BinaryOp { left, right, .. } => todo.extend([left.as_ref(), right.as_ref()]),
+            Ast::Between { expr, low, high, .. } => todo.extend([expr.as_ref(), low.as_ref(), high.as_ref()]),
+            Ast::In { expr, target: ast::InTarget::List(list), .. } => {
+                todo.push(expr);
+                todo.extend(list);
+            }
+            _ => {}
         }
-        Ast::Nested(x)
-        | Ast::UnaryOp { expr: x, .. }
-        | Ast::IsNull(x)
-        | Ast::IsNotNull(x)
-        | Ast::Cast { expr: x, .. } => contains_aggregate(x),
-        Ast::BinaryOp { left, right, .. } => contains_aggregate(left) || contains_aggregate(right),
-        Ast::Between { expr, low, high, .. } => {
-            contains_aggregate(expr) || contains_aggregate(low) || contains_aggregate(high)
-        }
-        Ast::In { expr, target: ast::InTarget::List(list), .. } => {
-            contains_aggregate(expr) || list.iter().any(contains_aggregate)
-        }
-        _ => false,
     }
+    false
 }
 
 /// `LIMIT`/`OFFSET`: constant non-negative integers (literals or parameters).
@@ -365,7 +460,8 @@ fn bind_limit(clause: Option<&ast::LimitClause>, params: &mut Params) -> Result<
     let mut count = |e: Option<&Ast>, clause: &'static str| -> Result<Option<u64>> {
         let Some(e) = e else { return Ok(None) };
         let scope = Scope::empty();
-        let t = ExprBinder { scope: &scope, params: &mut *params, agg: None, clause }.bind(e, Some(DataType::Int))?;
+        let t = ExprBinder { scope: &scope, params: &mut *params, agg: None, clause, depth: Depth::default() }
+            .bind(e, Some(DataType::Int))?;
         if !t.expr.is_constant() {
             // Only when describing: the parameter's value is not known yet.
             return Ok(None);

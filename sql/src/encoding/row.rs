@@ -49,6 +49,7 @@ pub fn encode(values: &[&Value], types: &[DataType]) -> Vec<u8> {
             Value::Bool(b) => buf.push(u8::from(*b)),
             Value::Text(s) => put_bytes(&mut buf, s.as_bytes()),
             Value::Bytes(b) => put_bytes(&mut buf, b),
+            Value::Numeric(_) => unreachable!("invariant: no column is NUMERIC, and the value's type was checked"),
         }
     }
     buf
@@ -95,6 +96,7 @@ pub fn decode(bytes: &[u8], types: &[DataType]) -> DecodeResult<Vec<Value>> {
                 Value::Text(String::from_utf8(bytes.to_vec()).map_err(|_| format!("row column {i} is not UTF-8"))?)
             }
             DataType::Bytes => Value::Bytes(get_bytes(&mut input)?.to_vec()),
+            DataType::Numeric => return Err(format!("row column {i} is NUMERIC, a type no column has")),
         });
     }
     if !input.is_empty() {

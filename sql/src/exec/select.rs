@@ -10,6 +10,7 @@ use super::{Flow, for_each_row};
 use crate::error::{Result, SqlError, SqlState};
 use crate::expr::Expr;
 use crate::kv::KvTxn;
+use crate::numeric::Numeric;
 use crate::plan::{AggCall, AggFunc, AggregatePlan, OrderKey, SelectPlan};
 use crate::result::ResultKind;
 use crate::types::{DataType, Value};
@@ -84,7 +85,9 @@ fn finish_groups(agg: &AggregatePlan, groups: BTreeMap<GroupKey, Vec<Acc>>, plan
     let mut out = Vec::with_capacity(groups.len());
     for (key, accs) in groups {
         let mut row = key.0;
-        row.extend(accs.into_iter().map(Acc::finish));
+        for acc in accs {
+            row.push(acc.finish()?);
+        }
         if let Some(having) = &agg.having
             && !having.is_true(&row)?
         {
@@ -163,7 +166,10 @@ enum Acc {
     SumFloat(Option<f64>),
     Min(Option<Value>),
     Max(Option<Value>),
-    Avg(f64, i64),
+    /// AVG of floats: their sum and count.
+    AvgFloat(f64, i64),
+    /// AVG of integers: their exact sum and count (a NUMERIC at the end).
+    AvgInt(i128, i64),
 }
 
 impl Acc {
@@ -174,7 +180,8 @@ impl Acc {
             AggFunc::Sum => Acc::SumInt(None),
             AggFunc::Min => Acc::Min(None),
             AggFunc::Max => Acc::Max(None),
-            AggFunc::Avg => Acc::Avg(0.0, 0),
+            AggFunc::Avg if call.arg_ty == Some(DataType::Float) => Acc::AvgFloat(0.0, 0),
+            AggFunc::Avg => Acc::AvgInt(0, 0),
         }
     }
 
@@ -211,11 +218,16 @@ impl Acc {
                     *best = Some(v);
                 }
             }
-            (Acc::Avg(sum, n), Value::Int(i)) => {
+            (Acc::AvgInt(sum, n), Value::Int(i)) => {
+                // |sum| < 2^63 · ROWS_SCANNED_MAX, far inside i128.
+                *sum += i128::from(i);
+                *n += 1;
+            }
+            (Acc::AvgFloat(sum, n), Value::Int(i)) => {
                 *sum += i as f64;
                 *n += 1;
             }
-            (Acc::Avg(sum, n), Value::Float(f)) => {
+            (Acc::AvgFloat(sum, n), Value::Float(f)) => {
                 *sum += f;
                 *n += 1;
             }
@@ -224,14 +236,15 @@ impl Acc {
         Ok(())
     }
 
-    fn finish(self) -> Value {
-        match self {
+    fn finish(self) -> Result<Value> {
+        Ok(match self {
             Acc::Count(n) => Value::Int(n),
             Acc::SumInt(s) => s.map_or(Value::Null, Value::Int),
             Acc::SumFloat(s) => s.map_or(Value::Null, Value::Float),
             Acc::Min(v) | Acc::Max(v) => v.unwrap_or(Value::Null),
-            Acc::Avg(_, 0) => Value::Null,
-            Acc::Avg(sum, n) => Value::Float(sum / n as f64),
-        }
+            Acc::AvgFloat(_, 0) | Acc::AvgInt(_, 0) => Value::Null,
+            Acc::AvgFloat(sum, n) => Value::Float(sum / n as f64),
+            Acc::AvgInt(sum, n) => Value::Numeric(Numeric::avg(sum, n)?),
+        })
     }
 }

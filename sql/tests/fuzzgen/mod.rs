@@ -12,6 +12,8 @@
 //!           │                    the scratch table, SHOW, EXPLAIN, AS OF SYSTEM TIME, unsupported SQL
 //!           └─ 30 % mutated():   1–3 edits of a statement(): insert/delete/replace/duplicate a
 //!                                character, truncate, or drop/duplicate/swap/replace a token
+//!   stress() ──────── long flat operator chains, deep nesting, very wide lists, around and far
+//!                     past the bounds of `meridian_sql::bounds` (the runner decides how often)
 //! ```
 //!
 //! Keys come from a small domain (0..8) so duplicate keys, conflicting upserts and primary-key
@@ -466,6 +468,66 @@ impl Gen {
                 "SELECT ((((((((((1))))))))))",
             ])
             .to_string()
+    }
+}
+
+impl Gen {
+    /// A statement shaped to find the limits of a node's stack and memory (issue 17): a long flat
+    /// chain of one operator (`+`, `AND`, `OR`, `||`, comparisons, casts, `IS NULL`), chains inside
+    /// parentheses, a `CASE` with many branches, or a very wide `IN` list, select list or
+    /// `VALUES`. Lengths cluster around `depth_max` and `list_max` (the bounds of
+    /// `meridian_sql::bounds`, passed in so this file depends on nothing) and far beyond them.
+    pub fn stress(&mut self, depth_max: usize, list_max: usize) -> String {
+        // Chain lengths: short, at the bound, past it, or (rarely: slow to tokenize) far past it.
+        let terms = match self.rng.below(10) {
+            0..=1 => 1 + self.rng.below(50),
+            2..=5 => depth_max.saturating_sub(3) + self.rng.below(7),
+            6..=8 => depth_max * 2 + self.rng.below(depth_max),
+            _ => 20_000,
+        };
+        // Wide lists: small, medium, or (rarely: megabytes of text) just past the bound.
+        let items = match self.rng.below(20) {
+            0..=9 => 1 + self.rng.below(100),
+            10..=18 => 1_000 + self.rng.below(2_000),
+            _ => list_max + 1 + self.rng.below(3),
+        };
+        let chain = |first: &str, sep: &str, item: &str, n: usize| {
+            let mut s = String::with_capacity((first.len() + sep.len() + item.len()) * n);
+            s.push_str(first);
+            for _ in 1..n {
+                s.push_str(sep);
+                s.push_str(item);
+            }
+            s
+        };
+        let list = |item: &dyn Fn(usize) -> String, n: usize| (0..n).map(item).collect::<Vec<_>>().join(", ");
+        match self.rng.below(14) {
+            0 => format!("SELECT {}", chain("1", " + ", "1", terms)),
+            1 => format!("SELECT * FROM fa WHERE {}", chain("k = 0", " OR ", "k = 1", terms)),
+            2 => format!("SELECT * FROM fa WHERE {}", chain("k >= 0", " AND ", "v IS NULL", terms)),
+            3 => format!("SELECT {}", chain("'a'", " || ", "'b'", terms)),
+            4 => format!("SELECT s{} FROM fa", " || s".repeat(terms - 1)),
+            5 => format!("SELECT * FROM fa WHERE {}", chain("1 < 2", " = ", "TRUE", terms)),
+            6 => format!("SELECT 1{}", "::INT".repeat(terms)),
+            7 => format!("SELECT v{} FROM fa", " IS NULL".repeat(terms)),
+            8 => {
+                let depth = 1 + self.rng.below(70);
+                let ops = terms / depth + 1;
+                let mut e = String::from("k");
+                for _ in 0..depth {
+                    e = format!("({e}{})", " + k".repeat(ops));
+                }
+                format!("UPDATE fa SET v = {e} WHERE k = {}", self.key())
+            }
+            9 => format!("SELECT * FROM fa WHERE k IN ({})", list(&|i| i.to_string(), items)),
+            10 => format!("SELECT {} FROM fa", list(&|_| "k".to_string(), items)),
+            11 => format!("INSERT INTO fa VALUES {}", list(&|i| format!("({}, {i}, 'w')", 1_000 + i), items)),
+            12 => format!(
+                "SELECT CASE {} END FROM fa",
+                (0..items).map(|i| format!("WHEN k = {i} THEN {i}")).collect::<Vec<_>>().join(" ")
+            ),
+            _ => format!("SELECT {}{}{}", "(".repeat(terms), "1", ")".repeat(terms)),
+        }
     }
 }
 

@@ -3,7 +3,9 @@
 //!
 //! Runs seeds `0..N` on every core, each deterministic on its own, and ends with
 //! `N seeds, K violations`; every failing seed prints itself with the command that replays it.
-//! `--seed S` runs one seed and prints its faults and counts. `--unsafe RULE` breaks one rule
+//! `--seed S` runs one seed and prints its faults and counts; with `RUST_LOG` set (e.g.
+//! `RUST_LOG=meridian_server=debug`) it also prints the node cores' events (two-phase commit
+//! steps with transaction ids, leader changes) on stderr. `--unsafe RULE` breaks one rule
 //! on purpose (skip-commit-wait, early-lock-release, ack-before-persist) to see the checkers
 //! catch it.
 
@@ -58,6 +60,14 @@ fn main() {
         println!("UNSAFE build: {:?} — violations are expected", cfg.unsafe_switch);
     }
     if let Some(seed) = one {
+        if std::env::var_os("RUST_LOG").is_some() {
+            tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_writer(std::io::stderr)
+                .without_time()
+                .with_ansi(false)
+                .init();
+        }
         let r = run_seed(seed, &cfg);
         for f in &r.faults {
             println!("  fault {f}");
