@@ -49,7 +49,8 @@ chaos: prereqs
 	$(BUILD)
 	$(MERIDIAN) chaos bank --nodes 5 --duration $(DURATION) --faults $(CHAOS_FAULTS) $(if $(SEED),--seed $(SEED)) $(ARGS)
 
-## chaos-ci: the bounded chaos run CI makes (under 3 minutes): 90 s of every safe fault on 5 nodes.
+## chaos-ci: a bounded chaos run (under 3 minutes): 90 s of every safe fault on 5 nodes. (`make test`,
+## which CI runs, has a 45 s run of the same: cli/tests/chaos.rs.)
 chaos-ci: prereqs
 	$(BUILD)
 	$(MERIDIAN) chaos bank --nodes 5 --duration 90s --faults $(CHAOS_FAULTS) $(if $(SEED),--seed $(SEED)) $(ARGS)

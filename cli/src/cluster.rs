@@ -75,6 +75,13 @@ pub struct StartArgs {
     /// lines, or a single password for the user `meridian`.
     #[arg(long, env = "MERIDIAN_PG_PASSWORD_FILE")]
     pub pg_password_file: Option<PathBuf>,
+    /// FOR DURABILITY TESTS ONLY: keep writes not yet synced in this process's memory, so that
+    /// `kill -9` loses them as a power cut would (`cli/tests/durability.rs`).
+    #[arg(long, hide = true)]
+    pub test_power_loss: bool,
+    /// BROKEN ON PURPOSE, for tests: never sync a write (acknowledged data may be lost).
+    #[arg(long, hide = true)]
+    pub unsafe_skip_sync: bool,
 }
 
 impl StartArgs {
@@ -107,6 +114,8 @@ impl StartArgs {
             fault_injection: self.fault_injection,
             tls: self.node_tls()?,
             token: self.token()?,
+            test_power_loss: self.test_power_loss,
+            unsafe_skip_sync: self.unsafe_skip_sync,
         })
     }
 }
@@ -228,7 +237,9 @@ impl PgGateway {
             .await
             .with_context(|| format!("binding the PostgreSQL port {listen}"))?;
         let addr = listener.local_addr()?;
-        let client = std::sync::Arc::new(Client::connect_with([node_addr], client).await?);
+        // Not `connect`: a node restarting with the rest of its cluster must serve before any
+        // range has a quorum again (cli/tests/durability.rs restarts every node in turn).
+        let client = std::sync::Arc::new(Client::unconnected([node_addr], client)?);
         let store = std::sync::Arc::new(meridian_client::ClusterKv::new(client));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let tls = security.has_tls();
@@ -542,6 +553,8 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
                 cert_name: None,
                 token_file: None,
                 pg_password_file: None,
+                test_power_loss: false,
+                unsafe_skip_sync: false,
             }
         };
         let mut nodes = vec![Node::start(mk(0, vec![]).config()?).await?];

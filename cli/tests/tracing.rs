@@ -90,7 +90,7 @@ fn a_two_phase_commit_is_traced_by_its_id_at_the_client_the_coordinator_and_ever
     let client_log = captured.text();
     let span = format!("txn{{id={id}");
     assert!(
-        !lines_with(&client_log, &span, &["two-phase commit: preparing at the participants"]).is_empty(),
+        !lines_with(&client_log, &span, &["two-phase commit: prepares and the coordinator's commit"]).is_empty(),
         "client log lacks the prepare step of {id}:\n{client_log}"
     );
     assert!(

@@ -476,19 +476,7 @@ impl Client {
         seeds: impl IntoIterator<Item = S>,
         options: ClientOptions,
     ) -> Result<Client, ClientError> {
-        let seeds: Vec<String> = seeds.into_iter().map(Into::into).collect();
-        if seeds.is_empty() {
-            return Err(ClientError::Invalid("at least one node address is needed".into()));
-        }
-        let c = Client {
-            seeds,
-            routes: Mutex::new(Routes::default()),
-            channels: Mutex::new(HashMap::new()),
-            deadline: DEADLINE_DEFAULT,
-            tls: options.tls.as_ref().map(ClientTls::config),
-            bearer: Bearer::new(options.token.as_ref()).map_err(ClientError::Invalid)?,
-            txn_slots: limits::TxnSlots::new(limits::TXNS_IN_FLIGHT_MAX),
-        };
+        let c = Client::unconnected(seeds, options)?;
         // A cluster that just started (or lost its meta leader) answers "unavailable" for a
         // moment: keep asking until the deadline. Wrong addresses and credentials fail at once,
         // addresses where nothing listens after REFUSED_FOR_MAX.
@@ -508,6 +496,29 @@ impl Client {
             }
             backoff.wait(deadline.left()).await;
         }
+    }
+
+    /// A client of the cluster at `seeds` that contacts it only at its first request (which
+    /// looks up routes then, as after any split). For a node's own PostgreSQL gateway: after
+    /// every node of a cluster restarted, no range has a quorum until enough of them are back,
+    /// so a node must not wait for the cluster before it serves. Fails only on bad options.
+    pub fn unconnected<S: Into<String>>(
+        seeds: impl IntoIterator<Item = S>,
+        options: ClientOptions,
+    ) -> Result<Client, ClientError> {
+        let seeds: Vec<String> = seeds.into_iter().map(Into::into).collect();
+        if seeds.is_empty() {
+            return Err(ClientError::Invalid("at least one node address is needed".into()));
+        }
+        Ok(Client {
+            seeds,
+            routes: Mutex::new(Routes::default()),
+            channels: Mutex::new(HashMap::new()),
+            deadline: DEADLINE_DEFAULT,
+            tls: options.tls.as_ref().map(ClientTls::config),
+            bearer: Bearer::new(options.token.as_ref()).map_err(ClientError::Invalid)?,
+            txn_slots: limits::TxnSlots::new(limits::TXNS_IN_FLIGHT_MAX),
+        })
     }
 
     /// The same client with another per-request deadline.

@@ -100,6 +100,16 @@ impl KvStore for ClusterKv {
         })
     }
 
+    async fn begin_retry(&self, mode: TxnMode, priority: u64, attempt: u32) -> Result<Box<dyn KvTxn>, KvError> {
+        match mode {
+            TxnMode::ReadWrite => {
+                let txn = self.client.begin_retry(priority, attempt);
+                Ok(Box::new(RwTxn { txn, budget: self.client.deadline, deadline: None }))
+            }
+            _ => self.begin(mode).await,
+        }
+    }
+
     fn statement_deadline(&self) -> Option<Instant> {
         Some(Instant::now() + self.client.deadline)
     }
@@ -157,6 +167,10 @@ impl KvTxn for RwTxn {
 
     fn set_statement_deadline(&mut self, at: Instant) {
         self.deadline = Some(statement(self.budget, at));
+    }
+
+    fn priority(&self) -> Option<u64> {
+        Some(self.txn.start())
     }
 }
 

@@ -458,6 +458,12 @@ impl<C: Borrow<Client>> TxnOn<C> {
         self.state.id_text()
     }
 
+    /// The start timestamp (ns) that orders this transaction in wound-wait: older wins. Pass it
+    /// to [`Client::begin_retry`] to re-run the transaction with the same priority.
+    pub fn start(&self) -> u64 {
+        self.state.pb.start
+    }
+
     /// The value of `key` as this transaction sees it (its own buffered write first), holding a
     /// shared lock on it until the transaction ends.
     pub async fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, ClientError> {
@@ -508,7 +514,15 @@ impl Client {
     /// Starts a read-write transaction driven by the caller (see [`Transaction`]). Prefer
     /// [`Client::read_write`], which also retries.
     pub fn begin(self: &Arc<Self>) -> Transaction {
-        let state = TxnState::new(now_nanos(), 0);
+        self.begin_retry(now_nanos(), 0)
+    }
+
+    /// Attempt `attempt` of a transaction that first started at `start` ([`TxnOn::start`]):
+    /// a new transaction (a new id) that keeps the first attempt's wound-wait priority, so an
+    /// application's re-run ages rather than starves (Spanner §4.2.1). [`Client::read_write`]
+    /// does this itself; SQL's implicit re-runs use it through `KvStore::begin_retry`.
+    pub fn begin_retry(self: &Arc<Self>, start: u64, attempt: u32) -> Transaction {
+        let state = TxnState::new(start, attempt);
         let keepalive = tokio::runtime::Handle::try_current().ok().map(|rt| {
             let (client, txn, touched) = (self.clone(), state.pb, state.touched.clone());
             rt.spawn(async move { keepalive(&client, txn, touched).await })
@@ -590,14 +604,12 @@ impl Client {
             return Ok(d);
         }
         let start = tokio::time::Instant::now();
-        let mut backoff = Duration::from_millis(10);
+        let mut backoff = crate::backoff::Backoff::new(Duration::from_millis(10), BACKOFF_MAX);
+        // Bounded by the deadline: every turn waits at least 5 ms.
         loop {
             match self.range_of(key).await {
-                Err(ClientError::Transport(_) | ClientError::Unavailable(_))
-                    if start.elapsed() + backoff < self.deadline =>
-                {
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                Err(ClientError::Transport(_) | ClientError::Unavailable(_)) if start.elapsed() < self.deadline => {
+                    backoff.wait(self.deadline.saturating_sub(start.elapsed())).await;
                 }
                 r => return r,
             }

@@ -136,6 +136,8 @@ async fn start_node(dir: &TempDir) -> Node {
         fault_injection: false,
         tls: None,
         token: None,
+        test_power_loss: false,
+        unsafe_skip_sync: false,
     };
     let node = Node::start(cfg).await.expect("the node starts");
     until(START_MAX, "split at m, both halves led here and serving", || async {

@@ -58,6 +58,11 @@ pub trait KvTxn: Send {
     fn set_statement_deadline(&mut self, deadline: Instant) {
         let _ = deadline;
     }
+    /// A read-write transaction's wound-wait priority: the start timestamp by which rivals are
+    /// ordered (older wins, Spanner §4.2.1). `None` where the store has no locks to order.
+    fn priority(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// A store that starts transactions. Shared by every session of a node.
@@ -65,6 +70,16 @@ pub trait KvTxn: Send {
 pub trait KvStore: Send + Sync {
     /// Starts a transaction in `mode`.
     async fn begin(&self, mode: TxnMode) -> Result<Box<dyn KvTxn>, KvError>;
+
+    /// Starts attempt `attempt` (2, 3, …) of a transaction whose earlier attempt failed with
+    /// [`KvError::Retryable`] and had wound-wait priority `priority` ([`KvTxn::priority`]). A
+    /// store with locks gives the new attempt that priority, so a transaction wounded again and
+    /// again ages until it wins instead of starving (Spanner §4.2.1's wound-wait keeps a
+    /// re-run's original timestamp). The default starts a fresh transaction.
+    async fn begin_retry(&self, mode: TxnMode, priority: u64, attempt: u32) -> Result<Box<dyn KvTxn>, KvError> {
+        let _ = (priority, attempt);
+        self.begin(mode).await
+    }
 
     /// The deadline of a statement starting now, if the store has one: the session hands it
     /// to every transaction the statement uses ([`KvTxn::set_statement_deadline`]), so that its

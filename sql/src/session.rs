@@ -336,11 +336,17 @@ impl Session {
     ) -> Result<QueryResult> {
         let mode = mode_for(read, parsed.as_of);
         let mut last_error = None;
+        // The first attempt's wound-wait priority, which every re-run keeps.
+        let mut priority = None;
         for attempt in 1..=IMPLICIT_ATTEMPTS_MAX {
             if attempt > 1 {
                 self.store.backoff(attempt).await;
             }
-            let mut txn = match self.store.begin(mode).await {
+            let begun = match priority {
+                Some(p) => self.store.begin_retry(mode, p, attempt).await,
+                None => self.store.begin(mode).await,
+            };
+            let mut txn = match begun {
                 Ok(mut txn) => {
                     if let Some(d) = deadline {
                         txn.set_statement_deadline(d);
@@ -356,6 +362,7 @@ impl Session {
                     return Err(e);
                 }
             };
+            priority = priority.or(txn.priority());
             let outcome = run_in(txn.as_mut(), parsed, params, mode.is_read_only()).await;
             let e = match outcome {
                 Ok(kind) => match txn.commit().await {

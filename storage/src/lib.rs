@@ -7,6 +7,8 @@
 //! - `RocksEngine` (feature `rocksdb`): one RocksDB instance per node, used by real nodes.
 //! - [`MemEngine`]: in memory, for tests and the deterministic simulator; it models a crash that
 //!   loses unsynced writes.
+//! - [`PowerLossEngine`]: a wrapper for durability tests of real nodes: what was not synced
+//!   lives only in the process, so `kill -9` loses it as a power cut would.
 //!
 //! On top of the trait, engine-agnostic:
 //!
@@ -39,6 +41,7 @@ pub mod keycode;
 pub mod log;
 mod mem;
 pub mod mvcc;
+mod power_loss;
 pub mod record;
 #[cfg(feature = "rocksdb")]
 mod rocks;
@@ -48,6 +51,7 @@ pub use error::{Error, Result};
 pub use log::LogStore;
 pub use mem::MemEngine;
 pub use mvcc::{Mvcc, Version};
+pub use power_loss::PowerLossEngine;
 #[cfg(feature = "rocksdb")]
 pub use rocks::{RocksEngine, RocksOptions};
 

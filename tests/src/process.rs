@@ -61,11 +61,13 @@ pub struct NodeArgs {
     pub no_rebalance: bool,
     /// Serve `/health`, `/status` and `/metrics` (`--http-listen`, on a fixed port per node).
     pub http: bool,
+    /// More `meridian start` flags (e.g. the hidden test switches `--test-power-loss`).
+    pub extra: Vec<String>,
 }
 
 impl Default for NodeArgs {
     fn default() -> Self {
-        NodeArgs { lease_ms: 1_000, epsilon_ms: 2, replication: 3, no_rebalance: false, http: false }
+        NodeArgs { lease_ms: 1_000, epsilon_ms: 2, replication: 3, no_rebalance: false, http: false, extra: Vec::new() }
     }
 }
 
@@ -144,6 +146,7 @@ fn spawn(
         .arg("--replication")
         .arg(args.replication.to_string())
         .args(args.no_rebalance.then_some("--no-rebalance"))
+        .args(&args.extra)
         .args(http_addr.into_iter().flat_map(|a| ["--http-listen", a]))
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())

@@ -181,7 +181,8 @@ impl NodeCore {
                     // The range changed between proposal and apply (split, merge freeze): the
                     // write takes no effect anywhere, and the client retries with fresh routes.
                     if let Some(o) = mine {
-                        let key = writes[0].0.clone();
+                        // A commit part may write nothing (a participant that only read).
+                        let key = writes.first().map_or_else(|| g.state.desc.start.clone(), |w| w.0.clone());
                         self.fail(
                             now,
                             o,

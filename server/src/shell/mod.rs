@@ -48,7 +48,7 @@ use meridian_proto::auth::{Bearer, Secret};
 use meridian_proto::v1 as pb;
 use meridian_shard::paxos::NodeId;
 use meridian_shard::range::NodeInfo;
-use meridian_storage::{Engine, RocksEngine, RocksOptions};
+use meridian_storage::{Engine, PowerLossEngine, RocksEngine, RocksOptions};
 use meridian_truetime::{SimTrueTime, TrueTime};
 use tokio::sync::oneshot;
 use tonic::service::interceptor::InterceptedService;
@@ -143,6 +143,13 @@ pub struct NodeConfig {
     /// The bearer token clients must present on client-facing services (`None`: no token
     /// needed). Nodes present it to each other too.
     pub token: Option<Secret<String>>,
+    /// FOR DURABILITY TESTS ONLY: run on [`PowerLossEngine`] over RocksDB, so that the death
+    /// of the process loses every write not yet synced, as a power cut would (`kill -9` alone
+    /// keeps them in the page cache).
+    pub test_power_loss: bool,
+    /// BROKEN ON PURPOSE, for tests: never sync a write, so acknowledged state may be lost (the
+    /// power-loss durability test must catch it).
+    pub unsafe_skip_sync: bool,
 }
 
 enum CoreMsg {
@@ -403,7 +410,17 @@ impl Node {
             tracing::warn!("a token without TLS travels in plaintext: add --certs-dir");
         }
         let rocks = Arc::new(RocksEngine::open(cfg.data_dir.join("db"), &cfg.rocks)?);
-        let engine: Arc<dyn Engine> = rocks.clone();
+        let mut engine: Arc<dyn Engine> = rocks.clone();
+        if cfg.test_power_loss {
+            tracing::warn!("test storage: writes not yet synced are lost if this process dies (--test-power-loss)");
+            engine = Arc::new(PowerLossEngine::open(engine)?);
+        }
+        if cfg.unsafe_skip_sync {
+            tracing::warn!(
+                "UNSAFE: this node never syncs its writes (--unsafe-skip-sync): acknowledged data may be lost"
+            );
+            engine = Arc::new(NeverSync(engine));
+        }
         let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
         let addr = listener.local_addr()?;
         let advertise = cfg.advertise.clone().unwrap_or_else(|| addr.to_string());
@@ -863,6 +880,37 @@ fn spawn_peer(
         }
     });
     PeerSender { addr: addr.to_string(), tx }
+}
+
+/// An engine that never syncs: the broken build of [`NodeConfig::unsafe_skip_sync`].
+struct NeverSync(Arc<dyn Engine>);
+
+impl Engine for NeverSync {
+    fn get(&self, cf: meridian_storage::Cf, key: &[u8]) -> meridian_storage::Result<Option<Vec<u8>>> {
+        self.0.get(cf, key)
+    }
+
+    fn scan<'a>(
+        &'a self,
+        cf: meridian_storage::Cf,
+        start: &[u8],
+        end: Option<&[u8]>,
+        dir: meridian_storage::Direction,
+    ) -> meridian_storage::Result<meridian_storage::ScanIter<'a>> {
+        self.0.scan(cf, start, end, dir)
+    }
+
+    fn write(&self, batch: meridian_storage::WriteBatch, _sync: bool) -> meridian_storage::Result<()> {
+        self.0.write(batch, false)
+    }
+
+    fn sync(&self) -> meridian_storage::Result<()> {
+        Ok(())
+    }
+
+    fn kind(&self) -> &'static str {
+        self.0.kind()
+    }
 }
 
 #[cfg(test)]
