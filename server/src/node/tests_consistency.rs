@@ -423,3 +423,43 @@ fn a_coordinator_commits_above_every_prepare_it_heard_whatever_the_client_says()
         assert_eq!(read_at(&mut sim, k, Some(s.prev())).0, None, "{k} just below T's timestamp");
     }
 }
+
+#[test]
+fn a_prepare_whose_commit_never_comes_is_aborted_by_its_coordinator() {
+    // The client prepared at B and vanished before its commit reached the coordinator A. B's
+    // prepared write holds back every read of it at a later timestamp (Spanner §4.1.3), so the
+    // coordinator, which heard B's report, logs an abort COMMIT_AFTER_VOTE_MAX after it instead
+    // of waiting for the idle timeout of the transaction's locks there.
+    use crate::node::api::CommitRole;
+    use crate::node::txn::COMMIT_AFTER_VOTE_MAX;
+    let mut sim = three_nodes(91, Duration::from_millis(2));
+    split(&mut sim, "m");
+    let a = group_of(&mut sim, "a");
+    let t = txn(24, 24);
+    // T holds a lock at A, so A counts it alive and a participant's plain inquiry waits.
+    let read = txn_call(&mut sim, "a", Request::TxnGet { txn: t, key: b"a".to_vec() });
+    assert!(matches!(read, Response::TxnValue { .. }), "T reads a: {read:?}");
+    let prep = commit_req(t, &[], None, &[("p", "t")], CommitRole::Prepare { coordinator: a });
+    let Response::Prepared { ts: p } = txn_call(&mut sim, "p", prep) else { panic!("prepare at B") };
+    sim.run_for(COMMIT_AFTER_VOTE_MAX + Duration::from_secs(1));
+    // A read above the prepare timestamp is answered at once: B's prepare was resolved as
+    // aborted (before, the read waited for the transaction's locks to expire at A).
+    let after = p.saturating_add(Duration::from_millis(1));
+    let leader = leader_of(&mut sim, b"p");
+    let read = Request::Read { start: b"p".to_vec(), end: None, limit: 1, ts: Some(after) };
+    let r = sim.call(leader, read, Duration::from_millis(500));
+    assert!(
+        matches!(&r, Some(Response::ReadAt { rows, .. }) if rows.is_empty()),
+        "a read of p at {after} is answered, p unwritten: {r:?}"
+    );
+    // And the client's late commit finds the abort.
+    let coord = commit_req(
+        t,
+        &[],
+        None,
+        &[("a", "t")],
+        CommitRole::Coordinate { participants: vec![group_of(&mut sim, "p")], first_sent: None },
+    );
+    let r = txn_call(&mut sim, "a", coord);
+    assert!(matches!(r, Response::Error(ApiError::Aborted(_))), "a late commit is refused as aborted: {r:?}");
+}

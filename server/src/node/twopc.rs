@@ -64,7 +64,7 @@ use super::apply::write_at;
 use super::cmd::{Decided, GroupCmd, KeyWrite, Origin, PreparedTxn};
 use super::manage::Internal;
 use super::observe::AbortReason;
-use super::txn::{VOTES_KEPT, VOTES_WAIT_MAX};
+use super::txn::{COMMIT_AFTER_VOTE_MAX, VOTES_KEPT, VOTES_WAIT_MAX};
 use super::{NodeCore, local_of, propose};
 
 /// How often a coordinator re-sends an unacknowledged decision.
@@ -653,6 +653,19 @@ impl NodeCore {
         // never reported.
         g.txns.votes.retain(|_, v| local < v.since.saturating_add(VOTES_KEPT));
         let silent = g.txns.vote_waits_expired(local.saturating_sub(VOTES_WAIT_MAX));
+        // Coordinator: prepared somewhere, but no commit came (see COMMIT_AFTER_VOTE_MAX).
+        let orphaned: Vec<(TxnId, Vec<GroupId>)> = g
+            .txns
+            .votes
+            .iter()
+            .filter(|(id, v)| {
+                local >= v.since.saturating_add(COMMIT_AFTER_VOTE_MAX)
+                    && !g.state.decisions.contains_key(id)
+                    && !g.txns.is_preparing(**id)
+                    && !g.txns.has_commit(**id)
+            })
+            .map(|(id, v)| (*id, v.prepared.keys().copied().collect()))
+            .collect();
         let mut resend = Vec::new();
         let mut forget = Vec::new();
         for (id, d) in &g.state.decisions {
@@ -674,6 +687,17 @@ impl NodeCore {
         for txn in silent {
             let why = format!("its participants did not all report a prepare within {:?}", VOTES_WAIT_MAX);
             self.abort_txn(now, gid, txn, AbortReason::Deadline, &why);
+        }
+        for (txn, participants) in orphaned {
+            let why = format!("prepared at a participant, but no commit came within {COMMIT_AFTER_VOTE_MAX:?}");
+            self.abort_txn(now, gid, txn, AbortReason::Deadline, &why);
+            // Logged (presumed abort, as for an inquiry), and sent to the participants that
+            // reported, so their prepared locks go now.
+            let role = CommitRole::Coordinate { participants, first_sent: None };
+            self.decide_abort_if_coordinator(now, gid, txn, &role, None);
+            if let Some(g) = self.groups.get_mut(&gid) {
+                g.txns.votes.remove(&txn);
+            }
         }
         for txn in revote {
             self.send_vote(now, gid, txn);

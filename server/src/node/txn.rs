@@ -63,6 +63,12 @@ pub const VOTES_REMEMBERED_MAX: usize = 100_000;
 /// How long a coordinator's commit waits for its participants' prepare timestamps before it
 /// aborts (a participant never got its prepare: the client vanished, or could not reach it).
 pub const VOTES_WAIT_MAX: Duration = Duration::from_secs(10);
+/// How long a coordinator waits for a transaction's commit after a participant reported it
+/// prepared. The client sends its prepares and the commit together, so a commit this late was
+/// lost or its client is gone: the coordinator logs an abort rather than leave the participant's
+/// prepared locks (which hold back reads at later timestamps, Spanner §4.1.3) until the idle
+/// timeout. A commit that arrives after it finds the abort decided, and the client re-runs.
+pub const COMMIT_AFTER_VOTE_MAX: Duration = Duration::from_secs(2);
 /// How long reported prepare timestamps are kept without a commit to use them.
 pub const VOTES_KEPT: Duration = Duration::from_secs(60);
 
@@ -195,6 +201,11 @@ impl GroupTxns {
     /// Whether `id` is marked prepared here (its prepare record or decision is on its way).
     pub(super) fn is_preparing(&self, id: TxnId) -> bool {
         self.locks.txn(id).is_some_and(|t| t.prepared)
+    }
+
+    /// Whether a commit of `id` is under way here (any role).
+    pub(super) fn has_commit(&self, id: TxnId) -> bool {
+        self.commits.values().any(|c| c.txn.id == id)
     }
 
     /// Whether `id` holds locks or waits for them here (a commit not yet decided).
