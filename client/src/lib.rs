@@ -1041,13 +1041,34 @@ impl Client {
     }
 
     /// The range holding `key`, as the meta range describes it now.
+    ///
+    /// Asked again (with backoff, within the client's deadline) while no node can answer: the
+    /// meta range may be electing a leader, and each range's leader indexes its own descriptor,
+    /// so right after a split the index can briefly hold the left half without the right one
+    /// ("no range found"). Wrong addresses and credentials fail at once.
     pub async fn range_of(&self, key: &[u8]) -> Result<RangeDescriptor, ClientError> {
-        self.refresh(key, self.deadline).await.map_err(|f| f.final_error().unwrap_or_else(|| f.error()))?;
-        self.routes()
-            .cache
-            .lookup(key)
-            .cloned()
-            .ok_or_else(|| ClientError::Unavailable("no range holds the key".into()))
+        let deadline = RequestDeadline::starting(tokio::time::Instant::now(), self.deadline);
+        let mut backoff = backoff::Backoff::default();
+        // Bounded by the deadline: every turn waits at least half a backoff step.
+        loop {
+            let failure = match self.refresh(key, deadline.left()).await {
+                Ok(()) => match self.routes().cache.lookup(key).cloned() {
+                    Some(d) => return Ok(d),
+                    None => None,
+                },
+                Err(f) => Some(f),
+            };
+            if let Some(e) = failure.as_ref().and_then(LookupFailure::final_error) {
+                return Err(e);
+            }
+            if deadline.left().is_zero() {
+                return Err(match failure {
+                    Some(f) => f.error(),
+                    None => ClientError::Unavailable("no range holds the key".into()),
+                });
+            }
+            backoff.wait(deadline.left()).await;
+        }
     }
 
     /// The status of the node at `addr`.

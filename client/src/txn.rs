@@ -596,24 +596,13 @@ impl Client {
         Err(ClientError::Aborted(format!("gave up after {TXN_ATTEMPTS_MAX} attempts; last: {last}")))
     }
 
-    /// The range of `key` from the route cache, or from the meta range — asked again (with
-    /// backoff, within the client's deadline) while it cannot answer: right after a split the
-    /// meta range may index one half before the other, and a node may be restarting.
+    /// The range of `key` from the route cache, or from the meta range ([`Client::range_of`],
+    /// which asks again while the index cannot answer).
     async fn range_for(&self, key: &[u8]) -> Result<RangeDescriptor, ClientError> {
         if let Some(d) = self.routes().cache.lookup(key).cloned() {
             return Ok(d);
         }
-        let start = tokio::time::Instant::now();
-        let mut backoff = crate::backoff::Backoff::new(Duration::from_millis(10), BACKOFF_MAX);
-        // Bounded by the deadline: every turn waits at least 5 ms.
-        loop {
-            match self.range_of(key).await {
-                Err(ClientError::Transport(_) | ClientError::Unavailable(_)) if start.elapsed() < self.deadline => {
-                    backoff.wait(self.deadline.saturating_sub(start.elapsed())).await;
-                }
-                r => return r,
-            }
-        }
+        self.range_of(key).await
     }
 }
 

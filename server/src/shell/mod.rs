@@ -711,16 +711,26 @@ impl HealthLog {
                 tracing::warn!(node = %me, problems = ?r.problems, "not ready: {}", r.summary);
             }
         }
-        for w in r.warnings.iter().filter(|w| !self.warnings.contains(w)) {
+        // By kind, not text: "under-replicated: 7 of 9 ranges …" becoming "5 of 9" while
+        // placement adds replicas is the same warning, not one cleared and one new.
+        let known = |ws: &[String], w: &str| ws.iter().any(|o| warning_kind(o) == warning_kind(w));
+        for w in r.warnings.iter().filter(|w| !known(&self.warnings, w)) {
             tracing::warn!(node = %me, "{w}");
         }
-        for w in self.warnings.iter().filter(|w| !r.warnings.contains(w)) {
-            tracing::info!(node = %me, "no longer: {w}");
+        for w in self.warnings.iter().filter(|w| !known(&r.warnings, w)) {
+            tracing::info!(node = %me, "no longer: {}", warning_kind(w).trim());
         }
         self.ready = Some(r.ready);
         self.summary.clone_from(&r.summary);
         self.warnings.clone_from(&r.warnings);
     }
+}
+
+/// What a readiness warning is about, without its counts: its text up to the first `:` or
+/// ` (`, digits left out.
+fn warning_kind(w: &str) -> String {
+    let end = [w.find(':'), w.find(" (")].into_iter().flatten().min().unwrap_or(w.len());
+    w[..end].chars().filter(|c| !c.is_ascii_digit()).collect()
 }
 
 /// The core thread: the only owner of the node core.
@@ -916,6 +926,17 @@ impl Engine for NeverSync {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_warning_whose_counts_change_is_the_same_warning() {
+        let a = "under-replicated: 7 of 9 ranges here have fewer than 3 replicas (--replication 3); placement is adding replicas";
+        let b = "under-replicated: 5 of 9 ranges here have fewer than 3 replicas (--replication 3); placement is adding replicas";
+        assert_eq!(warning_kind(a), warning_kind(b));
+        let c = "2 of 9 ranges here serve with a replica on an unreachable node (n2): one more failure and they lose their quorum";
+        let d = "9 of 9 ranges here serve with a replica on an unreachable node (n2, n3): one more failure and they lose their quorum";
+        assert_eq!(warning_kind(c), warning_kind(d));
+        assert_ne!(warning_kind(a), warning_kind(c));
+    }
 
     #[test]
     fn a_node_answers_before_its_caller_stops_waiting() {
