@@ -97,6 +97,9 @@ pub struct NodeOptions {
     /// ago is refused as of unknown outcome. Shorter only in simulations, so a client paused
     /// past it fits in a run.
     pub decision_remembered: Duration,
+    /// How long a coordinator waits for a transaction's commit after a participant reported it
+    /// prepared before it aborts it ([`txn::COMMIT_AFTER_VOTE_MAX`]).
+    pub commit_after_vote_max: Duration,
     /// **Unsafe, for tests only**: answer commits without commit wait, breaking external
     /// consistency (the external-consistency checker must then find violations).
     pub unsafe_skip_commit_wait: bool,
@@ -127,6 +130,7 @@ impl Default for NodeOptions {
             dead_after: Duration::from_secs(30),
             gc_ttl: Duration::from_secs(3_600),
             decision_remembered: DECISION_REMEMBERED,
+            commit_after_vote_max: txn::COMMIT_AFTER_VOTE_MAX,
             unsafe_skip_commit_wait: false,
             unsafe_early_lock_release: false,
             unsafe_read_before_commit_wait: false,

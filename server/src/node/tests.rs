@@ -715,7 +715,10 @@ pub(super) fn two_ranges_apart(sim: &mut ClusterSim) -> (meridian_shard::GroupId
 #[test]
 fn two_phase_commit_keeps_prepared_transactions_across_leader_failover_and_presumes_abort() {
     use crate::node::api::CommitRole;
-    let mut sim = ClusterSim::new(33, NodeOptions { rebalance: false, ..opts() });
+    // T's client sends its commit 3 s after its prepare (the participant's leader dies
+    // between), longer than a coordinator normally waits for it (COMMIT_AFTER_VOTE_MAX).
+    let slow_client = Duration::from_secs(60);
+    let mut sim = ClusterSim::new(33, NodeOptions { rebalance: false, commit_after_vote_max: slow_client, ..opts() });
     // Different leaders for the two ranges, so the participant's can die alone.
     let (left, right, _) = two_ranges_apart(&mut sim);
     put(&mut sim, "a", "100");

@@ -64,7 +64,7 @@ use super::apply::write_at;
 use super::cmd::{Decided, GroupCmd, KeyWrite, Origin, PreparedTxn};
 use super::manage::Internal;
 use super::observe::AbortReason;
-use super::txn::{COMMIT_AFTER_VOTE_MAX, VOTES_KEPT, VOTES_WAIT_MAX};
+use super::txn::{VOTES_KEPT, VOTES_WAIT_MAX};
 use super::{NodeCore, local_of, propose};
 
 /// How often a coordinator re-sends an unacknowledged decision.
@@ -654,12 +654,13 @@ impl NodeCore {
         g.txns.votes.retain(|_, v| local < v.since.saturating_add(VOTES_KEPT));
         let silent = g.txns.vote_waits_expired(local.saturating_sub(VOTES_WAIT_MAX));
         // Coordinator: prepared somewhere, but no commit came (see COMMIT_AFTER_VOTE_MAX).
+        let commit_after_vote_max = self.opts.commit_after_vote_max;
         let orphaned: Vec<(TxnId, Vec<GroupId>)> = g
             .txns
             .votes
             .iter()
             .filter(|(id, v)| {
-                local >= v.since.saturating_add(COMMIT_AFTER_VOTE_MAX)
+                local >= v.since.saturating_add(commit_after_vote_max)
                     && !g.state.decisions.contains_key(id)
                     && !g.txns.is_preparing(**id)
                     && !g.txns.has_commit(**id)
@@ -689,7 +690,7 @@ impl NodeCore {
             self.abort_txn(now, gid, txn, AbortReason::Deadline, &why);
         }
         for (txn, participants) in orphaned {
-            let why = format!("prepared at a participant, but no commit came within {COMMIT_AFTER_VOTE_MAX:?}");
+            let why = format!("prepared at a participant, but no commit came within {commit_after_vote_max:?}");
             self.abort_txn(now, gid, txn, AbortReason::Deadline, &why);
             // Logged (presumed abort, as for an inquiry), and sent to the participants that
             // reported, so their prepared locks go now.
